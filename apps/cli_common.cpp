@@ -1,0 +1,108 @@
+#include "cli_common.h"
+
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <stdexcept>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "lococo/io_util.h"
+
+namespace lococo::cli {
+namespace {
+
+std::map<CLI::App*, Runner>& runners() {
+  static std::map<CLI::App*, Runner> r;
+  return r;
+}
+
+}  // namespace
+
+void register_command(CLI::App* sub, Runner run) { runners()[sub] = std::move(run); }
+
+int run_selected(CLI::App& root) {
+  for (auto& [sub, run] : runners())
+    if (sub->parsed()) return run();
+  std::cout << root.help();
+  return 1;
+}
+
+void add_model_flags(CLI::App* app, ModelFlags& f) {
+  app->add_option("--model,-m", f.dir, "Model directory (config.json, model.safetensors, tokenizer.model); "
+                                        "default: the bundled model or $LOCOCO_MODEL");
+  app->add_option("--dtype", f.dtype, "Compute dtype of the weights")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}))
+      ->capture_default_str();
+  app->add_option("--threads", f.threads, "Intra-op threads (0 = one per core)")->check(CLI::NonNegativeNumber);
+}
+
+ModelOptions model_options(const ModelFlags& f) {
+  ModelOptions o;
+  o.dtype = f.dtype == "bf16" ? torch::kBFloat16 : f.dtype == "f16" ? torch::kFloat16 : torch::kFloat32;
+  return o;
+}
+
+LoadedModel load_model(const ModelFlags& f) {
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  torch::set_num_threads(f.threads > 0 ? f.threads : static_cast<int>(cores));
+  const std::filesystem::path dir = f.dir.empty() ? default_model_dir() : std::filesystem::path(f.dir);
+  if (f.dir.empty() && !std::filesystem::exists(dir / "config.json"))
+    throw std::runtime_error(fmt::format("no --model given and the bundled model is not at {} "
+                                         "(make a test model with: lococo init-model --out DIR)", dir.string()));
+  return load_model_dir(dir, model_options(f));
+}
+
+void add_cache_flags(CLI::App* app, CacheFlags& f, bool with_policy) {
+  auto& o = f.options;
+  if (with_policy)
+    app->add_option("--cache", o.policy, "KV-cache policy")
+        ->check(CLI::IsMember(cache_policy_names()))
+        ->capture_default_str();
+  app->add_option("--budget", o.budget, "M: cache slots kept after a compression")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--chunk", o.chunk, "B: tokens per forward pass")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--buffer", o.buffer, "b: compress only when slots exceed M + b")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--positions", f.positions, "RoPE positions: absolute (token index) or cache (slot index)")
+      ->check(CLI::IsMember({"absolute", "cache"}))->capture_default_str();
+  app->add_option("--sinks", o.sinks, "streaming: first tokens always kept")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--recent", o.recent, "h2o: most recent tokens kept (-1 = M/2)")->capture_default_str();
+  app->add_option("--obs-window", o.observation_window, "snapkv: observation window (last queries)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--pool-kernel", o.pool_kernel, "snapkv: max-pool kernel over slot scores (odd)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--keep-rate", o.keep_rate, "lococo: share r of M kept verbatim")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app->add_option("--local-window", o.local_window, "lococo: last slots always kept")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--compressor", o.compressor, "lococo: trained compressor (.safetensors)");
+  app->add_flag("--allow-untrained", o.allow_untrained, "lococo: run with a freshly initialised compressor");
+}
+
+CacheOptions cache_options(const CacheFlags& f, const LlamaModel& model) {
+  CacheOptions o = f.options;
+  o.positions = parse_position_mode(f.positions);
+  o.dtype = model.weights().embed.scalar_type();
+  o.device = model.weights().embed.device();
+  return o;
+}
+
+void add_sampling_flags(CLI::App* app, SamplingOptions& s) {
+  app->add_option("--temperature,-t", s.temperature, "Sampling temperature (0 = greedy)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0 = all)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--top-p", s.top_p, "Nucleus sampling mass in (0, 1]")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app->add_option("--seed", s.seed, "Random seed of the sampler")->capture_default_str();
+}
+
+std::string read_input_text(const std::string& path) {
+  if (path == "-") return std::string(std::istreambuf_iterator<char>(std::cin), {});
+  return read_text_file(path);
+}
+
+}  // namespace lococo::cli

@@ -1,0 +1,44 @@
+// Shared pieces of the `lococo` subcommands: option groups (model, cache,
+// sampling), and loading what they name.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "lococo/generate.h"
+#include "lococo/kv_cache.h"
+#include "lococo/model_dir.h"
+
+namespace lococo::cli {
+
+// A subcommand registers itself and the function that runs it.
+using Runner = std::function<int()>;
+void register_command(CLI::App* sub, Runner run);
+int run_selected(CLI::App& root);
+
+struct ModelFlags {
+  std::string dir;             // --model; empty = the bundled default
+  std::string dtype = "f32";   // --dtype f32|bf16|f16
+  int threads = 0;             // --threads; 0 = one per core
+};
+void add_model_flags(CLI::App* app, ModelFlags& flags);
+LoadedModel load_model(const ModelFlags& flags);
+ModelOptions model_options(const ModelFlags& flags);
+
+struct CacheFlags {
+  CacheOptions options;
+  std::string positions = "absolute";
+};
+void add_cache_flags(CLI::App* app, CacheFlags& flags, bool with_policy = true);
+// Fills dtype/device from the model and checks the values.
+CacheOptions cache_options(const CacheFlags& flags, const LlamaModel& model);
+
+void add_sampling_flags(CLI::App* app, SamplingOptions& s);
+
+// Reads --file (or "-" for stdin); throws naming the file.
+std::string read_input_text(const std::string& path);
+
+}  // namespace lococo::cli

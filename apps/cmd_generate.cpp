@@ -1,0 +1,66 @@
+// lococo generate: continue a prompt, streaming text to stdout.
+#include <iostream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli_common.h"
+#include "commands.h"
+
+namespace lococo::cli {
+
+void add_generate_command(CLI::App& root) {
+  struct Flags {
+    ModelFlags model;
+    CacheFlags cache;
+    GenerateOptions gen;
+    std::string prompt, file;
+    bool json = false, no_stream = false;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* sub = root.add_subcommand("generate", "Generate text from a prompt under a KV-cache policy");
+  add_model_flags(sub, f->model);
+  auto* p = sub->add_option("--prompt,-p", f->prompt, "Prompt text");
+  sub->add_option("--file,-f", f->file, "Read the prompt from a file ('-' for stdin)")->excludes(p);
+  sub->add_option("--max-tokens,-n", f->gen.max_tokens, "Tokens to generate")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24))->capture_default_str();
+  sub->add_option("--stop", f->gen.stop, "Stop when this text appears (repeatable)");
+  sub->add_flag("!--no-eos", f->gen.stop_at_eos, "Keep generating past the end-of-sequence token");
+  sub->add_flag("--json", f->json, "Print one JSON object with the text and timings instead of streaming");
+  add_cache_flags(sub, f->cache);
+  add_sampling_flags(sub, f->gen.sampling);
+  register_command(sub, [f] {
+    LoadedModel m = load_model(f->model);
+    const std::string prompt = f->file.empty() ? f->prompt : read_input_text(f->file);
+    if (prompt.empty()) throw std::invalid_argument("empty prompt: give --prompt TEXT or --file PATH");
+    CacheOptions co = cache_options(f->cache, *m.model);
+    auto cache = make_cache(m.model->config(), co);
+    GenerateOptions g = f->gen;
+    g.chunk = co.chunk;
+    auto tokens = m.tokenizer->encode(prompt);
+    TextCallback print = nullptr;
+    if (!f->json) print = [](const std::string& s) { std::cout << s << std::flush; return true; };
+    GenerateResult r = generate(*m.model, *m.tokenizer, *cache, tokens, g, print);
+    const double decode_tps = r.decode_seconds > 0 ? r.tokens.size() / r.decode_seconds : 0;
+    const double prefill_tps = r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0;
+    if (f->json) {
+      nlohmann::json j = {{"text", r.text},
+                          {"prompt_tokens", r.prompt_tokens},
+                          {"generated_tokens", r.tokens.size()},
+                          {"finish_reason", r.finish_reason},
+                          {"prefill_tokens_per_second", prefill_tps},
+                          {"decode_tokens_per_second", decode_tps},
+                          {"cache", cache->describe()},
+                          {"cache_bytes", cache->bytes()}};
+      std::cout << j.dump() << "\n";
+    } else {
+      std::cout << "\n";
+      fmt::print(stderr, "[{} prompt tokens at {:.1f} tok/s; {} generated at {:.1f} tok/s; cache {} ({:.1f} KiB); {}]\n",
+                 r.prompt_tokens, prefill_tps, r.tokens.size(), decode_tps, cache->describe(),
+                 cache->bytes() / 1024.0, r.finish_reason);
+    }
+    return 0;
+  });
+}
+
+}  // namespace lococo::cli

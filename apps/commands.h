@@ -1,0 +1,22 @@
+// Every `lococo` subcommand, registered in main.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace lococo::cli {
+
+void add_info_command(CLI::App& root);
+void add_init_model_command(CLI::App& root);
+void add_generate_command(CLI::App& root);
+void add_perplexity_command(CLI::App& root);
+void add_train_tokenizer_command(CLI::App& root);
+
+inline void add_all_commands(CLI::App& root) {
+  add_info_command(root);
+  add_init_model_command(root);
+  add_generate_command(root);
+  add_perplexity_command(root);
+  add_train_tokenizer_command(root);
+}
+
+}  // namespace lococo::cli

@@ -1,0 +1,27 @@
+// `lococo`: one executable, one subcommand per job. Each subcommand lives in
+// apps/cmd_<name>.cpp; errors become one line on stderr and a non-zero exit.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
+
+#include "cli_common.h"
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"lococo: long-context language models in fixed memory (LoCoCo KV-cache compression)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "lococo 0.1.0");
+  lococo::cli::add_all_commands(app);
+  try {
+    app.parse(argc, argv);
+    return lococo::cli::run_selected(app);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const c10::Error& e) {
+    std::cerr << "lococo: error: " << e.what_without_backtrace() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "lococo: error: " << e.what() << "\n";
+  }
+  return 1;
+}

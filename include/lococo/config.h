@@ -1,0 +1,56 @@
+// Model configuration: the hyper-parameters of a Llama-family decoder, read from
+// (and written to) a Hugging Face `config.json`.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace lococo {
+
+// RoPE position scaling. Only "linear" (positions divided by `factor`) for now.
+struct RopeScaling {
+  std::string type = "none";  // "none" | "linear"
+  double factor = 1.0;        // positions are divided by this for "linear"
+};
+
+struct ModelConfig {
+  std::string architecture = "LlamaForCausalLM";  // HF `architectures[0]`
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;                // D
+  int64_t intermediate_size = 0;          // F, the SwiGLU width
+  int64_t num_layers = 0;                 // HF num_hidden_layers
+  int64_t num_heads = 0;                  // query heads Hq
+  int64_t num_kv_heads = 0;               // key/value heads Hkv (GQA when < Hq)
+  int64_t head_dim = 0;                   // d; HF default hidden_size / num_heads
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  int64_t max_position_embeddings = 2048; // the trained context T
+  bool tie_word_embeddings = false;       // lm_head shares embed_tokens
+  bool attention_bias = false;            // q/k/v projections carry a bias (Qwen2)
+  int64_t bos_token_id = 1;
+  int64_t eos_token_id = 2;
+
+  // Parses a config.json object; `source` names the file in error messages.
+  // Throws std::runtime_error naming the source and the field on bad input.
+  static ModelConfig from_json(const nlohmann::json& j, const std::string& source);
+  static ModelConfig load(const std::filesystem::path& file);
+  nlohmann::json to_json() const;
+  // Atomic write of config.json.
+  void save(const std::filesystem::path& file) const;
+
+  // Throws std::runtime_error("<source>: ...") when the numbers are inconsistent.
+  void validate(const std::string& source) const;
+
+  int64_t q_dim() const { return num_heads * head_dim; }
+  int64_t kv_dim() const { return num_kv_heads * head_dim; }
+  int64_t group_size() const { return num_heads / num_kv_heads; }
+  int64_t parameter_count() const;
+  // Bytes of keys + values one token occupies across all layers.
+  int64_t kv_bytes_per_token(int64_t element_size) const;
+};
+
+}  // namespace lococo

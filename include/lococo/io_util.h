@@ -1,0 +1,21 @@
+// Small file helpers shared by every writer and reader: atomic writes and
+// whole-file reads with errors that name the file.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <ostream>
+#include <string>
+
+namespace lococo {
+
+// Writes `path` atomically: `write` fills a temporary file beside it, which is
+// then renamed over `path`, so readers never see a half-written file.
+void write_file_atomic(const std::filesystem::path& path,
+                       const std::function<void(std::ostream&)>& write);
+void write_text_atomic(const std::filesystem::path& path, const std::string& text);
+
+// Reads a whole file; throws std::runtime_error naming the file.
+std::string read_text_file(const std::filesystem::path& path);
+
+}  // namespace lococo

@@ -1,0 +1,88 @@
+// Helpers shared by the tests: tiny model configs, random models, temp dirs.
+#pragma once
+
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "lococo/config.h"
+#include "lococo/model.h"
+#include "lococo/weights.h"
+
+namespace lococo::testing {
+
+// A tiny Llama: 2 layers, hidden 32, 4 query heads, 2 KV heads, vocab 64.
+inline ModelConfig tiny_config(int64_t heads = 4, int64_t kv_heads = 2) {
+  ModelConfig c;
+  c.vocab_size = 64;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_layers = 2;
+  c.num_heads = heads;
+  c.num_kv_heads = kv_heads;
+  c.head_dim = 32 / heads;
+  c.rms_norm_eps = 1e-5;
+  c.max_position_embeddings = 512;
+  return c;
+}
+
+// Weights with a larger spread than the 0.02 default so that attention is not
+// uniform and comparisons are meaningful.
+inline LlamaModel random_model(const ModelConfig& c, uint64_t seed = 0, double scale = 0.3) {
+  LlamaWeights w = init_weights(c, seed);
+  torch::NoGradGuard g;
+  auto gen = at::detail::createCPUGenerator(seed + 1000);
+  for (auto& [name, t] : w.named(c))
+    if (name.find("norm") == std::string::npos) t->copy_(at::normal(0.0, scale, t->sizes(), gen));
+  return LlamaModel(c, std::move(w));
+}
+
+inline torch::Tensor random_tokens(int64_t n, int64_t vocab, uint64_t seed = 0) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  return at::randint(vocab, {n}, gen, torch::kInt64);
+}
+
+// A fresh directory under the system temp dir, removed at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device rd;
+    path_ = std::filesystem::temp_directory_path() / ("lococo-test-" + std::to_string(rd()) + std::to_string(rd()));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& s) const { return path_ / s; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Runs the lococo CLI; returns the exit code and fills the combined output.
+inline int run_cli(const std::string& args, std::string* output) {
+  const std::string cmd = std::string(LOCOCO_BINARY) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int status = ::pclose(p);
+  if (output) *output = out;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+inline void expect_close(const torch::Tensor& a, const torch::Tensor& b, double rtol, double atol = 1e-6) {
+  ASSERT_EQ(a.sizes(), b.sizes());
+  const double diff = (a - b).abs().max().item<double>();
+  const double ref = b.abs().max().item<double>();
+  EXPECT_LE(diff, atol + rtol * ref) << "max abs diff " << diff << " vs max |ref| " << ref;
+}
+
+}  // namespace lococo::testing
