@@ -10,6 +10,7 @@ void add_init_model_command(CLI::App& root);
 void add_generate_command(CLI::App& root);
 void add_perplexity_command(CLI::App& root);
 void add_train_tokenizer_command(CLI::App& root);
+void add_pretrain_command(CLI::App& root);
 
 inline void add_all_commands(CLI::App& root) {
   add_info_command(root);
@@ -17,6 +18,7 @@ inline void add_all_commands(CLI::App& root) {
   add_generate_command(root);
   add_perplexity_command(root);
   add_train_tokenizer_command(root);
+  add_pretrain_command(root);
 }
 
 }  // namespace lococo::cli

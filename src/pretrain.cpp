@@ -1,0 +1,162 @@
+#include "lococo/pretrain.h"
+
+#include <chrono>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "lococo/model.h"
+#include "lococo/model_dir.h"
+#include "lococo/passkey.h"
+#include "lococo/progress.h"
+#include "lococo/token_data.h"
+#include "lococo/tokenizer.h"
+
+namespace lococo {
+namespace {
+
+// Sequence length and passkey share at `step` (curriculum).
+struct Phase {
+  int64_t seq_len, batch;
+  double passkey_rate;
+};
+
+Phase phase_at(const PretrainOptions& o, int64_t step) {
+  if (o.short_seq_len > 0 && step < o.short_steps) {
+    const int64_t batch = std::max<int64_t>(1, o.batch * o.seq_len / o.short_seq_len);  // same tokens per step
+    return {o.short_seq_len, batch, o.short_passkey_rate >= 0 ? o.short_passkey_rate : o.passkey_rate};
+  }
+  return {o.seq_len, o.batch, o.passkey_rate};
+}
+
+// One training row of seq_len + 1 tokens: text, or a passkey example padded
+// on the left with text so that the answer ends the row.
+torch::Tensor make_row(const TokenData& data, const Tokenizer& tok, int64_t len, double passkey_rate,
+                       std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  const int64_t min_len = passkey_min_length(tok) + 8;  // + answer and EOS
+  if (u(rng) >= passkey_rate || len < min_len) return data.random_window(len, rng);
+  const int64_t want = std::uniform_int_distribution<int64_t>(std::max(min_len, len / 4), len)(rng);
+  PasskeyExample ex = make_passkey_example(tok, want - 8, u(rng), rng);
+  std::vector<int64_t> seq = ex.prompt;
+  seq.insert(seq.end(), ex.answer.begin(), ex.answer.end());
+  seq.push_back(tok.eos_id());
+  if (static_cast<int64_t>(seq.size()) > len) seq.erase(seq.begin(), seq.begin() + (seq.size() - len));
+  auto tail = torch::tensor(seq, torch::kInt64);
+  const int64_t pad = len - tail.size(0);
+  return pad > 0 ? torch::cat({data.random_window(pad, rng), tail}) : tail;
+}
+
+torch::Tensor make_batch(const TokenData& data, const Tokenizer& tok, const Phase& ph, std::mt19937_64& rng) {
+  std::vector<torch::Tensor> rows;
+  for (int64_t b = 0; b < ph.batch; ++b) rows.push_back(make_row(data, tok, ph.seq_len + 1, ph.passkey_rate, rng));
+  return torch::stack(rows);  // [batch, T + 1]
+}
+
+double validation_loss(const LlamaModel& model, const torch::Tensor& windows) {
+  torch::NoGradGuard g;
+  double total = 0;
+  for (int64_t i = 0; i < windows.size(0); ++i) {
+    auto w = windows.narrow(0, i, 1);  // [1, T + 1]
+    auto logits = model.forward(w.narrow(1, 0, w.size(1) - 1), nullptr);
+    total += next_token_loss(logits, w.narrow(1, 1, w.size(1) - 1)).item<double>();
+  }
+  return total / windows.size(0);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> trainable_weights(LlamaModel& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& [name, t] : model.mutable_weights().named(model.config())) {
+    t->requires_grad_(true);
+    out.emplace_back(name, *t);
+  }
+  return out;
+}
+
+}  // namespace
+
+PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
+  namespace fs = std::filesystem;
+  if (o.steps <= 0 || o.batch <= 0 || o.seq_len <= 1) throw std::invalid_argument("--steps, --batch and --seq-len must be positive");
+  SentencePieceTokenizer tok(o.tokenizer);
+  if (tok.vocab_size() > config.vocab_size)
+    throw std::invalid_argument(fmt::format("{}: tokenizer has {} tokens, more than the config's vocab_size {}",
+                                            o.tokenizer.string(), tok.vocab_size(), config.vocab_size));
+  fs::create_directories(o.out);
+  TokenData train(o.data, tok, o.out / "cache");
+  std::mt19937_64 rng(o.seed);
+  LlamaModel model(config, init_weights(config, o.seed));
+  auto params = trainable_weights(model);
+  OptimizerOptions opt = o.optim;
+  opt.schedule.total = o.steps;
+  Trainer trainer(split_decay("model", params, 1.0, o.weight_decay), opt);
+
+  // Fixed validation windows (their own seed, so resuming does not move them).
+  torch::Tensor val_windows;
+  if (!o.val.empty() && o.eval_every > 0) {
+    TokenData val(o.val, tok, o.out / "cache");
+    std::mt19937_64 vrng(12345);
+    std::vector<torch::Tensor> ws;
+    for (int64_t i = 0; i < o.eval_windows; ++i)
+      ws.push_back(val.random_window(std::min(o.seq_len + 1, val.size()), vrng));
+    val_windows = torch::stack(ws);
+  }
+
+  int64_t start = 0;
+  PretrainResult r;
+  r.best_val_loss = 1e30;
+  const fs::path ckpt = o.out / "checkpoint";
+  if (o.resume && fs::exists(ckpt)) {
+    auto state = trainer.load_checkpoint(ckpt);
+    start = state.at("step").get<int64_t>();
+    set_rng_state(rng, state.at("rng").get<std::string>());
+    r.best_val_loss = state.value("best_val_loss", 1e30);
+  }
+  MetricsLog log(o.out / "metrics.jsonl", /*append=*/start > 0);
+  auto save = [&](int64_t step) {
+    trainer.save_checkpoint(ckpt, {{"step", step}, {"rng", rng_state(rng)}, {"best_val_loss", r.best_val_loss},
+                                   {"config", config.to_json()}});
+  };
+  install_stop_handler();
+  Progress bar("pretrain", o.steps, "step", !o.quiet);
+  bar.set(start);
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t tokens = 0;
+  for (int64_t step = start; step < o.steps; ++step) {
+    const Phase ph = phase_at(o, step);
+    auto batch = make_batch(train, tok, ph, rng);                          // [batch, T + 1]
+    auto logits = model.forward(batch.narrow(1, 0, ph.seq_len), nullptr);  // [batch, T, V]
+    auto loss = next_token_loss(logits, batch.narrow(1, 1, ph.seq_len));
+    r.last_loss = loss.item<double>();
+    if (!std::isfinite(r.last_loss)) throw std::runtime_error(fmt::format("step {}: loss is NaN or Inf", step));
+    loss.backward();
+    const double gnorm = trainer.step(step);
+    tokens += ph.batch * ph.seq_len;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.tokens_per_second = tokens / std::max(secs, 1e-9);
+    nlohmann::json m = {{"step", step + 1}, {"loss", r.last_loss}, {"lr", trainer.current_lr()},
+                        {"grad_norm", gnorm}, {"seq_len", ph.seq_len}, {"tokens_per_second", r.tokens_per_second}};
+    if (val_windows.defined() && ((step + 1) % o.eval_every == 0 || step + 1 == o.steps)) {
+      m["val_loss"] = validation_loss(model, val_windows);
+      r.best_val_loss = std::min(r.best_val_loss, m["val_loss"].get<double>());
+    }
+    log.write(m);
+    bar.set(step + 1, fmt::format("loss {:.3f} {:.0f} tok/s", r.last_loss, r.tokens_per_second));
+    r.steps_done = step + 1;
+    if (stop_requested() || (o.stop_after > 0 && step + 1 - start >= o.stop_after && step + 1 < o.steps)) {
+      save(step + 1);
+      r.interrupted = true;
+      break;
+    }
+    if (o.save_every > 0 && (step + 1) % o.save_every == 0) save(step + 1);
+  }
+  bar.finish();
+  if (!r.interrupted) {
+    save(r.steps_done);
+    save_model_dir(o.out, model);
+    fs::copy_file(o.tokenizer, o.out / "tokenizer.model", fs::copy_options::overwrite_existing);
+  }
+  return r;
+}
+
+}  // namespace lococo
