@@ -1,0 +1,157 @@
+#include "lococo/train_compressor.h"
+
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "lococo/kv_lococo.h"
+#include "lococo/perplexity.h"
+#include "lococo/progress.h"
+
+namespace lococo {
+namespace {
+
+std::filesystem::path with_suffix(const std::filesystem::path& p, const std::string& suffix) {
+  return p.string() + suffix;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> norm_weights(LlamaModel& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& [name, t] : model.mutable_weights().named(model.config()))
+    if (name.find("norm") != std::string::npos) {
+      t->requires_grad_(true);
+      out.emplace_back(name, *t);
+    }
+  return out;
+}
+
+std::vector<ParamGroup> parameter_groups(LococoCompressor& compressor, LlamaModel& model,
+                                         const CompressorTrainOptions& o) {
+  std::vector<std::pair<std::string, torch::Tensor>> conv;
+  for (const auto& p : compressor.named_parameters()) conv.emplace_back("compressor." + p.key(), p.value());
+  auto groups = split_decay("compressor", conv, o.memory_lr_scale, 0.0);
+  if (o.train_norms) {
+    auto norms = split_decay("norms", norm_weights(model), o.norm_lr_scale, 0.0);
+    groups.insert(groups.end(), norms.begin(), norms.end());
+  }
+  return groups;
+}
+
+ValidationPpl validate(const LlamaModel& model, const std::shared_ptr<LococoCompressor>& compressor,
+                       const TokenData& val, const CompressorTrainOptions& o) {
+  torch::NoGradGuard g;
+  auto tokens = val.tokens().narrow(0, 0, std::min(o.val_tokens, val.size()));
+  ValidationPpl r;
+  LococoCache lococo(model.config(), o.cache, compressor);
+  r.lococo = streaming_ppl(model, lococo, tokens, o.cache.chunk);
+  LococoCache hh(model.config(), o.cache, nullptr);
+  r.lococo_hh = streaming_ppl(model, hh, tokens, o.cache.chunk);
+  CacheOptions s = o.cache;
+  s.policy = "streaming";
+  auto streaming = make_cache(model.config(), s);
+  r.streaming = streaming_ppl(model, *streaming, tokens, o.cache.chunk);
+  return r;
+}
+
+}  // namespace
+
+double streaming_ppl(const LlamaModel& model, KvCache& cache, const torch::Tensor& tokens, int64_t chunk) {
+  const int64_t* p = tokens.data_ptr<int64_t>();
+  std::vector<int64_t> ids(p, p + tokens.size(0));
+  PerplexityOptions po;
+  po.chunk = chunk;
+  return streaming_perplexity(model, cache, ids, po).perplexity();
+}
+
+CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train, const TokenData* val,
+                                       const CompressorTrainOptions& o) {
+  if (o.segments < 2 || o.steps <= 0 || o.grad_accum <= 0)
+    throw std::invalid_argument("--segments must be >= 2, --steps and --grad-accum positive");
+  const int64_t B = o.cache.chunk;
+  CompressorOptions copts = o.compressor;
+  const CompressorOptions shape = CompressorOptions::from(model.config(), o.cache);
+  copts.num_layers = shape.num_layers, copts.num_kv_heads = shape.num_kv_heads, copts.head_dim = shape.head_dim;
+  copts.budget = shape.budget, copts.keep_rate = shape.keep_rate, copts.local_window = shape.local_window;
+  copts.buffer = shape.buffer;
+  auto compressor = std::make_shared<LococoCompressor>(copts, o.seed);
+  OptimizerOptions opt = o.optim;
+  opt.schedule.total = o.steps;
+  Trainer trainer(parameter_groups(*compressor, model, o), opt);
+  LococoCache cache(model.config(), o.cache, compressor);
+
+  std::mt19937_64 rng(o.seed);
+  int64_t step = 0;
+  double best = 1e30;
+  const auto ckpt = with_suffix(o.out, ".ckpt");
+  if (o.resume && std::filesystem::exists(ckpt)) {
+    auto state = trainer.load_checkpoint(ckpt);
+    step = state.at("step").get<int64_t>();
+    set_rng_state(rng, state.at("rng").get<std::string>());
+    best = state.value("best_val_ppl", 1e30);
+  }
+  MetricsLog log(with_suffix(o.out, ".metrics.jsonl"), /*append=*/step > 0);
+  auto save = [&] { trainer.save_checkpoint(ckpt, {{"step", step}, {"rng", rng_state(rng)}, {"best_val_ppl", best}}); };
+  CompressorTrainResult r;
+  install_stop_handler();
+  Progress bar("train-compressor", o.steps, "step", !o.quiet);
+  bar.set(step);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t start = step;
+  int64_t tokens = 0, accumulated = 0, last_eval = step;
+  double loss_sum = 0;
+  while (step < o.steps) {
+    // One training sequence: N chunks through a fresh cache.
+    auto window = train.random_window(o.segments * B + 1, rng);  // [N B + 1]
+    cache.reset();
+    for (int64_t s = 0; s < o.segments && step < o.steps; ++s) {
+      auto logits = model.forward(window.narrow(0, s * B, B), &cache)[0];  // [B, V]
+      auto loss = next_token_loss(logits, window.narrow(0, s * B + 1, B));
+      tokens += B;
+      if (!loss.requires_grad()) continue;  // no compression has happened yet in this sequence
+      if (!std::isfinite(loss.item<double>()))
+        throw std::runtime_error(fmt::format("step {}: loss is NaN or Inf (last checkpoint: {})", step, ckpt.string()));
+      (loss / static_cast<double>(o.grad_accum)).backward();
+      loss_sum += loss.item<double>();
+      if (++accumulated < o.grad_accum) continue;
+      const double gnorm = trainer.step(step);
+      r.last_loss = loss_sum / accumulated;
+      accumulated = 0;
+      loss_sum = 0;
+      ++step;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      r.tokens_per_second = tokens / std::max(secs, 1e-9);
+      log.write({{"step", step}, {"loss", r.last_loss}, {"lr", trainer.current_lr()}, {"grad_norm", gnorm},
+                 {"tokens_per_second", r.tokens_per_second}});
+      bar.set(step, fmt::format("loss {:.3f} {:.0f} tok/s", r.last_loss, r.tokens_per_second));
+    }
+    r.steps_done = step;
+    // Sequences end between steps: validate once a multiple of eval_every was crossed.
+    const bool crossed = o.eval_every > 0 && step / o.eval_every > last_eval / o.eval_every;
+    if (val && (crossed || step >= o.steps)) {
+      last_eval = step;
+      ValidationPpl v = validate(model, compressor, *val, o);
+      r.validations.push_back(v);
+      log.write({{"step", step}, {"val_ppl_lococo", v.lococo}, {"val_ppl_lococo_hh", v.lococo_hh},
+                 {"val_ppl_streaming", v.streaming}});
+      if (v.lococo < best) {  // keep the best compressor
+        best = v.lococo;
+        compressor->save(o.out);
+      }
+    }
+    if (stop_requested() || (o.stop_after > 0 && step - start >= o.stop_after && step < o.steps)) {
+      save();
+      r.interrupted = true;
+      break;
+    }
+  }
+  bar.finish();
+  if (!r.interrupted) {
+    save();
+    if (!val) compressor->save(o.out);
+  }
+  return r;
+}
+
+}  // namespace lococo
