@@ -12,6 +12,7 @@ void add_perplexity_command(CLI::App& root);
 void add_train_tokenizer_command(CLI::App& root);
 void add_pretrain_command(CLI::App& root);
 void add_train_compressor_command(CLI::App& root);
+void add_tune_command(CLI::App& root);
 
 inline void add_all_commands(CLI::App& root) {
   add_info_command(root);
@@ -21,6 +22,7 @@ inline void add_all_commands(CLI::App& root) {
   add_train_tokenizer_command(root);
   add_pretrain_command(root);
   add_train_compressor_command(root);
+  add_tune_command(root);
 }
 
 }  // namespace lococo::cli

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "lococo/kv_lococo.h"
+#include "lococo/lora.h"
 #include "lococo/perplexity.h"
 #include "lococo/progress.h"
 
@@ -35,6 +36,10 @@ std::vector<ParamGroup> parameter_groups(LococoCompressor& compressor, LlamaMode
   if (o.train_norms) {
     auto norms = split_decay("norms", norm_weights(model), o.norm_lr_scale, 0.0);
     groups.insert(groups.end(), norms.begin(), norms.end());
+  }
+  if (auto lora = lora_tensors(model); !lora.empty()) {  // `tune` attached adapters
+    auto g = split_decay("lora", lora, o.lora_lr_scale, 0.0);
+    groups.insert(groups.end(), g.begin(), g.end());
   }
   return groups;
 }

@@ -28,6 +28,7 @@ struct CompressorTrainOptions {
   double memory_lr_scale = 1000.0;    // lr multiplier of the compressor (reference: 1000)
   bool train_norms = false;           // also train the RMSNorm weights ...
   double norm_lr_scale = 5.0;         // ... at this lr multiplier
+  double lora_lr_scale = 1.0;         // lr multiplier of LoRA adapters attached to the model (tune)
   OptimizerOptions optim;             // base lr 5e-5, clip, schedule (total set from steps)
   int64_t eval_every = 0;             // validation every K steps (0 = only at the end when val is given)
   int64_t val_tokens = 4096;          // tokens of validation text scored

@@ -1,0 +1,96 @@
+// lococo tune: post-training mode: LoRA + compressor (+ norms) with linear RoPE
+// scaling, to extend the usable context (DESIGN.md section 3).
+#include <fmt/format.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "lococo/lora.h"
+#include "lococo/safetensors.h"
+#include "lococo/train_compressor.h"
+
+namespace lococo::cli {
+
+void add_tune_command(CLI::App& root) {
+  struct Flags {
+    ModelFlags model;
+    CacheFlags cache;
+    CompressorTrainOptions o;
+    LoraOptions lora;
+    std::vector<std::string> data, val;
+    std::string out;
+    double rope_scale = 0;  // 0 = B * segments / trained context
+    bool merge = false;
+  };
+  auto f = std::make_shared<Flags>();
+  auto& o = f->o;
+  f->cache.options.budget = 128;
+  f->cache.options.chunk = 128;
+  auto* sub = root.add_subcommand("tune", "Extend a model's context: LoRA + LoCoCo compressor + linear RoPE scaling");
+  add_model_flags(sub, f->model);
+  add_cache_flags(sub, f->cache, /*with_policy=*/false);
+  sub->add_option("--data", f->data, "Training text files or directories")->required();
+  sub->add_option("--val", f->val, "Validation text files or directories");
+  sub->add_option("--out", f->out, "Output directory (compressor.safetensors, lora.safetensors)")->required();
+  sub->add_option("--segments", o.segments, "Chunks per training sequence")->check(CLI::Range(2, 1 << 16))->capture_default_str();
+  sub->add_option("--steps", o.steps, "Optimiser steps")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--grad-accum", o.grad_accum, "Chunks per optimiser step")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--lr", o.optim.lr, "Base learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--memory-lr-scale", o.memory_lr_scale, "Compressor lr multiplier")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_flag("--train-norms", o.train_norms, "Also train the RMSNorm weights");
+  sub->add_option("--norm-lr-scale", o.norm_lr_scale, "Norms lr multiplier")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--lora-rank", f->lora.rank, "LoRA rank")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--lora-alpha", f->lora.alpha, "LoRA alpha (scale = alpha / rank)")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--lora-targets", f->lora.targets, "Projections with adapters")
+      ->check(CLI::IsMember({"q", "k", "v", "o"}))->delimiter(',');
+  sub->add_option("--lora-lr-scale", o.lora_lr_scale, "LoRA lr multiplier")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--rope-scale", f->rope_scale, "Linear RoPE scaling factor (0 = chunk x segments / trained context)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_flag("--merge-lora", f->merge, "Also write OUT as a plain model directory with merged weights");
+  sub->add_option("--kernel", o.compressor.kernel, "Conv kernel size (odd)")->capture_default_str();
+  sub->add_option("--seed", o.seed, "Seed")->capture_default_str();
+  sub->add_flag("--resume", o.resume, "Continue from OUT/compressor.safetensors.ckpt");
+  sub->add_flag("--quiet,-q", o.quiet, "No progress bar");
+  register_command(sub, [f] {
+    LoadedModel m = load_model(f->model);
+    CompressorTrainOptions o = f->o;
+    o.cache = cache_options(f->cache, *m.model);
+    o.cache.policy = "lococo";
+    const std::filesystem::path out = f->out;
+    std::filesystem::create_directories(out);
+    o.out = out / "compressor.safetensors";
+    // RoPE scaling: the tuned context over the trained one.
+    ModelConfig config = m.model->config();
+    const double trained = static_cast<double>(config.max_position_embeddings);
+    const double scale = f->rope_scale > 0 ? f->rope_scale : std::max(1.0, o.cache.chunk * o.segments / trained);
+    if (scale > 1.0) config.rope_scaling = {"linear", scale};
+    LlamaModel model(config, m.model->weights());
+    LoraOptions lora = f->lora;
+    lora.seed = o.seed;
+    attach_lora(model, lora);
+    const auto cache_dir = out / "token-cache";
+    TokenData train(f->data, *m.tokenizer, cache_dir);
+    std::unique_ptr<TokenData> val;
+    if (!f->val.empty()) val = std::make_unique<TokenData>(f->val, *m.tokenizer, cache_dir);
+    auto r = train_compressor(model, train, val.get(), o);
+    if (r.interrupted) {
+      fmt::print("interrupted after {} steps (checkpoint saved; rerun with --resume)\n", r.steps_done);
+      return 130;
+    }
+    NamedTensors adapters;
+    for (auto& [n, t] : lora_tensors(model)) adapters.emplace_back(n, t.detach());
+    save_safetensors(out / "lora.safetensors", adapters,
+                     {{"rank", std::to_string(lora.rank)}, {"alpha", std::to_string(lora.alpha)},
+                      {"rope_scale", std::to_string(scale)}});
+    if (f->merge) {
+      merge_lora(model);
+      save_model_dir(out, model);
+      std::filesystem::copy_file(m.dir / "tokenizer.model", out / "tokenizer.model",
+                                 std::filesystem::copy_options::overwrite_existing);
+    }
+    fmt::print("done after {} steps: loss {:.4f}, {:.0f} tokens/s, RoPE scale {:.2f}; wrote {}{}\n", r.steps_done,
+               r.last_loss, r.tokens_per_second, scale, out.string(), f->merge ? " (merged model directory)" : "");
+    return 0;
+  });
+}
+
+}  // namespace lococo::cli
