@@ -30,7 +30,8 @@ torch::Tensor attention_plain(const torch::Tensor& q, const torch::Tensor& k, co
   const int64_t Hkv = k.size(1), S = k.size(2), G = Hq / Hkv;
   // Group the query heads of one KV head into the row dimension: [B, Hkv, G*T, d].
   auto qg = q.reshape({B, Hkv, G * T, d});
-  auto scores = torch::matmul(qg.to(torch::kFloat32), k.to(torch::kFloat32).transpose(-1, -2)) /
+  const auto ct = at::promote_types(q.scalar_type(), torch::kFloat32);  // fp32 at least; double stays double
+  auto scores = torch::matmul(qg.to(ct), k.to(ct).transpose(-1, -2)) /
                 std::sqrt(static_cast<double>(d));                              // [B, Hkv, G*T, S]
   // Query t of the chunk sees keys j <= S - T + t.
   auto opts = torch::TensorOptions().device(q.device()).dtype(torch::kInt64);
@@ -41,14 +42,14 @@ torch::Tensor attention_plain(const torch::Tensor& q, const torch::Tensor& k, co
   auto probs = torch::softmax(scores, -1);                                     // [B, Hkv, G, T, S]
   if (stats && request.any()) {
     auto p = probs[0];                                                         // [Hkv, G, T, S]
-    if (request.column_sums) stats->column_sums = p.sum({1, 2});
-    if (request.last_query) stats->last_query = p.select(2, T - 1).sum(1);
+    if (request.column_sums) stats->column_sums = p.sum({1, 2}).to(torch::kFloat32);
+    if (request.last_query) stats->last_query = p.select(2, T - 1).sum(1).to(torch::kFloat32);
     if (request.window > 0) {
       const int64_t w = std::min(request.window, T);
-      stats->window = p.narrow(2, T - w, w).sum(1);                            // [Hkv, w, S]
+      stats->window = p.narrow(2, T - w, w).sum(1).to(torch::kFloat32);        // [Hkv, w, S]
     }
   }
-  auto out = torch::matmul(probs.view({B, Hkv, G * T, S}), v.to(torch::kFloat32));  // [B, Hkv, G*T, d]
+  auto out = torch::matmul(probs.view({B, Hkv, G * T, S}), v.to(ct));  // [B, Hkv, G*T, d]
   return out.view({B, Hq, T, d}).to(q.scalar_type());
 }
 

@@ -105,7 +105,8 @@ torch::Tensor CompressorLayerImpl::fusion_weights(const torch::Tensor& x) const 
     else if (activation_ == "gelu") z = torch::gelu(z);
     else if (activation_ == "silu") z = torch::silu(z);
   }
-  return torch::softmax(z.to(torch::kFloat32), /*dim=*/-1);  // [Hkv, m, S]
+  // Softmax in fp32 at least (double stays double: gradient checks).
+  return torch::softmax(z.to(at::promote_types(z.scalar_type(), torch::kFloat32)), /*dim=*/-1);  // [Hkv, m, S]
 }
 
 // ---------------------------------------------------------------------------
@@ -144,12 +145,13 @@ CompressedSlots LococoCompressor::compress(int i, const torch::Tensor& keys, con
   TORCH_CHECK(H == options_.num_kv_heads && d == options_.head_dim, "compress: keys must be [Hkv, L, d] = [",
               options_.num_kv_heads, ", L, ", options_.head_dim, "]");
   TORCH_CHECK(L >= options_.budget, "compress: ", L, " slots cannot be compressed to ", options_.budget);
-  auto rows = [&](const torch::Tensor& t, const torch::Tensor& index) {  // [H, n] -> [H, n, d] fp32
-    return t.detach().gather(1, index.unsqueeze(-1).expand({H, index.size(1), d})).to(torch::kFloat32);
+  const auto dtype = at::promote_types(keys.scalar_type(), torch::kFloat32);  // fp32, or double in gradient checks
+  auto rows = [&](const torch::Tensor& t, const torch::Tensor& index) {  // [H, n] -> [H, n, d]
+    return t.detach().gather(1, index.unsqueeze(-1).expand({H, index.size(1), d})).to(dtype);
   };
   CompressedSlots c;
   c.parts = partition_slots(scores, keep, options_.local_window, m);
-  auto s = scores.detach().to(torch::kFloat32);                                       // [H, L]
+  auto s = scores.detach().to(dtype);                                                 // [H, L]
   auto k_heavy = rows(keys, c.parts.heavy), v_heavy = rows(values, c.parts.heavy);    // [H, keep, d]
   auto s_heavy = s.gather(1, c.parts.heavy);                                          // [H, keep]
   if (m == 0) {

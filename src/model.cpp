@@ -8,9 +8,10 @@
 namespace lococo {
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  auto xf = x.to(torch::kFloat32);
+  const auto ct = at::promote_types(x.scalar_type(), torch::kFloat32);  // fp32 at least; double stays double
+  auto xf = x.to(ct);
   auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return (normed * weight.to(torch::kFloat32)).to(x.scalar_type());
+  return (normed * weight.to(ct)).to(x.scalar_type());
 }
 
 LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights, ModelOptions options)
@@ -70,7 +71,7 @@ torch::Tensor LlamaModel::hidden_states(const torch::Tensor& tokens_in, KvCache*
 }
 
 torch::Tensor LlamaModel::logits(const torch::Tensor& hidden) const {
-  return torch::matmul(hidden, weights_.lm_head.t()).to(torch::kFloat32);
+  return torch::matmul(hidden, weights_.lm_head.t()).to(at::promote_types(hidden.scalar_type(), torch::kFloat32));
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& tokens, KvCache* cache, LogitsFor which) const {

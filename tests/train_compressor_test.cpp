@@ -120,3 +120,77 @@ TEST(TrainCompressor, ResumeEqualsUninterruptedRun) {
 
 }  // namespace
 }  // namespace lococo
+
+namespace lococo {
+namespace {
+
+// Loss of the chunk that follows a compression, as a function of the compressor.
+double chunk_loss(const LlamaModel& model, const std::shared_ptr<LococoCompressor>& compressor,
+                  const CacheOptions& o, const torch::Tensor& tokens, torch::Tensor* loss_out = nullptr) {
+  LococoCache cache(model.config(), o, compressor);
+  const int64_t B = o.chunk;
+  {
+    torch::NoGradGuard g;  // fill the cache: chunks 0 and 1 (compression fires at chunk 2)
+    model.forward(tokens.narrow(0, 0, B), &cache);
+    model.forward(tokens.narrow(0, B, B), &cache);
+  }
+  auto logits = model.forward(tokens.narrow(0, 2 * B, B), &cache)[0];
+  auto loss = next_token_loss(logits, tokens.narrow(0, 2 * B + 1, B));
+  if (loss_out) *loss_out = loss;
+  return loss.item<double>();
+}
+
+TEST(TrainCompressor, GradientsMatchFiniteDifferencesInDouble) {
+  auto c = testing::tiny_config();
+  ModelOptions mo;
+  mo.dtype = torch::kFloat64;
+  LlamaWeights w = init_weights(c, 11, mo);
+  {
+    torch::NoGradGuard g;
+    for (auto& [n, t] : w.named(c))
+      if (n.find("norm") == std::string::npos) t->normal_(0.0, 0.4);
+  }
+  LlamaModel model(c, w, mo);
+  CacheOptions o;
+  o.policy = "lococo";
+  o.budget = 8;
+  o.chunk = 8;
+  o.buffer = 2;
+  o.dtype = torch::kFloat64;
+  CompressorOptions copts = CompressorOptions::from(c, o);
+  copts.kernel = 3;
+  auto compressor = std::make_shared<LococoCompressor>(copts, 5);
+  compressor->to(torch::kFloat64);
+  {
+    torch::NoGradGuard g;  // lambda away from 0.5 and conv outputs away from ReLU's kink
+    for (auto& p : compressor->named_parameters())
+      if (p.key().find("lambda") != std::string::npos) p.value().fill_(0.3);
+  }
+  auto tokens = testing::random_tokens(3 * 8 + 1, c.vocab_size, 4);
+  torch::Tensor loss;
+  chunk_loss(model, compressor, o, tokens, &loss);
+  loss.backward();
+  int checked = 0;
+  for (auto& p : compressor->named_parameters()) {
+    if (p.key().rfind("layers.0.", 0) != 0) continue;  // layer 0 suffices; the others share the code
+    auto flat = p.value().view({-1});
+    auto grad = p.value().grad().view({-1});
+    for (int64_t i = 0; i < std::min<int64_t>(flat.size(0), 6); ++i) {
+      const double h = 1e-6;
+      const double orig = flat[i].item<double>();
+      torch::NoGradGuard g;
+      flat[i].fill_(orig + h);
+      const double up = chunk_loss(model, compressor, o, tokens);
+      flat[i].fill_(orig - h);
+      const double down = chunk_loss(model, compressor, o, tokens);
+      flat[i].fill_(orig);
+      const double numeric = (up - down) / (2 * h);
+      EXPECT_NEAR(grad[i].item<double>(), numeric, 1e-6 + 1e-4 * std::abs(numeric)) << p.key() << "[" << i << "]";
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 6 + 4 + 1);  // 6 conv weights, the 4 biases (m = 4), lambda of layer 0
+}
+
+}  // namespace
+}  // namespace lococo

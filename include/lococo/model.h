@@ -48,7 +48,7 @@ class LlamaModel {
   ModelOptions options_;
 };
 
-// RMSNorm in fp32: x / sqrt(mean(x^2) + eps) * weight, returned in x's dtype.
+// RMSNorm in fp32 (or double for double inputs): x / sqrt(mean(x^2) + eps) * weight, returned in x's dtype.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 
 }  // namespace lococo

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Training throughput on the tiny shapes (configs/tiny-6.5m.json): tokens/s of
+# pretraining, compressor training and LoRA tuning, measured one after the other
+# in one run. Writes out/bench/train_throughput.json.
+#   bench/train_throughput.sh [STEPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEPS=${1:-6}
+LOCOCO=${LOCOCO:-build/lococo}
+OUT=out/bench/train
+mkdir -p "$OUT"
+# Text: the corpus when fetched, else the repository's own docs and sources.
+if [[ -d data/train ]]; then DATA=data/train; else
+  DATA=$OUT/text; mkdir -p "$DATA"
+  cat README.md include/lococo/*.h src/*.cpp > "$DATA/all.txt"
+fi
+[[ -f $OUT/model/config.json ]] || $LOCOCO init-model --config configs/tiny-6.5m.json --out "$OUT/model" --tokenizer-text "$(ls "$DATA"/*.txt | head -1)" > /dev/null
+rate() { grep -o '"tokens_per_second":[0-9.e+]*' "$1" | tail -1 | cut -d: -f2; }
+
+rm -rf "$OUT/pretrain"
+$LOCOCO pretrain --config configs/tiny-6.5m.json --tokenizer "$OUT/model/tokenizer.model" --data "$DATA" \
+  --out "$OUT/pretrain" --steps "$STEPS" --batch 1 --seq-len 1024 --passkey-rate 0 --eval-every 0 --save-every 0 -q
+pre=$(rate "$OUT/pretrain/metrics.jsonl")
+
+rm -rf "$OUT/compressor"*
+$LOCOCO train-compressor -m "$OUT/model" --data "$DATA" --budget 128 --chunk 128 --segments 8 --steps "$STEPS" \
+  --out "$OUT/compressor.safetensors" -q > /dev/null
+comp=$(rate "$OUT/compressor.safetensors.metrics.jsonl")
+
+rm -rf "$OUT/tune"
+$LOCOCO tune -m "$OUT/model" --data "$DATA" --budget 128 --chunk 128 --segments 8 --steps "$STEPS" \
+  --out "$OUT/tune" -q > /dev/null
+tune=$(rate "$OUT/tune/compressor.safetensors.metrics.jsonl")
+
+printf '{"config":"configs/tiny-6.5m.json","steps":%s,"pretrain_T1024_tokens_per_second":%s,"train_compressor_M128_B128_tokens_per_second":%s,"tune_lora_M128_B128_tokens_per_second":%s}\n' \
+  "$STEPS" "$pre" "$comp" "$tune" | tee out/bench/train_throughput.json
