@@ -8,6 +8,24 @@
 #include "lococo/io_util.h"
 
 namespace lococo::cli {
+namespace {
+
+// SentencePiece skips training lines longer than its max_sentence_length, and
+// some documents (State of the Union) are one line of 100k characters: cut long
+// lines after sentence ends into pieces of about `target` bytes.
+void add_line(std::vector<std::string>& lines, const std::string& line, size_t target = 2000) {
+  size_t start = 0;
+  while (line.size() - start > target) {
+    size_t cut = line.find(". ", start + target / 2);
+    if (cut == std::string::npos || cut - start > 2 * target) cut = start + target;
+    while (cut < line.size() && (line[cut] & 0xC0) == 0x80) ++cut;  // not inside a UTF-8 sequence
+    lines.push_back(line.substr(start, cut + 1 - start));
+    start = cut + 1;
+  }
+  if (start < line.size()) lines.push_back(line.substr(start));
+}
+
+}  // namespace
 
 void add_train_tokenizer_command(CLI::App& root) {
   struct Flags {
@@ -28,7 +46,7 @@ void add_train_tokenizer_command(CLI::App& root) {
     auto add_file = [&](const std::filesystem::path& p) {
       std::istringstream in(read_text_file(p));
       for (std::string line; std::getline(in, line);)
-        if (!line.empty()) lines.push_back(line);
+        if (!line.empty()) add_line(lines, line);
     };
     for (const auto& input : f->inputs) {
       if (std::filesystem::is_directory(input)) {
