@@ -7,6 +7,7 @@
 #include "lococo/lora.h"
 #include "lococo/safetensors.h"
 #include "lococo/train_compressor.h"
+#include "training_flags.h"
 
 namespace lococo::cli {
 
@@ -14,30 +15,21 @@ void add_tune_command(CLI::App& root) {
   struct Flags {
     ModelFlags model;
     CacheFlags cache;
-    CompressorTrainOptions o;
+    ChunkTrainingFlags train;
     LoraOptions lora;
-    std::vector<std::string> data, val;
     std::string out;
     double rope_scale = 0;  // 0 = B * segments / trained context
     bool merge = false;
   };
   auto f = std::make_shared<Flags>();
-  auto& o = f->o;
+  auto& o = f->train.options;
   f->cache.options.budget = 128;
   f->cache.options.chunk = 128;
   auto* sub = root.add_subcommand("tune", "Extend a model's context: LoRA + LoCoCo compressor + linear RoPE scaling");
   add_model_flags(sub, f->model);
   add_cache_flags(sub, f->cache, /*with_policy=*/false);
-  sub->add_option("--data", f->data, "Training text files or directories")->required();
-  sub->add_option("--val", f->val, "Validation text files or directories");
   sub->add_option("--out", f->out, "Output directory (compressor.safetensors, lora.safetensors)")->required();
-  sub->add_option("--segments", o.segments, "Chunks per training sequence")->check(CLI::Range(2, 1 << 16))->capture_default_str();
-  sub->add_option("--steps", o.steps, "Optimiser steps")->check(CLI::PositiveNumber)->capture_default_str();
-  sub->add_option("--grad-accum", o.grad_accum, "Chunks per optimiser step")->check(CLI::PositiveNumber)->capture_default_str();
-  sub->add_option("--lr", o.optim.lr, "Base learning rate")->check(CLI::PositiveNumber)->capture_default_str();
-  sub->add_option("--memory-lr-scale", o.memory_lr_scale, "Compressor lr multiplier")->check(CLI::PositiveNumber)->capture_default_str();
-  sub->add_flag("--train-norms", o.train_norms, "Also train the RMSNorm weights");
-  sub->add_option("--norm-lr-scale", o.norm_lr_scale, "Norms lr multiplier")->check(CLI::PositiveNumber)->capture_default_str();
+  add_chunk_training_flags(sub, f->train);
   sub->add_option("--lora-rank", f->lora.rank, "LoRA rank")->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--lora-alpha", f->lora.alpha, "LoRA alpha (scale = alpha / rank)")->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--lora-targets", f->lora.targets, "Projections with adapters")
@@ -46,13 +38,9 @@ void add_tune_command(CLI::App& root) {
   sub->add_option("--rope-scale", f->rope_scale, "Linear RoPE scaling factor (0 = chunk x segments / trained context)")
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--merge-lora", f->merge, "Also write OUT as a plain model directory with merged weights");
-  sub->add_option("--kernel", o.compressor.kernel, "Conv kernel size (odd)")->capture_default_str();
-  sub->add_option("--seed", o.seed, "Seed")->capture_default_str();
-  sub->add_flag("--resume", o.resume, "Continue from OUT/compressor.safetensors.ckpt");
-  sub->add_flag("--quiet,-q", o.quiet, "No progress bar");
   register_command(sub, [f] {
     LoadedModel m = load_model(f->model);
-    CompressorTrainOptions o = f->o;
+    CompressorTrainOptions o = f->train.options;
     o.cache = cache_options(f->cache, *m.model);
     o.cache.policy = "lococo";
     const std::filesystem::path out = f->out;
@@ -68,10 +56,8 @@ void add_tune_command(CLI::App& root) {
     lora.seed = o.seed;
     attach_lora(model, lora);
     const auto cache_dir = out / "token-cache";
-    TokenData train(f->data, *m.tokenizer, cache_dir);
-    std::unique_ptr<TokenData> val;
-    if (!f->val.empty()) val = std::make_unique<TokenData>(f->val, *m.tokenizer, cache_dir);
-    auto r = train_compressor(model, train, val.get(), o);
+    TrainingData data = load_training_data(f->train, *m.tokenizer, cache_dir);
+    auto r = train_compressor(model, *data.train, data.val.get(), o);
     if (r.interrupted) {
       fmt::print("interrupted after {} steps (checkpoint saved; rerun with --resume)\n", r.steps_done);
       return 130;

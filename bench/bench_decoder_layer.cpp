@@ -54,11 +54,11 @@ void BM_DecoderLayer(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data_ptr());
   }
   const double flops = layer_flops(c, T, context + T);
-  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOPS"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   const double weight_bytes = (c.parameter_count() - 2.0 * c.vocab_size * c.hidden_size) * 4.0;
-  state.counters["weights_GB/s"] =
+  state.counters["weights_GBps"] =
       benchmark::Counter(weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(big ? "1B-shaped" : "tiny") + " chunk " + std::to_string(T));
 }
 

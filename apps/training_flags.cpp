@@ -1,0 +1,41 @@
+#include "training_flags.h"
+
+namespace lococo::cli {
+
+void add_chunk_training_flags(CLI::App* sub, ChunkTrainingFlags& f) {
+  auto& o = f.options;
+  sub->add_option("--data", f.data, "Training text files or directories")->required();
+  sub->add_option("--val", f.val, "Validation text files or directories");
+  sub->add_option("--segments", o.segments, "Chunks per training sequence (N)")
+      ->check(CLI::Range(2, 1 << 16))->capture_default_str();
+  sub->add_option("--steps", o.steps, "Optimiser steps")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--grad-accum", o.grad_accum, "Chunks per optimiser step")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--lr", o.optim.lr, "Base learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--memory-lr-scale", o.memory_lr_scale, "Learning-rate multiplier of the compressor")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_flag("--train-norms", o.train_norms, "Also train the RMSNorm weights");
+  sub->add_option("--norm-lr-scale", o.norm_lr_scale, "Learning-rate multiplier of the norms")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--warmup", o.optim.schedule.warmup, "Warm-up steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--schedule", o.optim.schedule.kind, "Decay after warm-up")
+      ->check(CLI::IsMember({"cosine", "linear", "constant"}))->capture_default_str();
+  sub->add_option("--clip", o.optim.clip, "Gradient norm clip (0 = off)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--kernel", o.compressor.kernel, "Conv kernel size (odd)")->capture_default_str();
+  sub->add_option("--conv-layers", o.compressor.conv_layers, "Convs per layer")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--eval-every", o.eval_every, "Validation every K steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--val-tokens", o.val_tokens, "Validation tokens scored")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--seed", o.seed, "Seed of the compressor and the data order")->capture_default_str();
+  sub->add_flag("--resume", o.resume, "Continue from the checkpoint beside the output");
+  sub->add_option("--stop-after", o.stop_after, "Checkpoint and stop after N steps of this run")->check(CLI::NonNegativeNumber);
+  sub->add_flag("--quiet,-q", o.quiet, "No progress bar");
+}
+
+TrainingData load_training_data(const ChunkTrainingFlags& f, const Tokenizer& tokenizer,
+                                const std::filesystem::path& cache_dir) {
+  TrainingData d;
+  d.train = std::make_unique<TokenData>(f.data, tokenizer, cache_dir);
+  if (!f.val.empty()) d.val = std::make_unique<TokenData>(f.val, tokenizer, cache_dir);
+  return d;
+}
+
+}  // namespace lococo::cli
