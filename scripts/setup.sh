@@ -11,13 +11,14 @@ PACKAGES=(
   libtorch-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libbenchmark-dev libcpp-httplib-dev gnuplot-nox
   libopenblas0-pthread  # libtorch's BLAS: without it Debian falls back to the slow reference BLAS
-  nodejs npm
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm (for the corpus packages) may come with a nodejs that is not Debian's: check the command.
+command -v npm > /dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   if [[ $(id -u) -ne 0 ]]; then
