@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cmath>
 
+#include "lococo/attention_fast.h"
+
 namespace lococo {
 namespace {
 
@@ -53,10 +55,16 @@ torch::Tensor attention_plain(const torch::Tensor& q, const torch::Tensor& k, co
   return out.view({B, Hq, T, d}).to(q.scalar_type());
 }
 
+// The one place that chooses the implementation: the fused kernel
+// (src/attention_fast.cpp) wherever it applies -- CPU float tensors -- and the
+// plain one elsewhere (e.g. CUDA) or when asked for explicitly.
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const AttentionStatsRequest& request, AttentionStats* stats, AttentionKernel kernel) {
-  // The fast fused kernel plugs in here (one place chooses the implementation).
-  (void)kernel;
+  if (kernel == AttentionKernel::Auto) kernel = default_attention_kernel();
+  if (kernel == AttentionKernel::Auto && attention_fast_supported(q, k, v)) {
+    check_shapes(q, k, v, request);
+    return attention_fast(q, k, v, request, stats);
+  }
   return attention_plain(q, k, v, request, stats);
 }
 
