@@ -18,3 +18,6 @@ echo "== generate (full cache) =="
 $LOCOCO generate -m "$MODEL" --prompt "Call me Ishmael." --max-tokens 32 --temperature 0.8 --seed 1
 echo "== perplexity of README.md (full cache, chunk 64) =="
 $LOCOCO perplexity -m "$MODEL" --file README.md --chunk 64
+echo "== the same text in fixed memory: h2o and streaming caches of 128 slots =="
+$LOCOCO perplexity -m "$MODEL" --file README.md --chunk 64 --cache h2o --budget 128 -q
+$LOCOCO perplexity -m "$MODEL" --file README.md --chunk 64 --cache streaming --budget 128 -q
