@@ -78,16 +78,47 @@ void add_cache_flags(CLI::App* app, CacheFlags& f, bool with_policy) {
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   app->add_option("--local-window", o.local_window, "lococo: last slots always kept")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
-  app->add_option("--compressor", o.compressor, "lococo: trained compressor (.safetensors)");
+  if (!with_policy) return;  // training commands make their own compressor
+  app->add_option("--compressor", o.compressor,
+                  "lococo: trained compressor (.safetensors); default: the model's compressors/m<budget>.safetensors");
   app->add_flag("--allow-untrained", o.allow_untrained, "lococo: run with a freshly initialised compressor");
 }
 
-CacheOptions cache_options(const CacheFlags& f, const LlamaModel& model) {
+CacheOptions cache_options(const CacheFlags& f, const LoadedModel& m) {
   CacheOptions o = f.options;
   o.positions = parse_position_mode(f.positions);
-  o.dtype = model.weights().embed.scalar_type();
-  o.device = model.weights().embed.device();
+  o.dtype = m.model->weights().embed.scalar_type();
+  o.device = m.model->weights().embed.device();
   return o;
+}
+
+CacheOptions inference_cache_options(const CacheFlags& f, const LoadedModel& m) {
+  CacheOptions o = cache_options(f, m);
+  if (o.policy == "lococo" && o.compressor.empty() && !o.allow_untrained)
+    o.compressor = bundled_compressor(m.dir, o.budget).string();
+  return o;
+}
+
+int64_t parse_token_count(const std::string& text, const std::string& flag) {
+  // "2048", "2k" (x 1024) or "1m" (x 1048576).
+  size_t used = 0;
+  int64_t n = -1;
+  try {
+    n = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = used ? text.substr(used) : "";
+  const int64_t scale = unit.empty() ? 1 : (unit == "k" || unit == "K") ? 1024 : (unit == "m" || unit == "M") ? 1 << 20 : 0;
+  if (!used || scale == 0 || n <= 0)
+    throw std::invalid_argument(fmt::format("{}: '{}' is not a positive token count (e.g. 2048 or 2k)", flag, text));
+  return n * scale;
+}
+
+std::vector<int64_t> parse_token_counts(const std::vector<std::string>& texts, const std::string& flag) {
+  std::vector<int64_t> out;
+  for (const auto& t : texts) out.push_back(parse_token_count(t, flag));
+  return out;
 }
 
 void add_sampling_flags(CLI::App* app, SamplingOptions& s) {

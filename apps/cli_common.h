@@ -32,9 +32,17 @@ struct CacheFlags {
   CacheOptions options;
   std::string positions = "absolute";
 };
+// with_policy = false (training): no --cache, --compressor or --allow-untrained.
 void add_cache_flags(CLI::App* app, CacheFlags& flags, bool with_policy = true);
 // Fills dtype/device from the model and checks the values.
-CacheOptions cache_options(const CacheFlags& flags, const LlamaModel& model);
+CacheOptions cache_options(const CacheFlags& flags, const LoadedModel& model);
+// The same, and for lococo without --compressor the model directory's own
+// compressors/m<budget>.safetensors when it has one (generate, perplexity).
+CacheOptions inference_cache_options(const CacheFlags& flags, const LoadedModel& model);
+
+// "2048", "2k" or "1m" as tokens; throws std::invalid_argument naming `flag`.
+int64_t parse_token_count(const std::string& text, const std::string& flag);
+std::vector<int64_t> parse_token_counts(const std::vector<std::string>& texts, const std::string& flag);
 
 void add_sampling_flags(CLI::App* app, SamplingOptions& s);
 

@@ -33,7 +33,7 @@ void add_generate_command(CLI::App& root) {
     LoadedModel m = load_model(f->model);
     const std::string prompt = f->file.empty() ? f->prompt : read_input_text(f->file);
     if (prompt.empty()) throw std::invalid_argument("empty prompt: give --prompt TEXT or --file PATH");
-    CacheOptions co = cache_options(f->cache, *m.model);
+    CacheOptions co = inference_cache_options(f->cache, m);
     auto cache = make_cache(m.model->config(), co);
     GenerateOptions g = f->gen;
     g.chunk = co.chunk;

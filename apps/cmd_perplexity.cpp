@@ -33,7 +33,7 @@ void add_perplexity_command(CLI::App& root) {
     auto tokens = m.tokenizer->encode(read_input_text(f->file), /*add_bos=*/true);
     if (f->max_tokens > 0 && static_cast<int64_t>(tokens.size()) > f->max_tokens) tokens.resize(f->max_tokens);
     if (tokens.size() < 2) throw std::invalid_argument(f->file + ": text too short (need at least 2 tokens)");
-    CacheOptions co = cache_options(f->cache, *m.model);
+    CacheOptions co = inference_cache_options(f->cache, m);
     auto cache = make_cache(m.model->config(), co);
     Progress bar("perplexity", static_cast<int64_t>(tokens.size()), "tok", !f->quiet && !f->json);
     PerplexityOptions po;

@@ -40,6 +40,8 @@ void add_pretrain_command(CLI::App& root) {
   sub->add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_option("--clip", o.optim.clip, "Gradient norm clip (0 = off)")->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_option("--eval-every", o.eval_every, "Validation every K steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--eval-passkeys", o.eval_passkeys, "Passkey examples (teacher-forced argmax) per validation")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_option("--save-every", o.save_every, "Checkpoint every K steps")->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_option("--seed", o.seed, "Seed of weights and data order")->capture_default_str();
   sub->add_flag("--resume", o.resume, "Continue from OUT/checkpoint");

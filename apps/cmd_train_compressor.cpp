@@ -27,7 +27,7 @@ void add_train_compressor_command(CLI::App& root) {
   register_command(sub, [f] {
     LoadedModel m = load_model(f->model);
     CompressorTrainOptions o = f->train.options;
-    o.cache = cache_options(f->cache, *m.model);
+    o.cache = cache_options(f->cache, m);
     o.cache.policy = "lococo";
     o.out = f->out;
     const auto cache_dir = std::filesystem::path(f->out).parent_path() / "token-cache";

@@ -41,7 +41,7 @@ void add_tune_command(CLI::App& root) {
   register_command(sub, [f] {
     LoadedModel m = load_model(f->model);
     CompressorTrainOptions o = f->train.options;
-    o.cache = cache_options(f->cache, *m.model);
+    o.cache = cache_options(f->cache, m);
     o.cache.policy = "lococo";
     const std::filesystem::path out = f->out;
     std::filesystem::create_directories(out);

@@ -13,6 +13,8 @@ void add_train_tokenizer_command(CLI::App& root);
 void add_pretrain_command(CLI::App& root);
 void add_train_compressor_command(CLI::App& root);
 void add_tune_command(CLI::App& root);
+void add_eval_command(CLI::App& root);
+void add_bench_command(CLI::App& root);
 
 inline void add_all_commands(CLI::App& root) {
   add_info_command(root);
@@ -23,6 +25,8 @@ inline void add_all_commands(CLI::App& root) {
   add_pretrain_command(root);
   add_train_compressor_command(root);
   add_tune_command(root);
+  add_eval_command(root);
+  add_bench_command(root);
 }
 
 }  // namespace lococo::cli

@@ -65,4 +65,9 @@ std::filesystem::path default_model_dir() {
 #endif
 }
 
+std::filesystem::path bundled_compressor(const std::filesystem::path& dir, int64_t budget) {
+  const auto file = dir / "compressors" / fmt::format("m{}.safetensors", budget);
+  return std::filesystem::exists(file) ? file : std::filesystem::path();
+}
+
 }  // namespace lococo

@@ -64,6 +64,32 @@ double validation_loss(const LlamaModel& model, const torch::Tensor& windows) {
   return total / windows.size(0);
 }
 
+// Share of fixed passkey examples whose answer digits are all the model's
+// argmax under teacher forcing: a cheap retrieval signal to watch while
+// training (the real evaluation generates; see `lococo eval-passkey`).
+double passkey_argmax_accuracy(const LlamaModel& model, const std::vector<PasskeyExample>& examples) {
+  torch::NoGradGuard g;
+  int64_t correct = 0;
+  for (const auto& ex : examples) {
+    std::vector<int64_t> seq = ex.prompt;
+    seq.insert(seq.end(), ex.answer.begin(), ex.answer.end() - 1);
+    const auto n = static_cast<int64_t>(ex.answer.size());
+    auto logits = model.forward(torch::tensor(seq, torch::kInt64).unsqueeze(0), nullptr)[0];  // [len, V]
+    auto predicted = logits.narrow(0, logits.size(0) - n, n).argmax(-1);                       // [n]
+    correct += predicted.equal(torch::tensor(ex.answer, torch::kInt64));
+  }
+  return examples.empty() ? 0.0 : static_cast<double>(correct) / examples.size();
+}
+
+std::vector<PasskeyExample> fixed_passkey_examples(const Tokenizer& tok, int64_t len, int64_t n) {
+  std::mt19937_64 rng(777);
+  std::vector<PasskeyExample> out;
+  if (len < passkey_min_length(tok) + 8) return out;
+  for (int64_t i = 0; i < n; ++i)
+    out.push_back(make_passkey_example(tok, len - 8, static_cast<double>(i) / std::max<int64_t>(1, n - 1), rng));
+  return out;
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> trainable_weights(LlamaModel& model) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (auto& [name, t] : model.mutable_weights().named(model.config())) {
@@ -102,6 +128,8 @@ PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
     val_windows = torch::stack(ws);
   }
 
+  const auto passkeys = fixed_passkey_examples(tok, o.seq_len, o.eval_passkeys);
+
   int64_t start = 0;
   PretrainResult r;
   r.best_val_loss = 1e30;
@@ -121,6 +149,7 @@ PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
   Progress bar("pretrain", o.steps, "step", !o.quiet);
   bar.set(start);
   const auto t0 = std::chrono::steady_clock::now();
+  double last_passkey = -1;  // shown in the progress bar once measured
   int64_t tokens = 0;
   for (int64_t step = start; step < o.steps; ++step) {
     const Phase ph = phase_at(o, step);
@@ -136,12 +165,19 @@ PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
     r.tokens_per_second = tokens / std::max(secs, 1e-9);
     nlohmann::json m = {{"step", step + 1}, {"loss", r.last_loss}, {"lr", trainer.current_lr()},
                         {"grad_norm", gnorm}, {"seq_len", ph.seq_len}, {"tokens_per_second", r.tokens_per_second}};
-    if (val_windows.defined() && ((step + 1) % o.eval_every == 0 || step + 1 == o.steps)) {
+    const bool eval_now = o.eval_every > 0 && ((step + 1) % o.eval_every == 0 || step + 1 == o.steps);
+    if (val_windows.defined() && eval_now) {
       m["val_loss"] = validation_loss(model, val_windows);
       r.best_val_loss = std::min(r.best_val_loss, m["val_loss"].get<double>());
     }
+    if (!passkeys.empty() && eval_now) {
+      m["passkey_argmax"] = passkey_argmax_accuracy(model, passkeys);
+      last_passkey = m["passkey_argmax"].get<double>();
+    }
     log.write(m);
-    bar.set(step + 1, fmt::format("loss {:.3f} {:.0f} tok/s", r.last_loss, r.tokens_per_second));
+    bar.set(step + 1, fmt::format("loss {:.3f}{} {:.0f} tok/s", r.last_loss,
+                                  last_passkey >= 0 ? fmt::format(" passkey {:.0f}%", 100 * last_passkey) : "",
+                                  r.tokens_per_second));
     r.steps_done = step + 1;
     if (stop_requested() || (o.stop_after > 0 && step + 1 - start >= o.stop_after && step + 1 < o.steps)) {
       save(step + 1);

@@ -35,4 +35,8 @@ const std::vector<std::string>& builtin_sample_text();
 // The directory commands use when --model is omitted (the bundled model).
 std::filesystem::path default_model_dir();
 
+// A model directory's own LoCoCo compressor for budget M:
+// <dir>/compressors/m<M>.safetensors, or an empty path when there is none.
+std::filesystem::path bundled_compressor(const std::filesystem::path& dir, int64_t budget);
+
 }  // namespace lococo

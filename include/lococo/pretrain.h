@@ -26,6 +26,7 @@ struct PretrainOptions {
   double short_passkey_rate = -1;       // passkey share during the short phase (-1 = passkey_rate)
   int64_t eval_every = 100;             // validation loss every K steps (0 = never)
   int64_t eval_windows = 8;             // validation windows of seq_len tokens
+  int64_t eval_passkeys = 16;           // passkey examples of seq_len tokens checked at each evaluation (0 = none)
   int64_t save_every = 100;             // checkpoint every K steps
   double weight_decay = 0.1;
   OptimizerOptions optim;               // lr, betas, clip, schedule (total set from steps)

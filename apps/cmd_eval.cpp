@@ -1,0 +1,115 @@
+// lococo eval ppl | passkey: compare KV-cache policies on one model.
+#include <iostream>
+
+#include <fmt/format.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "lococo/eval.h"
+
+namespace lococo::cli {
+namespace {
+
+struct EvalCommonFlags {
+  ModelFlags model;
+  CacheFlags cache;
+  std::vector<std::string> policies = {"full", "streaming", "h2o", "lococo-hh", "lococo"};
+  std::string out;
+  bool json = false, quiet = false;
+};
+
+void add_common_flags(CLI::App* sub, EvalCommonFlags& f) {
+  add_model_flags(sub, f.model);
+  add_cache_flags(sub, f.cache, /*with_policy=*/false);
+  // Policies and budgets are lists here (--policies, --budgets / --budget below).
+  sub->remove_option(sub->get_option("--budget"));
+  sub->add_option("--compressor", f.cache.options.compressor,
+                  "lococo: compressor file for every budget (default: the model's compressors/m<budget>.safetensors)");
+  sub->add_flag("--allow-untrained", f.cache.options.allow_untrained, "lococo: run with freshly initialised compressors");
+  sub->add_option("--policies", f.policies, "Policies to compare, comma separated")
+      ->delimiter(',')->check(CLI::IsMember(cache_policy_names()))->capture_default_str();
+  sub->add_option("--out", f.out, "Report directory (report.json, report.md, PNG plots)")->required();
+  sub->add_flag("--json", f.json, "Print report.json to stdout too");
+  sub->add_flag("--quiet,-q", f.quiet, "No progress bar");
+}
+
+void print_summary(const std::string& markdown, const std::vector<std::filesystem::path>& written, bool json,
+                   const nlohmann::json& report) {
+  if (json) {
+    std::cout << report.dump() << "\n";
+    return;
+  }
+  std::cout << markdown << "\n";
+  for (const auto& p : written) std::cout << "wrote " << p.string() << "\n";
+}
+
+void add_ppl(CLI::App& eval) {
+  struct Flags : EvalCommonFlags {
+    std::vector<std::string> data;
+    std::vector<int64_t> budgets = {128, 256, 512};
+    int64_t max_tokens = 0, bucket = 256;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* sub = eval.add_subcommand("ppl", "Streaming perplexity per policy and budget, overall and by position");
+  add_common_flags(sub, *f);
+  sub->add_option("--data", f->data, "Text files or directories (one document per .txt file)")->required();
+  sub->add_option("--budgets", f->budgets, "Budgets M of the bounded policies, comma separated")
+      ->delimiter(',')->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--max-tokens", f->max_tokens, "Cut each document to N tokens (0 = whole)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--bucket", f->bucket, "Width of the position buckets in tokens")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  register_command(sub, [f] {
+    LoadedModel m = load_model(f->model);
+    PplEvalOptions o;
+    o.policies = f->policies;
+    o.budgets = f->budgets;
+    o.cache = cache_options(f->cache, m);
+    o.bucket = f->bucket;
+    o.progress = !f->quiet;
+    const auto docs = load_documents(f->data, *m.tokenizer, f->max_tokens);
+    const PplReport r = eval_perplexity(m, docs, o);
+    print_summary(to_markdown(r), write_report(r, f->out), f->json, r.to_json());
+    return 0;
+  });
+}
+
+void add_passkey(CLI::App& eval) {
+  struct Flags : EvalCommonFlags {
+    PasskeyEvalOptions o;
+    std::vector<std::string> lengths = {"1k", "2k"};
+  };
+  auto f = std::make_shared<Flags>();
+  auto* sub = eval.add_subcommand("passkey", "Passkey retrieval accuracy per (length, depth) and policy");
+  add_common_flags(sub, *f);
+  sub->add_option("--lengths", f->lengths, "Prompt lengths in tokens (2048 or 2k), comma separated")
+      ->delimiter(',')->capture_default_str();
+  sub->add_option("--depths", f->o.depths, "Key depths in [0, 1], comma separated")
+      ->delimiter(',')->capture_default_str();
+  sub->add_option("--trials", f->o.trials, "Examples per (length, depth)")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--seed", f->o.seed, "Seed of the keys (the same examples for every policy)")->capture_default_str();
+  sub->add_option("--budget", f->o.budget, "Budget M of the bounded policies")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_flag("--full-beyond-context", f->o.full_beyond_context, "Also run the full cache past the trained context");
+  register_command(sub, [f] {
+    PasskeyEvalOptions o = f->o;
+    o.lengths = parse_token_counts(f->lengths, "--lengths");
+    LoadedModel m = load_model(f->model);
+    o.policies = f->policies;
+    o.cache = cache_options(f->cache, m);
+    o.progress = !f->quiet;
+    const PasskeyReport r = eval_passkey(m, o);
+    print_summary(to_markdown(r), write_report(r, f->out), f->json, r.to_json());
+    return 0;
+  });
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& root) {
+  auto* eval = root.add_subcommand("eval", "Evaluate KV-cache policies: streaming perplexity, passkey retrieval");
+  eval->require_subcommand(1);
+  add_ppl(*eval);
+  add_passkey(*eval);
+}
+
+}  // namespace lococo::cli

@@ -1,0 +1,79 @@
+// `lococo bench`: prompt-processing and generation speed at a given context
+// depth per KV-cache policy (like llama-bench's -d), with the machine's own
+// limits (memory bandwidth, fp32 GEMM rate) measured once so that every result
+// is also a fraction of what the hardware allows.
+//
+// report.json:
+//   {"kind": "bench", "model": str, "params": int, "weight_bytes": int, "dtype": str,
+//    "threads": int, "prompt": int, "gen": int, "chunk": int, "fill": str,
+//    "machine": {"bandwidth_gb_s": num, "gemm_gflop_s": num, "gemm_dtype": str},
+//    "points": [{"policy": str, "budget": int, "cache": str, "depth": int, "slots": int,
+//                "prompt_tokens_per_second": num, "gen_tokens_per_second": num,
+//                "prompt_gemm_fraction": num, "gen_bandwidth_fraction": num,
+//                "cache_bytes": int, "peak_rss_bytes": int}]}
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "lococo/eval.h"
+#include "lococo/kv_cache.h"
+#include "lococo/model.h"
+
+namespace lococo {
+
+struct MachineLimits {
+  double bandwidth_gb_s = 0;  // read bandwidth of a large (256 MiB) reduction
+  double gemm_gflop_s = 0;    // a 2048^3 GEMM in `dtype`
+  torch::Dtype dtype = torch::kFloat32;
+};
+// Takes a second or two; uses the current intra-op thread count.
+MachineLimits measure_machine_limits(torch::Dtype dtype = torch::kFloat32);
+
+struct BenchOptions {
+  std::vector<int64_t> contexts = {1024, 4096};  // depths: tokens already in the cache
+  std::vector<std::string> policies = {"full", "lococo"};
+  int64_t budget = 512;                      // M of the bounded policies
+  int64_t prompt = 512;                      // prompt tokens timed at each depth
+  int64_t gen = 32;                          // generated tokens timed at each depth
+  bool random_fill = false;                  // fill by driving the cache with random K/V (no model)
+  uint64_t seed = 0;                         // token ids / random K/V of the fill
+  CacheOptions cache;                        // chunk, positions, the policies' knobs
+  bool progress = true;
+};
+
+struct BenchPoint {
+  CacheRun run;
+  std::string cache;
+  int64_t depth = 0, slots = 0;
+  double prompt_tokens_per_second = 0, gen_tokens_per_second = 0;
+  double prompt_gemm_fraction = 0, gen_bandwidth_fraction = 0;
+  int64_t cache_bytes = 0, peak_rss_bytes = 0;
+};
+
+struct BenchReport {
+  std::string model;
+  int64_t params = 0, weight_bytes = 0;
+  std::string dtype;
+  int threads = 0;
+  BenchOptions options;
+  MachineLimits machine;
+  std::vector<BenchPoint> points;
+  nlohmann::json to_json() const;
+};
+
+BenchReport run_bench(const LoadedModel& model, const BenchOptions& options);
+
+// Drives `cache` through `tokens` positions in chunks with random keys, values
+// and attention statistics instead of the model (the policy's own code runs:
+// selection, compression, positions), for deep contexts on big models.
+void fill_cache_random(const ModelConfig& config, KvCache& cache, int64_t tokens, int64_t chunk, uint64_t seed);
+
+std::string to_markdown(const BenchReport& report);
+// report.json, report.md and bench.png (tokens/s and memory vs depth per policy).
+std::vector<std::filesystem::path> write_report(const BenchReport& report, const std::filesystem::path& dir);
+
+}  // namespace lococo

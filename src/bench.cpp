@@ -1,0 +1,255 @@
+#include "lococo/bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "lococo/io_util.h"
+#include "lococo/memory_stats.h"
+#include "lococo/plot.h"
+#include "lococo/progress.h"
+
+namespace lococo {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Best of `reps` timings of `f`, in seconds.
+template <class F>
+double best_time(int reps, F&& f) {
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    f();
+    best = std::min(best, seconds_since(t0));
+  }
+  return best;
+}
+
+// Bytes of weights one token's forward reads: every matrix of every layer and
+// the LM head (the embedding table only when it is the tied LM head).
+int64_t weight_bytes_per_token(const LlamaWeights& w) {
+  auto bytes = [](const torch::Tensor& t) { return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0; };
+  int64_t total = bytes(w.lm_head) + bytes(w.final_norm);
+  for (const auto& l : w.layers)
+    for (const Linear* m : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) total += bytes(m->weight) + bytes(m->bias);
+  return total;
+}
+
+// Multiply-adds x 2 of one token's matmuls (weights) and of its attention over `slots` keys.
+double flops_per_token(const ModelConfig& c, const LlamaWeights& w, double slots) {
+  double matmul = static_cast<double>(w.lm_head.numel());
+  for (const auto& l : w.layers)
+    for (const Linear* m : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) matmul += m->weight.numel();
+  return 2 * matmul + 4.0 * c.num_layers * c.num_heads * c.head_dim * slots;
+}
+
+int64_t kv_bytes_read(const ModelConfig& c, int64_t slots, torch::Dtype dtype) {
+  return 2 * c.num_layers * c.num_kv_heads * c.head_dim * slots * static_cast<int64_t>(c10::elementSize(dtype));
+}
+
+std::string dtype_name(torch::Dtype d) {
+  return d == torch::kBFloat16 ? "bf16" : d == torch::kFloat16 ? "f16" : d == torch::kFloat64 ? "f64" : "f32";
+}
+
+// Feeds `n` seeded random token ids through the model in chunks.
+void fill_with_model(const LlamaModel& model, KvCache& cache, int64_t n, int64_t chunk, std::mt19937_64& rng,
+                     const std::function<void(int64_t)>& on_chunk) {
+  torch::NoGradGuard g;
+  std::uniform_int_distribution<int64_t> id(3, model.config().vocab_size - 1);
+  for (int64_t s = 0; s < n; s += chunk) {
+    const int64_t len = std::min(chunk, n - s);
+    std::vector<int64_t> ids(len);
+    for (auto& t : ids) t = id(rng);
+    model.forward(torch::tensor(ids, torch::kInt64), &cache, LogitsFor::Last);
+    on_chunk(len);
+  }
+}
+
+}  // namespace
+
+MachineLimits measure_machine_limits(torch::Dtype dtype) {
+  torch::NoGradGuard g;
+  MachineLimits m;
+  m.dtype = dtype;
+  auto big = torch::ones({64, 1 << 20}, torch::kFloat32);  // 256 MiB, touched once
+  const double t_read = best_time(5, [&] { big.sum().item<float>(); });
+  m.bandwidth_gb_s = big.numel() * 4.0 / t_read / 1e9;
+  const int64_t n = 2048;
+  auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
+  torch::mm(a, b);  // warm-up (oneDNN primitive creation)
+  const double t_mm = best_time(3, [&] { torch::mm(a, b); });
+  m.gemm_gflop_s = 2.0 * n * n * n / t_mm / 1e9;
+  return m;
+}
+
+void fill_cache_random(const ModelConfig& c, KvCache& cache, int64_t tokens, int64_t chunk, uint64_t seed) {
+  torch::NoGradGuard g;
+  torch::manual_seed(seed);
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat32);
+  for (int64_t s = 0; s < tokens; s += chunk) {
+    const int64_t n = std::min(chunk, tokens - s);
+    for (int i = 0; i < c.num_layers; ++i) {
+      cache.prepare(i, n);
+      auto k = torch::randn({c.num_kv_heads, n, c.head_dim}, opts);  // [Hkv, n, d]
+      auto v = torch::randn({c.num_kv_heads, n, c.head_dim}, opts);
+      const int64_t S = cache.append(i, k, k, v).keys.size(1);
+      const AttentionStatsRequest req = cache.stats_request(i);
+      AttentionStats st;  // plausible probabilities: each query's row sums to 1
+      if (req.column_sums) st.column_sums = torch::rand({c.num_kv_heads, S}, opts) * (2.0 * n / S);
+      if (req.last_query) st.last_query = torch::softmax(torch::randn({c.num_kv_heads, S}, opts), -1);
+      if (req.window > 0)
+        st.window = torch::softmax(torch::randn({c.num_kv_heads, std::min(req.window, n), S}, opts), -1);
+      if (req.any()) cache.observe(i, st);
+    }
+    cache.end_chunk(n);
+  }
+}
+
+BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
+  if (o.contexts.empty()) throw std::invalid_argument("--context: empty list");
+  if (o.prompt <= 0 || o.gen <= 0) throw std::invalid_argument("--prompt and --gen must be positive");
+  const LlamaModel& model = *m.model;
+  const ModelConfig& c = model.config();
+  BenchReport rep;
+  rep.model = m.dir.string();
+  rep.options = o;
+  rep.dtype = dtype_name(model.weights().embed.scalar_type());
+  rep.threads = torch::get_num_threads();
+  rep.weight_bytes = weight_bytes_per_token(model.weights());
+  for (const auto& l : model.weights().layers)
+    for (const Linear* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) rep.params += x->weight.numel();
+  rep.params += model.weights().embed.numel() + (c.tie_word_embeddings ? 0 : model.weights().lm_head.numel());
+  const auto dtype = model.weights().embed.scalar_type();
+  rep.machine = measure_machine_limits(dtype == torch::kBFloat16 ? torch::kBFloat16 : torch::kFloat32);
+
+  const auto runs = cache_runs(o.policies, {o.budget});
+  {  // warm-up: the first forward pays for one-time set-up (allocator, kernels)
+    auto warm = make_cache(c, run_cache_options(o.cache, {"full", 0}, m.dir));
+    std::mt19937_64 rng(o.seed);
+    fill_with_model(model, *warm, std::min<int64_t>(o.cache.chunk, 64), o.cache.chunk, rng, [](int64_t) {});
+  }
+  int64_t work = 0;
+  for (int64_t d : o.contexts) work += d + o.prompt + o.gen;
+  Progress bar("bench", work * static_cast<int64_t>(runs.size()), "tok", o.progress);
+  int64_t done = 0;
+  torch::NoGradGuard g;
+  for (const auto& run : runs) {
+    const CacheOptions co = run_cache_options(o.cache, run, m.dir);
+    for (int64_t depth : o.contexts) {
+      BenchPoint p{run, "", depth};
+      reset_peak_rss();
+      auto cache = make_cache(c, co);
+      std::mt19937_64 rng(o.seed);
+      auto tick = [&](int64_t n) { bar.set(done += n, fmt::format("{} depth {}", run.policy, depth)); };
+      if (o.random_fill) {
+        fill_cache_random(c, *cache, depth, co.chunk, o.seed);
+        tick(depth);
+      } else {
+        fill_with_model(model, *cache, depth, co.chunk, rng, tick);
+      }
+      const int64_t slots_before = cache->slots(0);
+      auto t0 = Clock::now();
+      fill_with_model(model, *cache, o.prompt, co.chunk, rng, tick);
+      p.prompt_tokens_per_second = o.prompt / seconds_since(t0);
+      p.slots = cache->slots(0);
+      // Generation: one token at a time, each the argmax of the last logits.
+      auto token = torch::zeros({1}, torch::kInt64);
+      t0 = Clock::now();
+      for (int64_t i = 0; i < o.gen; ++i) {
+        auto logits = model.forward(token, cache.get(), LogitsFor::Last);  // [1, 1, V]
+        token = logits.reshape({-1}).argmax().reshape({1});
+        tick(1);
+      }
+      p.gen_tokens_per_second = o.gen / seconds_since(t0);
+      const double prompt_slots = (slots_before + p.slots) / 2.0;  // mean keys a prompt token attends
+      p.prompt_gemm_fraction =
+          p.prompt_tokens_per_second * flops_per_token(c, model.weights(), prompt_slots) / (rep.machine.gemm_gflop_s * 1e9);
+      const double bytes_per_token = rep.weight_bytes + kv_bytes_read(c, cache->slots(0), co.dtype);
+      p.gen_bandwidth_fraction = p.gen_tokens_per_second * bytes_per_token / (rep.machine.bandwidth_gb_s * 1e9);
+      p.cache = cache->describe();
+      p.cache_bytes = cache->bytes();
+      p.peak_rss_bytes = peak_rss_bytes();
+      rep.points.push_back(p);
+    }
+  }
+  bar.finish();
+  return rep;
+}
+
+// ---- Reports ------------------------------------------------------------------
+
+nlohmann::json BenchReport::to_json() const {
+  nlohmann::json pts = nlohmann::json::array();
+  for (const auto& p : points)
+    pts.push_back({{"policy", p.run.policy}, {"budget", p.run.budget}, {"cache", p.cache}, {"depth", p.depth},
+                   {"slots", p.slots}, {"prompt_tokens_per_second", p.prompt_tokens_per_second},
+                   {"gen_tokens_per_second", p.gen_tokens_per_second}, {"prompt_gemm_fraction", p.prompt_gemm_fraction},
+                   {"gen_bandwidth_fraction", p.gen_bandwidth_fraction}, {"cache_bytes", p.cache_bytes},
+                   {"peak_rss_bytes", p.peak_rss_bytes}});
+  return {{"kind", "bench"}, {"model", model}, {"params", params}, {"weight_bytes", weight_bytes}, {"dtype", dtype},
+          {"threads", threads}, {"prompt", options.prompt}, {"gen", options.gen}, {"chunk", options.cache.chunk},
+          {"fill", options.random_fill ? "random-kv" : "model"},
+          {"machine", {{"bandwidth_gb_s", machine.bandwidth_gb_s}, {"gemm_gflop_s", machine.gemm_gflop_s},
+                       {"gemm_dtype", dtype_name(machine.dtype)}}},
+          {"points", pts}};
+}
+
+std::string to_markdown(const BenchReport& r) {
+  std::ostringstream md;
+  md << fmt::format("# lococo bench\n\nModel `{}`: {:.1f}M parameters, {} weights ({:.1f} MiB read per token), {} "
+                    "threads; prompt {} tokens in chunks of {}, {} generated tokens; fill: {}.\n\n"
+                    "Machine: {:.1f} GB/s read bandwidth, {:.0f} GFLOP/s {} GEMM (2048^3).\n\n",
+                    r.model, r.params / 1e6, r.dtype, r.weight_bytes / 1048576.0, r.threads, r.options.prompt,
+                    r.options.cache.chunk, r.options.gen, r.options.random_fill ? "random K/V" : "model", r.machine.bandwidth_gb_s,
+                    r.machine.gemm_gflop_s, dtype_name(r.machine.dtype));
+  md << "| policy | depth | slots | prompt tok/s | % GEMM peak | gen tok/s | % bandwidth | KV cache (MiB) | peak RSS (MiB) |\n"
+        "|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& p : r.points)
+    md << fmt::format("| {} | {} | {} | {:.1f} | {:.0f}% | {:.2f} | {:.0f}% | {:.1f} | {:.0f} |\n",
+                      p.run.budget ? fmt::format("{} M={}", p.run.policy, p.run.budget) : p.run.policy, p.depth, p.slots,
+                      p.prompt_tokens_per_second, 100 * p.prompt_gemm_fraction, p.gen_tokens_per_second,
+                      100 * p.gen_bandwidth_fraction, p.cache_bytes / 1048576.0, p.peak_rss_bytes / 1048576.0);
+  return md.str();
+}
+
+std::vector<std::filesystem::path> write_report(const BenchReport& r, const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  std::vector<std::filesystem::path> written = {dir / "report.json", dir / "report.md"};
+  write_text_atomic(dir / "report.json", r.to_json().dump(2) + "\n");
+  write_text_atomic(dir / "report.md", to_markdown(r));
+  // Two panels: generation tokens/s and peak RSS against depth, one line per policy.
+  std::ostringstream gp;
+  std::vector<std::string> labels;
+  for (const auto& p : r.points) {
+    const std::string label = p.run.budget ? fmt::format("{} M={}", p.run.policy, p.run.budget) : p.run.policy;
+    if (std::find(labels.begin(), labels.end(), label) == labels.end()) labels.push_back(label);
+  }
+  for (size_t i = 0; i < labels.size(); ++i) {
+    gp << "$p" << i << " << EOD\n";
+    for (const auto& p : r.points)
+      if ((p.run.budget ? fmt::format("{} M={}", p.run.policy, p.run.budget) : p.run.policy) == labels[i])
+        gp << p.depth << " " << p.gen_tokens_per_second << " " << p.peak_rss_bytes / 1048576.0 << " "
+           << p.prompt_tokens_per_second << "\n";
+    gp << "EOD\n";
+  }
+  auto panel = [&](const std::string& title, const std::string& ylabel, int column) {
+    gp << "set title " << gnuplot_quote(title) << "\nset ylabel " << gnuplot_quote(ylabel) << "\nplot ";
+    for (size_t i = 0; i < labels.size(); ++i)
+      gp << (i ? ", " : "") << "$p" << i << " using 1:" << column << " with linespoints title " << gnuplot_quote(labels[i]);
+    gp << "\n";
+  };
+  gp << "set multiplot layout 1,3\nset logscale x 2\nset xlabel 'context depth (tokens)'\nset grid\nset key bottom left\n";
+  panel("generation", "tokens/s", 2);
+  panel("prompt processing", "tokens/s", 4);
+  panel("peak RSS", "MiB", 3);
+  gp << "unset multiplot\n";
+  render_png_into(written, gp.str(), dir / "bench.png", 1500, 480);
+  return written;
+}
+
+}  // namespace lococo
