@@ -30,7 +30,9 @@ ModelOptions model_options(const ModelFlags& flags);
 
 struct CacheFlags {
   CacheOptions options;
-  std::string positions = "absolute";
+  // Slot positions keep RoPE inside the trained range for any input length;
+  // for the full cache both schemes are the same.
+  std::string positions = "cache";
 };
 // with_policy = false (training): no --cache, --compressor or --allow-untrained.
 void add_cache_flags(CLI::App* app, CacheFlags& flags, bool with_policy = true);

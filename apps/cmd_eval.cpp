@@ -47,7 +47,8 @@ void add_ppl(CLI::App& eval) {
   struct Flags : EvalCommonFlags {
     std::vector<std::string> data;
     std::vector<int64_t> budgets = {128, 256, 512};
-    int64_t max_tokens = 0, bucket = 256;
+    int64_t max_tokens = 0, min_tokens = 2, bucket = 256;
+    bool full_beyond_context = false;
   };
   auto f = std::make_shared<Flags>();
   auto* sub = eval.add_subcommand("ppl", "Streaming perplexity per policy and budget, overall and by position");
@@ -57,6 +58,9 @@ void add_ppl(CLI::App& eval) {
       ->delimiter(',')->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--max-tokens", f->max_tokens, "Cut each document to N tokens (0 = whole)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--min-tokens", f->min_tokens, "Skip documents shorter than N tokens")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_flag("--full-beyond-context", f->full_beyond_context, "Also run the full cache on documents past the trained context");
   sub->add_option("--bucket", f->bucket, "Width of the position buckets in tokens")
       ->check(CLI::PositiveNumber)->capture_default_str();
   register_command(sub, [f] {
@@ -66,8 +70,9 @@ void add_ppl(CLI::App& eval) {
     o.budgets = f->budgets;
     o.cache = cache_options(f->cache, m);
     o.bucket = f->bucket;
+    o.full_beyond_context = f->full_beyond_context;
     o.progress = !f->quiet;
-    const auto docs = load_documents(f->data, *m.tokenizer, f->max_tokens);
+    const auto docs = load_documents(f->data, *m.tokenizer, f->max_tokens, f->min_tokens);
     const PplReport r = eval_perplexity(m, docs, o);
     print_summary(to_markdown(r), write_report(r, f->out), f->json, r.to_json());
     return 0;

@@ -7,7 +7,9 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "lococo/perplexity.h"
+#include "lococo/memory_stats.h"
 #include "lococo/progress.h"
+#include "lococo/text_pieces.h"
 
 namespace lococo::cli {
 
@@ -30,22 +32,36 @@ void add_perplexity_command(CLI::App& root) {
   add_cache_flags(sub, f->cache);
   register_command(sub, [f] {
     LoadedModel m = load_model(f->model);
-    auto tokens = m.tokenizer->encode(read_input_text(f->file), /*add_bos=*/true);
-    if (f->max_tokens > 0 && static_cast<int64_t>(tokens.size()) > f->max_tokens) tokens.resize(f->max_tokens);
-    if (tokens.size() < 2) throw std::invalid_argument(f->file + ": text too short (need at least 2 tokens)");
     CacheOptions co = inference_cache_options(f->cache, m);
     auto cache = make_cache(m.model->config(), co);
-    Progress bar("perplexity", static_cast<int64_t>(tokens.size()), "tok", !f->quiet && !f->json);
+    // The text is read and tokenised piece by piece (at line ends) and scored as
+    // it comes, so memory stays flat however long the input is.
+    TextPieces text(f->file);
+    Progress bar("perplexity", text.total_bytes(), "B", !f->quiet && !f->json);
     PerplexityOptions po;
     po.chunk = co.chunk;
-    po.on_progress = [&](int64_t done, int64_t) { bar.set(done); };
-    PerplexityResult r = streaming_perplexity(*m.model, *cache, tokens, po);
+    po.keep_nll = false;
+    PerplexityStream stream(*m.model, *cache, po);
+    int64_t fed = 0;
+    bool first = true;
+    std::string piece;
+    while ((f->max_tokens == 0 || fed < f->max_tokens) && text.next(piece)) {
+      auto ids = m.tokenizer->encode(piece, /*add_bos=*/first);
+      first = false;
+      if (f->max_tokens > 0 && fed + static_cast<int64_t>(ids.size()) > f->max_tokens) ids.resize(f->max_tokens - fed);
+      fed += static_cast<int64_t>(ids.size());
+      stream.feed(ids);
+      bar.set(text.bytes_read(), fmt::format("{} tok", fed));
+    }
+    if (fed < 2) throw std::invalid_argument(f->file + ": text too short (need at least 2 tokens)");
+    const PerplexityResult r = stream.finish();
     bar.finish();
     if (f->json) {
       nlohmann::json j = {{"file", f->file},          {"tokens", r.tokens},
                           {"perplexity", r.perplexity()}, {"mean_nll", r.mean_nll()},
                           {"tokens_per_second", r.tokens_per_second()}, {"seconds", r.seconds},
-                          {"cache", cache->describe()}, {"cache_bytes", cache->bytes()}};
+                          {"cache", cache->describe()}, {"cache_bytes", cache->bytes()},
+                          {"peak_rss_bytes", peak_rss_bytes()}};
       std::cout << j.dump() << "\n";
     } else {
       fmt::print("perplexity {:.4f} over {} tokens ({:.1f} tok/s, cache {}, {:.1f} KiB)\n", r.perplexity(), r.tokens,

@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and runs lococo on the
-# default model. Until the bundled tiny model ships, it makes a small model
-# with RANDOM weights, so the text it generates is noise; the point is to show
-# the pipeline (chunked prefill, KV-cache policies, perplexity) end to end.
+# The main job: installs what is missing, builds, fetches the corpus, and shows
+# LoCoCo on the bundled tiny model (models/lococo-tiny): a held-out long
+# document (the Moby Dick test chapters) cut to the model's trained context,
+# read in fixed memory with a 128-slot cache under full / streaming / h2o /
+# lococo, then passkey retrieval at two lengths. Reports and plots go to
+# out/demo/. A few minutes on 2 cores once built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/fetch-corpus.sh
 LOCOCO=./build/lococo
-mkdir -p out
-MODEL=out/random-model
-if [[ ! -f $MODEL/config.json ]]; then
-  $LOCOCO init-model --out "$MODEL" --seed 1
-fi
-echo "== NOTE: $MODEL has RANDOM weights: expect gibberish text and a perplexity near the vocabulary size =="
+MODEL=models/lococo-tiny
+OUT=out/demo
+export OMP_WAIT_POLICY=PASSIVE
+T=$(node -e "console.log(require('./$MODEL/config.json').max_position_embeddings)")
+
+echo "== the bundled model"
 $LOCOCO info "$MODEL"
-echo "== generate (full cache) =="
-$LOCOCO generate -m "$MODEL" --prompt "Call me Ishmael." --max-tokens 32 --temperature 0.8 --seed 1
-echo "== perplexity of README.md (full cache, chunk 64) =="
-$LOCOCO perplexity -m "$MODEL" --file README.md --chunk 64
-echo "== the same text in fixed memory: h2o and streaming caches of 128 slots =="
-$LOCOCO perplexity -m "$MODEL" --file README.md --chunk 64 --cache h2o --budget 128 -q
-$LOCOCO perplexity -m "$MODEL" --file README.md --chunk 64 --cache streaming --budget 128 -q
+echo
+echo "== generate (lococo cache, 128 slots)"
+$LOCOCO generate -m "$MODEL" --cache lococo --budget 128 --chunk 128 --prompt "Call me Ishmael." \
+  --max-tokens 48 --temperature 0.8 --top-p 0.95 --seed 1
+echo
+echo "== streaming perplexity of the Moby Dick test chapters, first $T tokens, budget 128"
+$LOCOCO eval ppl -m "$MODEL" --data data/test/moby-dick-test.txt --max-tokens "$T" \
+  --policies full,streaming,h2o,lococo --budgets 128 --chunk 128 --out "$OUT/ppl"
+echo
+echo "== passkey retrieval at 1024 and $T tokens, budget 128"
+$LOCOCO eval passkey -m "$MODEL" --lengths "1024,$T" --depths 0,0.5,1 --trials 2 \
+  --policies full,streaming,h2o,lococo --budget 128 --chunk 128 --out "$OUT/passkey"

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "lococo/generate.h"
 #include "lococo/io_util.h"
@@ -117,8 +118,17 @@ PplReport eval_perplexity(const LoadedModel& m, const std::vector<Document>& doc
     report.tokens += static_cast<int64_t>(d.tokens.size());
     longest = std::max<int64_t>(longest, d.tokens.size());
   }
-  const auto runs = cache_runs(o.policies, o.budgets);
+  auto runs = cache_runs(o.policies, o.budgets);
   check_budgets_below(runs, longest, "longest document");
+  const int64_t context = m.model->config().max_position_embeddings;
+  if (longest > context && !o.full_beyond_context) {
+    const auto before = runs.size();
+    runs.erase(std::remove_if(runs.begin(), runs.end(), [](const CacheRun& r) { return r.policy == "full"; }), runs.end());
+    if (runs.size() != before)
+      spdlog::warn("eval ppl: leaving out the full cache: documents of up to {} tokens exceed the trained context {} "
+                   "(--full-beyond-context runs it anyway)", longest, context);
+    if (runs.empty()) throw std::invalid_argument("--policies: only full, and the documents exceed the trained context");
+  }
   Progress bar("eval ppl", report.tokens * static_cast<int64_t>(runs.size()), "tok", o.progress);
   int64_t done_before = 0;
   for (const auto& run : runs) {

@@ -7,6 +7,8 @@
 #include "lococo/bench.h"
 #include "lococo/eval.h"
 #include "lococo/passkey.h"
+#include "lococo/perplexity.h"
+#include "lococo/text_pieces.h"
 #include "test_util.h"
 
 namespace lococo {
@@ -213,6 +215,51 @@ TEST_F(PasskeyTest, CliErrorsNameTheFlag) {
   EXPECT_NE(out.find("--depths"), std::string::npos) << out;
   EXPECT_NE(testing::run_cli("eval ppl " + model + " --data " + dir_.path().string() + " --policies full,bogus", &out), 0);
   EXPECT_NE(out.find("--policies"), std::string::npos) << out;
+}
+
+TEST_F(PasskeyTest, TextPiecesTokeniseLikeTheWholeText) {
+  // Lines of varied length and one very long line (cut at spaces).
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "Line " + std::to_string(i) + " of the sample, with some words.\n";
+  for (int i = 0; i < 400; ++i) text += "long line word" + std::to_string(i) + " ";
+  text += "\nThe end.\n";
+  const auto file = dir_ / "text.txt";
+  std::ofstream(file) << text;
+  TextPieces pieces(file.string(), 256);
+  std::string piece, joined;
+  std::vector<int64_t> ids;
+  int n = 0;
+  while (pieces.next(piece)) {
+    EXPECT_LE(piece.size(), 16u * 256 + 256) << "bounded pieces";
+    joined += piece;
+    const auto more = m_.tokenizer->encode(piece, n++ == 0);
+    ids.insert(ids.end(), more.begin(), more.end());
+  }
+  EXPECT_GT(n, 10);
+  EXPECT_EQ(joined, text);
+  EXPECT_EQ(pieces.bytes_read(), static_cast<int64_t>(text.size()));
+  EXPECT_EQ(ids, m_.tokenizer->encode(text, true));
+}
+
+TEST(PerplexityStream, PieceByPieceEqualsAllAtOnce) {
+  const auto model = testing::random_model(testing::tiny_config(), 4);
+  const auto all = ids(testing::random_tokens(203, 64, 9));
+  CacheOptions co;
+  co.chunk = 16;
+  auto c1 = make_cache(model.config(), co);
+  PerplexityOptions po;
+  po.chunk = 16;
+  const auto whole = streaming_perplexity(model, *c1, all, po);
+  auto c2 = make_cache(model.config(), co);
+  po.keep_nll = false;
+  PerplexityStream stream(model, *c2, po);
+  for (size_t s = 0; s < all.size(); s += 37)
+    stream.feed({all.begin() + s, all.begin() + std::min(all.size(), s + 37)});
+  const auto pieces = stream.finish();
+  EXPECT_EQ(pieces.scored, 202);
+  EXPECT_EQ(whole.nll.size(), 202u);
+  EXPECT_NEAR(pieces.mean_nll(), whole.mean_nll(), 1e-6);
+  EXPECT_TRUE(pieces.nll.empty());
 }
 
 // ---- Bench ------------------------------------------------------------------

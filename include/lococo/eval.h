@@ -16,6 +16,8 @@
 //              "cells": [{"length": int, "depth": num, "trials": int, "correct": int,
 //                         "accuracy": num | null}]}]}
 // A cell with "trials": 0 was skipped (the full cache beyond the trained context).
+// The full cache is left out of a perplexity report whose longest document is
+// longer than the trained context (DESIGN.md section 5), unless asked for.
 #pragma once
 
 #include <filesystem>
@@ -60,6 +62,7 @@ struct PplEvalOptions {
   std::vector<int64_t> budgets = {128};          // M values for the bounded policies
   CacheOptions cache;                            // chunk, positions and the policies' knobs
   int64_t bucket = 256;                          // width of the position buckets (tokens)
+  bool full_beyond_context = false;              // run "full" on documents past max_position_embeddings
   bool progress = true;                          // progress bar on stderr
 };
 

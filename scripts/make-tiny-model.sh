@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Reproduces the bundled model models/lococo-tiny from scratch (DESIGN.md
+# section 6): corpus -> tokenizer -> pretraining -> compressors -> evaluation
+# -> model card. About two hours on 2 cores, most of it pretraining.
+#
+#   scripts/make-tiny-model.sh [--help]
+#
+# Resumable: every stage whose output exists is skipped, and pretraining
+# continues from its checkpoint (WORK/pretrain/checkpoint), so running the
+# script again after an interruption picks up where it stopped.
+# Environment: WORK (default out/make-tiny), DEST (default models/lococo-tiny),
+# LOCOCO (default build/lococo), THREADS (default: all cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+
+WORK=${WORK:-out/make-tiny}
+DEST=${DEST:-models/lococo-tiny}
+LOCOCO=${LOCOCO:-build/lococo}
+THREADS=${THREADS:-$(nproc)}
+export OMP_WAIT_POLICY=PASSIVE  # libgomp's busy-waiting costs a lot when cores are shared
+mkdir -p "$WORK"
+TIMES=$WORK/times.tsv
+touch "$TIMES"
+
+# stage NAME DONE-FILE COMMAND...: runs COMMAND unless DONE-FILE exists; logs its wall time.
+stage() {
+  local name=$1 done_file=$2
+  shift 2
+  if [[ -e $done_file ]]; then
+    echo "== $name: done already ($done_file)"
+    return
+  fi
+  echo "== $name"
+  local t0=$SECONDS
+  "$@"
+  printf '%s\t%d\n' "$name" $((SECONDS - t0)) >> "$TIMES"
+}
+
+# ---- The recipe (recorded in the model card) ---------------------------------
+VOCAB=4096
+PRETRAIN_FLAGS=(--config configs/tiny-6.5m.json --steps 800 --batch 4 --seq-len 2048
+  --short-seq-len 512 --short-steps 250 --passkey-rate 0.15 --short-passkey-rate 0.3
+  --lr 1.5e-3 --warmup 60 --eval-every 50 --save-every 50 --seed 1)
+COMPRESSOR_FLAGS=(--positions cache --keep-rate 0.5 --kernel 21 --steps 1500 --warmup 50
+  --eval-every 250 --val-tokens 4096 --seed 1)
+BUDGETS=(128 256)
+
+stage "setup (build)" /nonexistent-always-run bash scripts/setup.sh
+stage "corpus" data/.corpus-ok bash scripts/fetch-corpus.sh
+
+stage "tokenizer" "$WORK/tokenizer.model" \
+  "$LOCOCO" train-tokenizer --data data/train --out "$WORK/tokenizer.model" --vocab-size $VOCAB
+
+stage "pretrain" "$WORK/pretrain/model.safetensors" \
+  "$LOCOCO" pretrain "${PRETRAIN_FLAGS[@]}" --tokenizer "$WORK/tokenizer.model" --data data/train \
+  --val data/validation --out "$WORK/pretrain" --threads "$THREADS" --resume
+
+train_compressor() {  # M: budget = chunk = M
+  "$LOCOCO" train-compressor -m "$WORK/pretrain" --data data/train --val data/validation --budget "$1" --chunk "$1" \
+    --segments $((2048 / $1)) "${COMPRESSOR_FLAGS[@]}" --out "$WORK/compressors/m$1.safetensors" \
+    --threads "$THREADS" --resume
+}
+mkdir -p "$WORK/compressors"
+for M in "${BUDGETS[@]}"; do
+  stage "compressor M=$M" "$WORK/compressors/m$M.safetensors" train_compressor "$M"
+done
+
+# ---- Assemble the model directory ----------------------------------------------
+mkdir -p "$DEST/compressors"
+cp "$WORK/pretrain/config.json" "$WORK/pretrain/model.safetensors" "$DEST/"
+cp "$WORK/tokenizer.model" "$DEST/tokenizer.model"
+cp "$WORK"/compressors/m*.safetensors "$DEST/compressors/"
+
+# ---- Evaluation (numbers for the card) -------------------------------------------
+EVAL=$WORK/eval
+T=$(node -e "console.log(require('./$DEST/config.json').max_position_embeddings)")
+eval_at_budget() {  # M: the T-cut test documents and passkey at 1k, 2k, T, 2T
+  "$LOCOCO" eval ppl -m "$DEST" --data data/test --max-tokens "$T" --policies full,streaming,h2o,lococo-hh,lococo \
+    --budgets "$1" --chunk "$1" --out "$EVAL/ppl-T-m$1" -q
+  "$LOCOCO" eval passkey -m "$DEST" --lengths "1024,2048,$T,$((2 * T))" --depths 0,0.25,0.5,0.75,1 --trials 4 \
+    --policies full,streaming,h2o,lococo-hh,lococo --budget "$1" --chunk "$1" --out "$EVAL/passkey-m$1" -q
+}
+for M in "${BUDGETS[@]}"; do
+  stage "eval M=$M" "$EVAL/passkey-m$M/report.json" eval_at_budget "$M"
+done
+eval_long() {
+  for M in "${BUDGETS[@]}"; do
+    "$LOCOCO" eval ppl -m "$DEST" --data data/test --min-tokens 16384 --policies streaming,h2o,lococo-hh,lococo \
+      --budgets "$M" --chunk "$M" --bucket 2048 --out "$EVAL/ppl-long-m$M" -q
+  done
+}
+stage "eval 16k+" "$EVAL/ppl-long-m${BUDGETS[-1]}/report.json" eval_long
+SLICE=tests/data/moby-dick-test-slice.txt
+SLICE_PPL=$("$LOCOCO" perplexity -m "$DEST" --file "$SLICE" --chunk 512 --json -q |
+  node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s).perplexity.toFixed(4)))")
+
+# ---- The model card --------------------------------------------------------------
+PRETRAIN_FLAGS="${PRETRAIN_FLAGS[*]}" COMPRESSOR_FLAGS="${COMPRESSOR_FLAGS[*]}" \
+  node scripts/write-model-card.js "$DEST" "$WORK" "$SLICE" "$SLICE_PPL"
+echo "== done: $DEST (card: $DEST/MODEL_CARD.md)"
