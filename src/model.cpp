@@ -71,7 +71,7 @@ torch::Tensor LlamaModel::hidden_states(const torch::Tensor& tokens_in, KvCache*
 }
 
 torch::Tensor LlamaModel::logits(const torch::Tensor& hidden) const {
-  return torch::matmul(hidden, weights_.lm_head.t()).to(at::promote_types(hidden.scalar_type(), torch::kFloat32));
+  return project(hidden, weights_.lm_head).to(at::promote_types(hidden.scalar_type(), torch::kFloat32));
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& tokens, KvCache* cache, LogitsFor which) const {

@@ -186,3 +186,33 @@ TEST(Model, FullCacheGrowsWithoutLosingTokens) {
 
 }  // namespace
 }  // namespace lococo
+
+namespace lococo {
+namespace {
+
+TEST(Project, SingleRowKernelEqualsLinear) {
+  auto gen = at::detail::createCPUGenerator(11);
+  auto w = at::normal(0.0, 1.0, {96, 80}, gen);
+  for (auto shape : std::vector<std::vector<int64_t>>{{80}, {1, 80}, {1, 1, 80}, {3, 80}}) {
+    auto x = at::normal(0.0, 1.0, shape, gen);
+    auto y = project(x, w);
+    auto ref = torch::linear(x.to(torch::kFloat64), w.to(torch::kFloat64));
+    ASSERT_EQ(y.sizes(), ref.sizes());
+    EXPECT_TRUE(torch::allclose(y.to(torch::kFloat64), ref, 1e-5, 1e-5));
+  }
+}
+
+TEST(Model, DecodeStepEqualsRecomputation) {
+  // Token-by-token decoding (single-row kernels) gives the logits of one full pass.
+  const auto model = testing::random_model(testing::tiny_config(), 5);
+  auto tokens = testing::random_tokens(20, 64, 6);
+  auto full = model.forward(tokens, nullptr)[0];  // [20, V]
+  auto cache = make_cache(model.config(), CacheOptions{});
+  for (int64_t i = 0; i < 20; ++i) {
+    auto step = model.forward(tokens.narrow(0, i, 1), cache.get())[0][0];  // [V]
+    EXPECT_TRUE(torch::allclose(step, full[i], 1e-5, 1e-4)) << "token " << i;
+  }
+}
+
+}  // namespace
+}  // namespace lococo

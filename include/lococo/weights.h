@@ -19,6 +19,10 @@ struct ModelOptions {
   torch::Device device = torch::kCPU;    // any libtorch device
 };
 
+// x [..., in] W^T for W [out, in], with the kernel chosen by shape and dtype:
+// the one place that choice is made (Linear and the LM head use it).
+torch::Tensor project(const torch::Tensor& x, const torch::Tensor& weight);
+
 // y = x W^T + b, plus an optional LoRA term scale * (x A^T) B^T.
 // The one place where the matmul kernel for a projection is chosen.
 struct Linear {
