@@ -218,10 +218,7 @@ std::string to_markdown(const BenchReport& r) {
 }
 
 std::vector<std::filesystem::path> write_report(const BenchReport& r, const std::filesystem::path& dir) {
-  std::filesystem::create_directories(dir);
-  std::vector<std::filesystem::path> written = {dir / "report.json", dir / "report.md"};
-  write_text_atomic(dir / "report.json", r.to_json().dump(2) + "\n");
-  write_text_atomic(dir / "report.md", to_markdown(r));
+  auto written = write_json_and_markdown(dir, r.to_json(), to_markdown(r));
   // Two panels: generation tokens/s and peak RSS against depth, one line per policy.
   std::ostringstream gp;
   std::vector<std::string> labels;

@@ -65,10 +65,7 @@ std::string to_markdown(const PplReport& r) {
 }
 
 std::vector<std::filesystem::path> write_report(const PplReport& r, const std::filesystem::path& dir) {
-  std::filesystem::create_directories(dir);
-  std::vector<std::filesystem::path> written = {dir / "report.json", dir / "report.md"};
-  write_text_atomic(dir / "report.json", r.to_json().dump(2) + "\n");
-  write_text_atomic(dir / "report.md", to_markdown(r));
+  auto written = write_json_and_markdown(dir, r.to_json(), to_markdown(r));
   std::ostringstream gp;
   gp << "set title 'Perplexity by position'\nset xlabel 'token position'\nset ylabel 'PPL'\nset key outside right\n"
         "set grid\n";
@@ -123,10 +120,7 @@ std::string to_markdown(const PasskeyReport& r) {
 }
 
 std::vector<std::filesystem::path> write_report(const PasskeyReport& r, const std::filesystem::path& dir) {
-  std::filesystem::create_directories(dir);
-  std::vector<std::filesystem::path> written = {dir / "report.json", dir / "report.md"};
-  write_text_atomic(dir / "report.json", r.to_json().dump(2) + "\n");
-  write_text_atomic(dir / "report.md", to_markdown(r));
+  auto written = write_json_and_markdown(dir, r.to_json(), to_markdown(r));
   const auto& lengths = r.options.lengths;
   const auto& depths = r.options.depths;
   for (const auto& run : r.runs) {

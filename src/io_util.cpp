@@ -51,4 +51,12 @@ std::string read_text_file(const std::filesystem::path& path) {
   return ss.str();
 }
 
+std::vector<std::filesystem::path> write_json_and_markdown(const std::filesystem::path& dir, const nlohmann::json& json,
+                                                           const std::string& markdown) {
+  std::filesystem::create_directories(dir);
+  write_text_atomic(dir / "report.json", json.dump(2) + "\n");
+  write_text_atomic(dir / "report.md", markdown);
+  return {dir / "report.json", dir / "report.md"};
+}
+
 }  // namespace lococo

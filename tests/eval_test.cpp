@@ -125,12 +125,7 @@ TEST(EvalRuns, LococoFindsTheModelsOwnCompressor) {
 
 class PasskeyTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    auto c = testing::tiny_config();
-    c.vocab_size = 512;
-    init_model_dir(dir_.path(), c, 3);
-    m_ = load_model_dir(dir_.path());
-  }
+  void SetUp() override { m_ = testing::tokenized_tiny_model(dir_.path()); }
   testing::TempDir dir_;
   LoadedModel m_;
 };

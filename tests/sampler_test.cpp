@@ -68,12 +68,7 @@ TEST(Sampler, RejectsBadOptions) {
 
 class GenerateTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    auto c = testing::tiny_config();
-    c.vocab_size = 512;
-    init_model_dir(dir_.path(), c, 3);
-    m_ = load_model_dir(dir_.path());
-  }
+  void SetUp() override { m_ = testing::tokenized_tiny_model(dir_.path()); }
   GenerateResult run(const GenerateOptions& o, std::string* streamed = nullptr) {
     auto cache = make_cache(m_.model->config(), CacheOptions{});
     return generate(*m_.model, *m_.tokenizer, *cache, m_.tokenizer->encode("The pass key is"), o,

@@ -10,6 +10,7 @@
 
 #include "lococo/config.h"
 #include "lococo/model.h"
+#include "lococo/model_dir.h"
 #include "lococo/weights.h"
 
 namespace lococo::testing {
@@ -38,6 +39,15 @@ inline LlamaModel random_model(const ModelConfig& c, uint64_t seed = 0, double s
   for (auto& [name, t] : w.named(c))
     if (name.find("norm") == std::string::npos) t->copy_(at::normal(0.0, scale, t->sizes(), gen));
   return LlamaModel(c, std::move(w));
+}
+
+// A random tiny model with a real SentencePiece tokenizer (vocab 512), written
+// to `dir` and loaded back.
+inline LoadedModel tokenized_tiny_model(const std::filesystem::path& dir, uint64_t seed = 3) {
+  auto c = tiny_config();
+  c.vocab_size = 512;
+  init_model_dir(dir, c, seed);
+  return load_model_dir(dir);
 }
 
 inline torch::Tensor random_tokens(int64_t n, int64_t vocab, uint64_t seed = 0) {

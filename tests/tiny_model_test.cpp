@@ -19,11 +19,26 @@ const std::filesystem::path kModel = kSource / "models" / "lococo-tiny";
 
 class TinyModel : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { model_ = new LoadedModel(load_model_dir(kModel)); }
-  static void TearDownTestSuite() { delete model_; }
+  // Loaded once for the suite; a missing or broken model fails every test (never skips).
+  static void SetUpTestSuite() {
+    try {
+      model_ = new LoadedModel(load_model_dir(kModel));
+    } catch (const std::exception& e) {
+      error_ = new std::string(e.what());
+    }
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete error_;
+    model_ = nullptr;
+    error_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(model_, nullptr) << "the bundled model does not load: " << *error_; }
   static LoadedModel* model_;
+  static std::string* error_;
 };
 LoadedModel* TinyModel::model_ = nullptr;
+std::string* TinyModel::error_ = nullptr;
 
 TEST_F(TinyModel, LoadsWithItsCompressors) {
   const auto& c = model_->model->config();

@@ -6,6 +6,9 @@
 #include <functional>
 #include <ostream>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace lococo {
 
@@ -14,6 +17,11 @@ namespace lococo {
 void write_file_atomic(const std::filesystem::path& path,
                        const std::function<void(std::ostream&)>& write);
 void write_text_atomic(const std::filesystem::path& path, const std::string& text);
+
+// A report directory's report.json (pretty-printed) and report.md, each written
+// atomically (the directory is created). Returns the two paths.
+std::vector<std::filesystem::path> write_json_and_markdown(const std::filesystem::path& dir, const nlohmann::json& json,
+                                                           const std::string& markdown);
 
 // Reads a whole file; throws std::runtime_error naming the file.
 std::string read_text_file(const std::filesystem::path& path);
