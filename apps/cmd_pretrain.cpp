@@ -3,6 +3,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#include "training_flags.h"
 #include "lococo/pretrain.h"
 
 namespace lococo::cli {
@@ -19,6 +20,8 @@ void add_pretrain_command(CLI::App& root) {
   o.optim.schedule.warmup = 50;
   auto* sub = root.add_subcommand("pretrain", "Train a Llama-family model from scratch (text + passkey examples)");
   sub->add_option("--config", f->config, "HF-style config.json of the model shape")->required()->check(CLI::ExistingFile);
+  sub->add_option("--init-from", f->o.init_from, "Continue from this model directory's weights (fresh optimiser)")
+      ->check(CLI::ExistingDirectory);
   sub->add_option("--tokenizer", f->tokenizer, "SentencePiece tokenizer.model")->required()->check(CLI::ExistingFile);
   sub->add_option("--data", o.data, "Training text files or directories")->required();
   sub->add_option("--val", o.val, "Validation text files or directories");
@@ -30,6 +33,8 @@ void add_pretrain_command(CLI::App& root) {
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--short-steps", o.short_steps, "Curriculum: steps at --short-seq-len")->check(CLI::NonNegativeNumber);
   sub->add_option("--passkey-rate", o.passkey_rate, "Share of passkey sequences")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  sub->add_option("--copy-rate", o.copy_rate, "Share of rows that are a text window repeated twice (teaches copying)")
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   sub->add_option("--short-passkey-rate", o.short_passkey_rate, "Passkey share in the short phase")
       ->check(CLI::Range(0.0, 1.0));
@@ -48,6 +53,7 @@ void add_pretrain_command(CLI::App& root) {
   sub->add_option("--stop-after", o.stop_after, "Checkpoint and stop after N steps of this run (resume later)")
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--quiet,-q", o.quiet, "No progress bar");
+  add_dist_flags(sub, o.dist);
   sub->add_option("--threads", f->threads, "Intra-op threads (0 = one per core)")->check(CLI::NonNegativeNumber);
   register_command(sub, [f] {
     if (f->threads > 0) torch::set_num_threads(f->threads);
@@ -59,7 +65,7 @@ void add_pretrain_command(CLI::App& root) {
     fmt::print("{} after {} steps: loss {:.4f}, best validation loss {}, {:.0f} tokens/s{}\n",
                r.interrupted ? "interrupted (checkpoint saved)" : "done", r.steps_done, r.last_loss,
                r.best_val_loss < 1e29 ? fmt::format("{:.4f}", r.best_val_loss) : "n/a", r.tokens_per_second,
-               r.interrupted ? "" : "; model written to " + f->out);
+               r.interrupted || o.dist.rank != 0 ? "" : "; model written to " + f->out);
     return r.interrupted ? 130 : 0;
   });
 }

@@ -62,6 +62,7 @@ void add_tune_command(CLI::App& root) {
       fmt::print("interrupted after {} steps (checkpoint saved; rerun with --resume)\n", r.steps_done);
       return 130;
     }
+    if (o.dist.rank != 0) return 0;  // rank 0 writes the outputs
     NamedTensors adapters;
     for (auto& [n, t] : lora_tensors(model)) adapters.emplace_back(n, t.detach());
     save_safetensors(out / "lora.safetensors", adapters,

@@ -15,6 +15,8 @@ void add_train_compressor_command(CLI::App& root);
 void add_tune_command(CLI::App& root);
 void add_eval_command(CLI::App& root);
 void add_bench_command(CLI::App& root);
+void add_serve_command(CLI::App& root);
+void add_launch_command(CLI::App& root);
 
 inline void add_all_commands(CLI::App& root) {
   add_info_command(root);
@@ -27,6 +29,8 @@ inline void add_all_commands(CLI::App& root) {
   add_tune_command(root);
   add_eval_command(root);
   add_bench_command(root);
+  add_serve_command(root);
+  add_launch_command(root);
 }
 
 }  // namespace lococo::cli

@@ -27,7 +27,18 @@ void add_chunk_training_flags(CLI::App* sub, ChunkTrainingFlags& f) {
   sub->add_option("--seed", o.seed, "Seed of the compressor and the data order")->capture_default_str();
   sub->add_flag("--resume", o.resume, "Continue from the checkpoint beside the output");
   sub->add_option("--stop-after", o.stop_after, "Checkpoint and stop after N steps of this run")->check(CLI::NonNegativeNumber);
+  sub->add_option("--sequences", o.sequences, "Sequences side by side per step (the global batch, split over ranks)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_flag("--quiet,-q", o.quiet, "No progress bar");
+  add_dist_flags(sub, o.dist);
+}
+
+void add_dist_flags(CLI::App* sub, DistOptions& d) {
+  sub->add_option("--world-size", d.world_size, "Data-parallel processes (ranks)")->check(CLI::Range(1, 4096))->capture_default_str();
+  sub->add_option("--rank", d.rank, "This process's rank (0 writes outputs)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--master", d.master, "HOST:PORT of rank 0's rendezvous")->capture_default_str();
+  sub->add_option("--dist-timeout", d.timeout_seconds, "Seconds before a silent peer fails the run")
+      ->check(CLI::PositiveNumber)->capture_default_str();
 }
 
 TrainingData load_training_data(const ChunkTrainingFlags& f, const Tokenizer& tokenizer,

@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "lococo/distributed.h"
 #include "lococo/token_data.h"
 #include "lococo/train_compressor.h"
 
@@ -19,6 +20,9 @@ struct ChunkTrainingFlags {
 };
 
 void add_chunk_training_flags(CLI::App* sub, ChunkTrainingFlags& f);
+
+// --world-size, --rank, --master, --dist-timeout (data-parallel training; `lococo launch` sets them).
+void add_dist_flags(CLI::App* sub, DistOptions& d);
 
 struct TrainingData {
   std::unique_ptr<TokenData> train, val;  // val may be null

@@ -10,6 +10,7 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config
   libtorch-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libbenchmark-dev libcpp-httplib-dev gnuplot-nox
+  libgloo-dev  # headers of the c10d Gloo process group (distributed training)
   libopenblas0-pthread  # libtorch's BLAS: without it Debian falls back to the slow reference BLAS
 )
 

@@ -131,12 +131,13 @@ Wall clock on a 2-core machine (no GPU):
 ${timeTable}
 ## Results on the test split
 
-Perplexity of the test documents cut to T = ${T} tokens, chunk = M, cache positions for the bounded policies
-(the full cache is the ceiling):
+Perplexity of the test documents cut to T = ${T} tokens (the State of the Union test addresses and the Moby Dick
+test chapters joined, each at least T tokens long), chunk = M, cache positions for the bounded policies (the
+full cache is the ceiling and does not depend on M):
 
 ${atT.length ? pplTable(atT) : '(not measured)'}
-Perplexity of the bounded policies on the test documents of 16k tokens or more (whole documents, cache
-positions; the full cache cannot run past T):
+Perplexity of the bounded policies on the three longest test documents (16k tokens or more, whole documents,
+cache positions; the full cache cannot run past T):
 
 ${long.length ? pplTable(long) : '(not measured)'}
 Passkey retrieval accuracy (${passkeys.length ? passkeys[0].report.trials : 0} trials at each of 5 depths per length; the full

@@ -37,6 +37,15 @@ void CompressorOptions::validate() const {
   if (!std::isfinite(lambda_init)) fail("--lambda-init must be finite");
 }
 
+CompressorOptions CompressorOptions::with_shape_of(const ModelConfig& config, const CacheOptions& cache) const {
+  const CompressorOptions shape = from(config, cache);
+  CompressorOptions c = *this;
+  c.num_layers = shape.num_layers, c.num_kv_heads = shape.num_kv_heads, c.head_dim = shape.head_dim;
+  c.budget = shape.budget, c.keep_rate = shape.keep_rate, c.local_window = shape.local_window;
+  c.buffer = shape.buffer;
+  return c;
+}
+
 CompressorOptions CompressorOptions::from(const ModelConfig& config, const CacheOptions& cache) {
   CompressorOptions o;
   o.num_layers = config.num_layers;

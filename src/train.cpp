@@ -60,7 +60,15 @@ Trainer::Trainer(std::vector<ParamGroup> groups, OptimizerOptions options)
 
 void Trainer::zero_grad() { adam_->zero_grad(); }
 
+std::vector<torch::Tensor> Trainer::parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& g : groups_)
+    for (const auto& [n, t] : g.params) out.push_back(t);
+  return out;
+}
+
 double Trainer::step(int64_t step) {
+  if (dist_) dist_->average_gradients(parameters());  // all of them, in the same order on every rank
   std::vector<torch::Tensor> all;
   for (const auto& g : groups_)
     for (const auto& [n, t] : g.params)

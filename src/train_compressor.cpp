@@ -72,19 +72,19 @@ double streaming_ppl(const LlamaModel& model, KvCache& cache, const torch::Tenso
 
 CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train, const TokenData* val,
                                        const CompressorTrainOptions& o) {
-  if (o.segments < 2 || o.steps <= 0 || o.grad_accum <= 0)
-    throw std::invalid_argument("--segments must be >= 2, --steps and --grad-accum positive");
+  if (o.segments < 2 || o.steps <= 0 || o.grad_accum <= 0 || o.sequences <= 0)
+    throw std::invalid_argument("--segments must be >= 2, --steps, --grad-accum and --sequences positive");
+  Distributed dist(o.dist);
+  const auto [seq_begin, seq_end] = dist.shard(o.sequences, "--sequences");
+  const int64_t local = seq_end - seq_begin;
   const int64_t B = o.cache.chunk;
-  CompressorOptions copts = o.compressor;
-  const CompressorOptions shape = CompressorOptions::from(model.config(), o.cache);
-  copts.num_layers = shape.num_layers, copts.num_kv_heads = shape.num_kv_heads, copts.head_dim = shape.head_dim;
-  copts.budget = shape.budget, copts.keep_rate = shape.keep_rate, copts.local_window = shape.local_window;
-  copts.buffer = shape.buffer;
-  auto compressor = std::make_shared<LococoCompressor>(copts, o.seed);
+  auto compressor = std::make_shared<LococoCompressor>(o.compressor.with_shape_of(model.config(), o.cache), o.seed);
   OptimizerOptions opt = o.optim;
   opt.schedule.total = o.steps;
   Trainer trainer(parameter_groups(*compressor, model, o), opt);
-  LococoCache cache(model.config(), o.cache, compressor);
+  trainer.set_distributed(&dist);
+  std::vector<std::unique_ptr<LococoCache>> caches;  // one per sequence of this rank
+  for (int64_t i = 0; i < local; ++i) caches.push_back(std::make_unique<LococoCache>(model.config(), o.cache, compressor));
 
   std::mt19937_64 rng(o.seed);
   int64_t step = 0;
@@ -95,46 +95,74 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
     step = state.at("step").get<int64_t>();
     set_rng_state(rng, state.at("rng").get<std::string>());
     best = state.value("best_val_ppl", 1e30);
+    if (state.value("world_size", 1) != dist.world_size())
+      throw std::invalid_argument(fmt::format("{}: written by {} ranks, resumed with {}", ckpt.string(),
+                                              state.value("world_size", 1), dist.world_size()));
   }
-  MetricsLog log(with_suffix(o.out, ".metrics.jsonl"), /*append=*/step > 0);
-  auto save = [&] { trainer.save_checkpoint(ckpt, {{"step", step}, {"rng", rng_state(rng)}, {"best_val_ppl", best}}); };
+  dist.broadcast(trainer.parameters());
+  MetricsLog log;
+  if (dist.is_main()) log = MetricsLog(with_suffix(o.out, ".metrics.jsonl"), /*append=*/step > 0);
+  auto save = [&] {
+    if (dist.is_main())
+      trainer.save_checkpoint(ckpt, {{"step", step}, {"rng", rng_state(rng)}, {"best_val_ppl", best},
+                                     {"world_size", dist.world_size()}});
+  };
   CompressorTrainResult r;
   install_stop_handler();
-  Progress bar("train-compressor", o.steps, "step", !o.quiet);
+  Progress bar("train-compressor", o.steps, "step", !o.quiet && dist.is_main());
   bar.set(step);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t start = step;
   int64_t tokens = 0, accumulated = 0, last_eval = step;
   double loss_sum = 0;
   while (step < o.steps) {
-    // One training sequence: N chunks through a fresh cache.
-    auto window = train.random_window(o.segments * B + 1, rng);  // [N B + 1]
-    cache.reset();
+    // The global batch: `sequences` windows of N chunks, the same on every
+    // rank (same RNG); this rank trains on its slice, each through a fresh cache.
+    std::vector<torch::Tensor> windows;
+    for (int64_t i = 0; i < o.sequences; ++i) {
+      auto w = train.random_window(o.segments * B + 1, rng);  // [N B + 1]
+      if (i >= seq_begin && i < seq_end) windows.push_back(w);
+    }
+    for (auto& c : caches) c->reset();
+    bool sequence_trained = false;
     for (int64_t s = 0; s < o.segments && step < o.steps; ++s) {
-      auto logits = model.forward(window.narrow(0, s * B, B), &cache)[0];  // [B, V]
-      auto loss = next_token_loss(logits, window.narrow(0, s * B + 1, B));
-      tokens += B;
-      if (!loss.requires_grad()) continue;  // no compression has happened yet in this sequence
-      if (!std::isfinite(loss.item<double>()))
-        throw std::runtime_error(fmt::format("step {}: loss is NaN or Inf (last checkpoint: {})", step, ckpt.string()));
-      (loss / static_cast<double>(o.grad_accum)).backward();
-      loss_sum += loss.item<double>();
+      bool trained = false;
+      double chunk_loss = 0;
+      for (int64_t i = 0; i < local; ++i) {
+        auto logits = model.forward(windows[i].narrow(0, s * B, B), caches[i].get())[0];  // [B, V]
+        auto loss = next_token_loss(logits, windows[i].narrow(0, s * B + 1, B));
+        tokens += B * dist.world_size();
+        if (!loss.requires_grad()) continue;  // no compression has happened yet in this sequence
+        if (!std::isfinite(loss.item<double>()))
+          throw std::runtime_error(fmt::format("step {}: loss is NaN or Inf (last checkpoint: {})", step, ckpt.string()));
+        (loss / static_cast<double>(o.grad_accum * local)).backward();
+        chunk_loss += loss.item<double>() / local;
+        trained = true;
+      }
+      if (!trained) continue;
+      sequence_trained = true;
+      loss_sum += chunk_loss;
       if (++accumulated < o.grad_accum) continue;
       const double gnorm = trainer.step(step);
-      r.last_loss = loss_sum / accumulated;
+      r.last_loss = dist.mean(loss_sum / accumulated);
       accumulated = 0;
       loss_sum = 0;
       ++step;
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       r.tokens_per_second = tokens / std::max(secs, 1e-9);
-      log.write({{"step", step}, {"loss", r.last_loss}, {"lr", trainer.current_lr()}, {"grad_norm", gnorm},
-                 {"tokens_per_second", r.tokens_per_second}});
+      if (dist.is_main())
+        log.write({{"step", step}, {"loss", r.last_loss}, {"lr", trainer.current_lr()}, {"grad_norm", gnorm},
+                   {"tokens_per_second", r.tokens_per_second}, {"comm_seconds", dist.comm_seconds()}});
       bar.set(step, fmt::format("loss {:.3f} {:.0f} tok/s", r.last_loss, r.tokens_per_second));
     }
+    if (!sequence_trained && step < o.steps)  // would loop forever
+      throw std::invalid_argument(fmt::format(
+          "--segments {} x --chunk {} never fills the cache past budget {} + buffer {}, so nothing compresses "
+          "and nothing trains: use more segments", o.segments, B, o.cache.budget, o.cache.buffer));
     r.steps_done = step;
     // Sequences end between steps: validate once a multiple of eval_every was crossed.
     const bool crossed = o.eval_every > 0 && step / o.eval_every > last_eval / o.eval_every;
-    if (val && (crossed || step >= o.steps)) {
+    if (val && dist.is_main() && (crossed || step >= o.steps)) {
       last_eval = step;
       ValidationPpl v = validate(model, compressor, *val, o);
       r.validations.push_back(v);
@@ -145,7 +173,7 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
         compressor->save(o.out);
       }
     }
-    if (stop_requested() || (o.stop_after > 0 && step - start >= o.stop_after && step < o.steps)) {
+    if (dist.any(stop_requested()) || (o.stop_after > 0 && step - start >= o.stop_after && step < o.steps)) {
       save();
       r.interrupted = true;
       break;
@@ -154,7 +182,7 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
   bar.finish();
   if (!r.interrupted) {
     save();
-    if (!val) compressor->save(o.out);
+    if (!val && dist.is_main()) compressor->save(o.out);
   }
   return r;
 }

@@ -58,6 +58,9 @@ struct CompressorOptions {
   void validate() const;
   // The model shape of `config`, the cache fields of `cache`, defaults for the rest.
   static CompressorOptions from(const ModelConfig& config, const CacheOptions& cache);
+  // These hyper-parameters (kernel, conv layers, ...) with the shape and cache
+  // fields taken from `config` and `cache`.
+  CompressorOptions with_shape_of(const ModelConfig& config, const CacheOptions& cache) const;
   // "" when a compressor made with these options serves this model and cache;
   // otherwise "field: compressor X, model/flag Y" for the first difference.
   std::string mismatch(const ModelConfig& config, const CacheOptions& cache) const;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "lococo/config.h"
+#include "lococo/distributed.h"
 #include "lococo/train.h"
 
 namespace lococo {
@@ -15,6 +16,7 @@ namespace lococo {
 struct PretrainOptions {
   std::filesystem::path out;            // model directory written at the end (checkpoint in out/checkpoint)
   std::filesystem::path tokenizer;      // tokenizer.model to train with (copied into `out`)
+  std::filesystem::path init_from;      // start from this model directory's weights (empty = random init)
   std::vector<std::string> data;        // training text files / directories
   std::vector<std::string> val;         // validation text (optional)
   int64_t steps = 1000;                 // optimiser steps
@@ -24,9 +26,10 @@ struct PretrainOptions {
   int64_t short_steps = 0;              // ... for this many steps (same tokens per step)
   double passkey_rate = 0.1;            // share of sequences that are passkey examples
   double short_passkey_rate = -1;       // passkey share during the short phase (-1 = passkey_rate)
+  double copy_rate = 0;                 // share of rows that are a text window repeated twice (teaches copying)
   int64_t eval_every = 100;             // validation loss every K steps (0 = never)
   int64_t eval_windows = 8;             // validation windows of seq_len tokens
-  int64_t eval_passkeys = 16;           // passkey examples of seq_len tokens checked at each evaluation (0 = none)
+  int64_t eval_passkeys = 16;           // passkey examples of the current length checked at each evaluation (0 = none)
   int64_t save_every = 100;             // checkpoint every K steps
   double weight_decay = 0.1;
   OptimizerOptions optim;               // lr, betas, clip, schedule (total set from steps)
@@ -34,6 +37,7 @@ struct PretrainOptions {
   bool resume = false;                  // continue from out/checkpoint
   int64_t stop_after = 0;               // checkpoint and stop after this many steps in this run (0 = off)
   bool quiet = false;                   // no progress bar
+  DistOptions dist;                     // data-parallel ranks: each trains on its share of every batch
 };
 
 struct PretrainResult {

@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "lococo/distributed.h"
+
 namespace lococo {
 
 // Learning-rate multiplier over the steps of a run.
@@ -55,8 +57,11 @@ class Trainer {
   // std::runtime_error naming the step when a gradient is NaN or Inf.
   double step(int64_t step);
   void zero_grad();
+  // Data-parallel runs: gradients are averaged over ranks before clipping.
+  void set_distributed(Distributed* dist) { dist_ = dist; }
   double current_lr() const { return lr_; }
   const std::vector<ParamGroup>& groups() const { return groups_; }
+  std::vector<torch::Tensor> parameters() const;  // every trained tensor, in group order
 
   // Checkpoint: `dir/trainable.safetensors` (the named parameters),
   // `dir/optimizer.pt` (AdamW moments), `dir/state.json` (the caller's state:
@@ -72,6 +77,7 @@ class Trainer {
   OptimizerOptions options_;
   std::unique_ptr<torch::optim::AdamW> adam_;
   double lr_ = 0.0;
+  Distributed* dist_ = nullptr;
 };
 
 // RNG state to and from text (checkpoints).

@@ -3,7 +3,9 @@
 // "Training"): each training sequence is `segments` chunks of B tokens, the
 // cache is reset per sequence, and after every chunk whose attention saw a
 // fresh compression: loss on that chunk's next-token predictions, backward,
-// optimiser step (every `grad_accum` such chunks).
+// optimiser step (every `grad_accum` such chunks). `sequences` sequences run in
+// lockstep (each with its own cache) and form the global batch of a step; in a
+// data-parallel run every rank takes its share of them (distributed.h).
 #pragma once
 
 #include <filesystem>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "lococo/compressor.h"
+#include "lococo/distributed.h"
 #include "lococo/kv_cache.h"
 #include "lococo/model.h"
 #include "lococo/token_data.h"
@@ -25,6 +28,7 @@ struct CompressorTrainOptions {
   int64_t segments = 8;               // chunks per training sequence (N)
   int64_t steps = 100;                // optimiser steps
   int64_t grad_accum = 1;             // chunks per optimiser step
+  int64_t sequences = 1;              // sequences side by side per step (global batch, split over ranks)
   double memory_lr_scale = 1000.0;    // lr multiplier of the compressor (reference: 1000)
   bool train_norms = false;           // also train the RMSNorm weights ...
   double norm_lr_scale = 5.0;         // ... at this lr multiplier
@@ -36,6 +40,7 @@ struct CompressorTrainOptions {
   bool resume = false;                // continue from <out>.ckpt
   int64_t stop_after = 0;             // checkpoint and stop after N steps of this run (0 = off)
   bool quiet = false;
+  DistOptions dist;                   // data-parallel ranks (world size 1 = one process)
 };
 
 struct ValidationPpl {

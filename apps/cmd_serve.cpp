@@ -1,0 +1,83 @@
+// lococo serve: the OpenAI-compatible HTTP server (include/lococo/server.h).
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "lococo/chat_template.h"
+#include "lococo/server.h"
+
+namespace lococo::cli {
+namespace {
+
+// SIGINT/SIGTERM only set a flag (any thread may take the signal); a watcher
+// thread sees it and stops the server, whose in-flight requests finish first.
+std::atomic<bool> g_stop_signal{false};
+extern "C" void on_serve_stop_signal(int) { g_stop_signal = true; }
+
+void stop_on_signals(Server& server) {
+  std::signal(SIGINT, on_serve_stop_signal);
+  std::signal(SIGTERM, on_serve_stop_signal);
+  std::thread([&server] {
+    while (!g_stop_signal) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    fmt::print(stderr, "lococo serve: stopping (running requests finish first)\n");
+    server.stop();
+  }).detach();
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& root) {
+  struct Flags {
+    ModelFlags model;
+    CacheFlags cache;
+    ServerOptions server;
+  };
+  auto f = std::make_shared<Flags>();
+  auto* sub = root.add_subcommand("serve", "OpenAI-compatible HTTP server; every request gets a fixed-budget KV cache");
+  add_model_flags(sub, f->model);
+  auto& s = f->server;
+  sub->add_option("--host", s.host, "Address to bind (loopback by default)")->capture_default_str();
+  sub->add_option("--port", s.port, "Port (0 = any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
+  sub->add_option("--parallel", s.parallel, "Requests generating at once")->check(CLI::Range(1, 256))->capture_default_str();
+  sub->add_option("--queue", s.queue, "Requests waiting for a slot; more get 503")
+      ->check(CLI::Range(0, 4096))->capture_default_str();
+  sub->add_option("--max-body", s.max_body_bytes, "Largest request body in bytes")
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 30))->capture_default_str();
+  sub->add_option("--max-prompt-tokens", s.max_prompt_tokens, "Longest prompt in tokens")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))->capture_default_str();
+  sub->add_option("--max-tokens-limit", s.max_tokens_limit, "Largest max_tokens a request may ask")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
+  sub->add_option("--default-max-tokens", s.default_max_tokens, "max_tokens when a request gives none")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
+  sub->add_option("--timeout", s.timeout_seconds, "Seconds a generation may run")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--api-key", s.api_key, "Require this Bearer token (default: $LOCOCO_API_KEY, else none)");
+  sub->add_option("--chat-template", s.chat_template, "Chat template (default: detected from the model, else plain)")
+      ->check(CLI::IsMember(chat_template_names()));
+  sub->add_option("--model-name", s.model_name, "Model id reported to clients")->capture_default_str();
+  add_cache_flags(sub, f->cache);
+  register_command(sub, [f] {
+    LoadedModel m = load_model(f->model);
+    ServerOptions o = f->server;
+    o.cache = inference_cache_options(f->cache, m);
+    if (o.api_key.empty())
+      if (const char* env = std::getenv("LOCOCO_API_KEY")) o.api_key = env;
+    if (o.default_max_tokens > o.max_tokens_limit)
+      throw std::invalid_argument("--default-max-tokens is larger than --max-tokens-limit");
+    Server server(m, o);
+    const int port = server.bind();
+    stop_on_signals(server);
+    fmt::print(stderr, "lococo serve: http://{}:{} (model {}, cache {} M={} B={}, {} slot(s), queue {})\n", o.host, port,
+               m.dir.string(), o.cache.policy, o.cache.budget, o.cache.chunk, o.parallel, o.queue);
+    server.listen();
+    return 0;
+  });
+}
+
+}  // namespace lococo::cli
