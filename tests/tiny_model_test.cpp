@@ -55,12 +55,25 @@ TEST_F(TinyModel, LoadsWithItsCompressors) {
   }
 }
 
+// SentencePiece's default normaliser (nmt_nfkc) turns newlines into spaces and
+// collapses runs of whitespace, by design; everything else must come back.
+std::string collapse_whitespace(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    const bool space = std::isspace(static_cast<unsigned char>(c));
+    if (space && (out.empty() || out.back() == ' ')) continue;
+    out += space ? ' ' : c;
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
 TEST_F(TinyModel, TokenizerRoundTripsEachCorpus) {
   for (const char* sample : {"moby-dick-sample.txt", "sotu-sample.txt", "brown-sample.txt"}) {
     const std::string text = read_text_file(kSource / "tests" / "data" / sample);
     const auto ids = model_->tokenizer->encode(text);
     EXPECT_GT(text.size(), 2 * ids.size()) << sample << ": a trained tokenizer packs several characters per token";
-    EXPECT_EQ(model_->tokenizer->decode(ids), text) << sample;
+    EXPECT_EQ(model_->tokenizer->decode(ids), collapse_whitespace(text)) << sample;
   }
 }
 
