@@ -1,5 +1,8 @@
 #include "cli_common.h"
 
+#include <cstdlib>
+#include <unistd.h>
+
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -134,6 +137,18 @@ void add_sampling_flags(CLI::App* app, SamplingOptions& s) {
 std::string read_input_text(const std::string& path) {
   if (path == "-") return std::string(std::istreambuf_iterator<char>(std::cin), {});
   return read_text_file(path);
+}
+
+namespace {
+char** g_argv = nullptr;
+}  // namespace
+
+void set_process_args(char** argv) { g_argv = argv; }
+
+void restart_with_env(const char* name, const std::string& value) {
+  if (std::getenv(name) != nullptr || g_argv == nullptr) return;
+  ::setenv(name, value.c_str(), 1);
+  ::execv("/proc/self/exe", g_argv);  // returns only on failure: then go on as we are
 }
 
 }  // namespace lococo::cli

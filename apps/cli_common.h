@@ -48,6 +48,13 @@ std::vector<int64_t> parse_token_counts(const std::vector<std::string>& texts, c
 
 void add_sampling_flags(CLI::App* app, SamplingOptions& s);
 
+// main() records argv so a command can restart the process with a changed
+// environment (thread pools read theirs only when the libraries load).
+void set_process_args(char** argv);
+// Sets `name`=`value` and re-executes lococo with the same arguments, unless
+// `name` is already set (then returns).
+void restart_with_env(const char* name, const std::string& value);
+
 // Reads --file (or "-" for stdin); throws naming the file.
 std::string read_input_text(const std::string& path);
 

@@ -29,6 +29,7 @@ void prefer_passive_openmp_waits(char** argv) {
 
 int main(int argc, char** argv) {
   prefer_passive_openmp_waits(argv);
+  lococo::cli::set_process_args(argv);
   CLI::App app{"lococo: long-context language models in fixed memory (LoCoCo KV-cache compression)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lococo 0.1.0");
