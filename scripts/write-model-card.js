@@ -152,7 +152,7 @@ Files: \`config.json\`, \`model.safetensors\` (fp32), \`tokenizer.model\`, \`com
   ${Number.isFinite(trainedTokens) ? (trainedTokens / 1e6).toFixed(1) + 'M' : 'unknown'} training tokens.
   Last step: loss ${last.loss !== undefined ? last.loss.toFixed(3) : '-'}; last validation loss
   ${lastEval.val_loss !== undefined ? lastEval.val_loss.toFixed(3) : '-'} (PPL ${lastEval.val_loss !== undefined ? Math.exp(lastEval.val_loss).toFixed(1) : '-'}) at T tokens.
-  Passkey accuracy during training (teacher-forced argmax of all answer digits, 16 prompts of T tokens), by step:
+  Passkey accuracy during training (teacher-forced argmax of all answer digits, 16 prompts as long as the sequences of that step), by step:
   ${passkeyCurve || '-'}.
 - Compressors: \`lococo train-compressor --budget M --chunk M --segments 2048/M ${process.env.COMPRESSOR_FLAGS || ''}\`
   on data/train, the best by validation PPL on data/validation kept. They were trained with cache positions:
