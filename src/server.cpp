@@ -163,6 +163,7 @@ struct Server::Impl {
   std::atomic<int> state{kIdle};
   std::atomic<bool> stop_flag{false};
   int port = 0;
+  socket_t listen_socket = -1;  // the last socket httplib made for bind()
 
   Impl(LoadedModel m, ServerOptions o)
       : model(std::move(m)),
@@ -179,6 +180,10 @@ struct Server::Impl {
     http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     http.set_payload_max_length(options.max_body_bytes);
     http.set_read_timeout(30, 0);
+    http.set_socket_options([this](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listen_socket = sock;
+    });
     routes();
   }
 
@@ -358,6 +363,12 @@ int Server::bind() {
   auto& o = impl_->options;
   impl_->port = o.port == 0 ? impl_->http.bind_to_any_port(o.host) : (impl_->http.bind_to_port(o.host, o.port) ? o.port : -1);
   if (impl_->port < 0) throw std::runtime_error(fmt::format("cannot listen on {}:{}", o.host, o.port));
+  // Debian's compiled cpp-httplib listens with a backlog of 5: a burst of
+  // connections overflows it, and the kernel's SYN-cookie fallback then resets
+  // some of them (clients saw "Read" errors with 50 at once). Calling listen()
+  // again on a listening socket only raises its backlog.
+  if (::listen(impl_->listen_socket, SOMAXCONN) != 0)
+    throw std::runtime_error(fmt::format("cannot raise the listen backlog on {}:{}", o.host, impl_->port));
   return impl_->port;
 }
 

@@ -203,6 +203,7 @@ TEST_F(ServerTest, ApiKeyIsRequiredWhenSet) {
 class ServeProcess {
  public:
   ServeProcess(const std::filesystem::path& model, const std::filesystem::path& log, const std::string& flags) {
+    std::filesystem::remove(log);  // an older run's address must not be read as this one's
     pid_ = ::fork();
     if (pid_ == 0) {
       const std::string cmd = std::string("exec ") + LOCOCO_BINARY + " serve -m " + model.string() +
@@ -322,11 +323,13 @@ TEST_F(ServerTest, FiftyConcurrentRequestsCompleteWithFlatMemory) {
         httplib::Client c("127.0.0.1", server.port());
         c.set_read_timeout(120, 0);
         const json request = {{"prompt", prompts[i % prompts.size()]}, {"max_tokens", 8}};
+        const auto t0 = std::chrono::steady_clock::now();
         if (auto res = c.Post("/v1/completions", request.dump(), "application/json")) {
           status[i] = res->status;
           body[i] = res->body;
         } else {
-          body[i] = "no response: " + httplib::to_string(res.error());
+          const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+          body[i] = "no response after " + std::to_string(ms.count()) + " ms: " + httplib::to_string(res.error());
         }
       });
     for (auto& t : clients) t.join();
@@ -341,7 +344,9 @@ TEST_F(ServerTest, FiftyConcurrentRequestsCompleteWithFlatMemory) {
   wave();
   EXPECT_LT(server.rss_bytes() - after_first, 32 << 20);  // no growth per request
   httplib::Client c("127.0.0.1", server.port());
-  const std::string metrics = c.Get("/metrics")->body;
+  auto reply = c.Get("/metrics");
+  ASSERT_TRUE(reply) << httplib::to_string(reply.error());
+  const std::string metrics = reply->body;
   EXPECT_NE(metrics.find("lococo_requests_total{endpoint=\"completions\",code=\"200\"} 150"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("lococo_cache_bytes 0"), std::string::npos);
 }
