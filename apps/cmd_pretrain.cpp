@@ -34,8 +34,12 @@ void add_pretrain_command(CLI::App& root) {
   sub->add_option("--short-steps", o.short_steps, "Curriculum: steps at --short-seq-len")->check(CLI::NonNegativeNumber);
   sub->add_option("--passkey-rate", o.passkey_rate, "Share of passkey sequences")
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  sub->add_option("--copy-rate", o.copy_rate, "Share of rows that are a text window repeated twice (teaches copying)")
+  sub->add_option("--copy-rate", o.copy_rate, "Share of rows that repeat a window (teaches copying)")
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  sub->add_option("--copy-style", o.copy_style,
+                  "Copy rows: twice (a text window, then itself) or tiled (a window of 8..T/2 text or shuffled tokens, "
+                  "repeated to fill the row)")
+      ->check(CLI::IsMember({"twice", "tiled"}))->capture_default_str();
   sub->add_option("--short-passkey-rate", o.short_passkey_rate, "Passkey share in the short phase")
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--lr", o.optim.lr, "Peak learning rate")->check(CLI::PositiveNumber)->capture_default_str();

@@ -32,17 +32,33 @@ Phase phase_at(const PretrainOptions& o, int64_t step) {
 
 // One training row of seq_len + 1 tokens: text, or a passkey example padded
 // on the left with text so that the answer ends the row.
-// A text window followed by itself: its second half can only be predicted by
-// looking back and copying (induction), the skill passkey retrieval needs.
-torch::Tensor repeated_window(const TokenData& data, int64_t len, std::mt19937_64& rng) {
-  auto w = data.random_window((len + 1) / 2, rng);
-  return torch::cat({w, w}).narrow(0, 0, len);
+// Copy rows: their repeats can only be predicted by looking back and copying
+// (induction), the skill passkey retrieval needs.
+//   twice: a text window followed by itself.
+//   tiled: a window of 8..len/2 tokens repeated to fill the row, so most of the
+//          row is copyable; half the windows are text, half are tokens drawn
+//          from random corpus positions (real tokens, no n-gram shortcut).
+torch::Tensor repeated_window(const TokenData& data, int64_t len, const std::string& style, std::mt19937_64& rng) {
+  if (style == "twice") {
+    auto w = data.random_window((len + 1) / 2, rng);
+    return torch::cat({w, w}).narrow(0, 0, len);
+  }
+  const int64_t w = std::uniform_int_distribution<int64_t>(std::min<int64_t>(8, len), std::max<int64_t>(8, len / 2))(rng);
+  torch::Tensor window;  // [w]
+  if (std::bernoulli_distribution(0.5)(rng)) {
+    window = data.random_window(w, rng);
+  } else {
+    std::vector<torch::Tensor> tokens;
+    for (int64_t i = 0; i < w; ++i) tokens.push_back(data.random_window(1, rng));
+    window = torch::cat(tokens);
+  }
+  return window.repeat({(len + w - 1) / w}).narrow(0, 0, len);
 }
 
 torch::Tensor make_row(const TokenData& data, const Tokenizer& tok, int64_t len, double passkey_rate,
-                       double copy_rate, std::mt19937_64& rng) {
+                       double copy_rate, const std::string& copy_style, std::mt19937_64& rng) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
-  if (copy_rate > 0 && u(rng) < copy_rate) return repeated_window(data, len, rng);
+  if (copy_rate > 0 && u(rng) < copy_rate) return repeated_window(data, len, copy_style, rng);
   const int64_t min_len = passkey_min_length(tok) + 8;  // + answer and EOS
   if (u(rng) >= passkey_rate || len < min_len) return data.random_window(len, rng);
   const int64_t want = std::uniform_int_distribution<int64_t>(std::max(min_len, len / 4), len)(rng);
@@ -58,12 +74,12 @@ torch::Tensor make_row(const TokenData& data, const Tokenizer& tok, int64_t len,
 
 // The global batch is drawn the same way on every rank (same RNG); this rank
 // keeps its rows [dist.shard(batch)).
-torch::Tensor make_batch(const TokenData& data, const Tokenizer& tok, const Phase& ph, std::mt19937_64& rng,
-                         const Distributed& dist) {
+torch::Tensor make_batch(const TokenData& data, const Tokenizer& tok, const Phase& ph, const std::string& copy_style,
+                         std::mt19937_64& rng, const Distributed& dist) {
   const auto [begin, end] = dist.shard(ph.batch, "the batch (--batch, or its short-phase multiple)");
   std::vector<torch::Tensor> rows;
   for (int64_t b = 0; b < ph.batch; ++b) {
-    auto row = make_row(data, tok, ph.seq_len + 1, ph.passkey_rate, ph.copy_rate, rng);
+    auto row = make_row(data, tok, ph.seq_len + 1, ph.passkey_rate, ph.copy_rate, copy_style, rng);
     if (b >= begin && b < end) rows.push_back(row);
   }
   return torch::stack(rows);  // [batch / world, T + 1]
@@ -130,6 +146,8 @@ std::vector<std::pair<std::string, torch::Tensor>> trainable_weights(LlamaModel&
 PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
   namespace fs = std::filesystem;
   if (o.steps <= 0 || o.batch <= 0 || o.seq_len <= 1) throw std::invalid_argument("--steps, --batch and --seq-len must be positive");
+  if (o.copy_style != "twice" && o.copy_style != "tiled")
+    throw std::invalid_argument(fmt::format("--copy-style {}: expected twice or tiled", o.copy_style));
   SentencePieceTokenizer tok(o.tokenizer);
   if (tok.vocab_size() > config.vocab_size)
     throw std::invalid_argument(fmt::format("{}: tokenizer has {} tokens, more than the config's vocab_size {}",
@@ -194,7 +212,7 @@ PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
   int64_t tokens = 0;
   for (int64_t step = start; step < o.steps; ++step) {
     const Phase ph = phase_at(o, step);
-    auto batch = make_batch(train, tok, ph, rng, dist);                    // [rows, T + 1]
+    auto batch = make_batch(train, tok, ph, o.copy_style, rng, dist);       // [rows, T + 1]
     auto logits = model.forward(batch.narrow(1, 0, ph.seq_len), nullptr);  // [rows, T, V]
     auto loss = next_token_loss(logits, batch.narrow(1, 1, ph.seq_len));
     r.last_loss = loss.item<double>();

@@ -26,7 +26,8 @@ struct PretrainOptions {
   int64_t short_steps = 0;              // ... for this many steps (same tokens per step)
   double passkey_rate = 0.1;            // share of sequences that are passkey examples
   double short_passkey_rate = -1;       // passkey share during the short phase (-1 = passkey_rate)
-  double copy_rate = 0;                 // share of rows that are a text window repeated twice (teaches copying)
+  double copy_rate = 0;                 // share of rows that repeat a window (teaches copying)
+  std::string copy_style = "twice";     // copy rows: "twice" (a text window, then itself) or "tiled" (short windows repeated)
   int64_t eval_every = 100;             // validation loss every K steps (0 = never)
   int64_t eval_windows = 8;             // validation windows of seq_len tokens
   int64_t eval_passkeys = 16;           // passkey examples of the current length checked at each evaluation (0 = none)
