@@ -10,12 +10,7 @@ STEPS=${1:-20}
 LOCOCO=${LOCOCO:-build/lococo}
 OUT=out/bench/dist
 mkdir -p "$OUT"
-if [[ -d data/train ]]; then DATA=data/train; else
-  DATA=$OUT/text; mkdir -p "$DATA"
-  cat README.md include/lococo/*.h src/*.cpp > "$DATA/all.txt"
-fi
-[[ -f $OUT/model/config.json ]] || $LOCOCO init-model --config configs/tiny-6.5m.json --out "$OUT/model" \
-  --tokenizer-text "$(ls "$DATA"/*.txt | head -1)" > /dev/null
+source bench/tiny_setup.sh
 ARGS=(train-compressor -m "$OUT/model" --data "$DATA" --budget 128 --chunk 128 --segments 4 --sequences 2
   --steps "$STEPS" -q)
 field() { node -e "const l=require('fs').readFileSync('$1','utf8').trim().split('\n').map(JSON.parse).filter(x=>x.loss!==undefined);

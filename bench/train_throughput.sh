@@ -9,12 +9,7 @@ STEPS=${1:-6}
 LOCOCO=${LOCOCO:-build/lococo}
 OUT=out/bench/train
 mkdir -p "$OUT"
-# Text: the corpus when fetched, else the repository's own docs and sources.
-if [[ -d data/train ]]; then DATA=data/train; else
-  DATA=$OUT/text; mkdir -p "$DATA"
-  cat README.md include/lococo/*.h src/*.cpp > "$DATA/all.txt"
-fi
-[[ -f $OUT/model/config.json ]] || $LOCOCO init-model --config configs/tiny-6.5m.json --out "$OUT/model" --tokenizer-text "$(ls "$DATA"/*.txt | head -1)" > /dev/null
+source bench/tiny_setup.sh
 rate() { grep -o '"tokens_per_second":[0-9.e+]*' "$1" | tail -1 | cut -d: -f2; }
 
 rm -rf "$OUT/pretrain"

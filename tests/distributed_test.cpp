@@ -28,21 +28,9 @@ std::vector<int32_t> token_stream(int64_t n, uint64_t seed) {
 }
 
 CompressorTrainOptions options(const std::filesystem::path& out, int64_t sequences) {
-  CompressorTrainOptions o;
-  o.cache.policy = "lococo";
-  o.cache.budget = 8;
-  o.cache.chunk = 8;
-  o.cache.buffer = 2;
-  o.compressor.kernel = 3;
-  o.out = out;
-  o.segments = 4;
-  o.steps = 6;
+  auto o = testing::small_compressor_options(out, /*budget=*/8, /*kernel=*/3, /*segments=*/4, /*steps=*/6);
   o.sequences = sequences;
-  o.optim.lr = 1e-4;
-  o.memory_lr_scale = 100;
-  o.optim.schedule.kind = "constant";
   o.seed = 5;
-  o.quiet = true;
   return o;
 }
 

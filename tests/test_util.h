@@ -11,6 +11,7 @@
 #include "lococo/config.h"
 #include "lococo/model.h"
 #include "lococo/model_dir.h"
+#include "lococo/train_compressor.h"
 #include "lococo/weights.h"
 
 namespace lococo::testing {
@@ -93,6 +94,26 @@ inline void expect_close(const torch::Tensor& a, const torch::Tensor& b, double 
   const double diff = (a - b).abs().max().item<double>();
   const double ref = b.abs().max().item<double>();
   EXPECT_LE(diff, atol + rtol * ref) << "max abs diff " << diff << " vs max |ref| " << ref;
+}
+
+// Compressor training at test sizes: budget = chunk = M, buffer M / 4, a
+// constant learning rate large enough to move in a few steps, no progress bar.
+inline CompressorTrainOptions small_compressor_options(const std::filesystem::path& out, int64_t budget,
+                                                       int64_t kernel, int64_t segments, int64_t steps) {
+  CompressorTrainOptions o;
+  o.cache.policy = "lococo";
+  o.cache.budget = budget;
+  o.cache.chunk = budget;
+  o.cache.buffer = budget / 4;
+  o.compressor.kernel = kernel;
+  o.out = out;
+  o.segments = segments;
+  o.steps = steps;
+  o.optim.lr = 1e-4;
+  o.memory_lr_scale = 100;
+  o.optim.schedule.kind = "constant";
+  o.quiet = true;
+  return o;
 }
 
 }  // namespace lococo::testing

@@ -30,19 +30,7 @@ std::vector<int32_t> recall_stream(int64_t n, uint64_t seed) {
 }
 
 CompressorTrainOptions small_options(const std::filesystem::path& out) {
-  CompressorTrainOptions o;
-  o.cache.policy = "lococo";
-  o.cache.budget = 16;
-  o.cache.chunk = 16;
-  o.cache.buffer = 4;
-  o.compressor.kernel = 5;
-  o.out = out;
-  o.segments = 6;
-  o.steps = 30;
-  o.optim.lr = 1e-4;
-  o.memory_lr_scale = 100;
-  o.optim.schedule.kind = "constant";
-  o.quiet = true;
+  auto o = testing::small_compressor_options(out, /*budget=*/16, /*kernel=*/5, /*segments=*/6, /*steps=*/30);
   o.val_tokens = 512;
   return o;
 }
