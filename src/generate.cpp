@@ -3,6 +3,8 @@
 #include <chrono>
 #include <stdexcept>
 
+#include "lococo/decode.h"
+
 namespace lococo {
 namespace {
 
@@ -67,6 +69,9 @@ GenerateResult generate(const LlamaModel& model, const Tokenizer& tokenizer, KvC
   std::string text;       // everything decoded so far
   size_t emitted = 0;     // bytes of `text` handed to on_text
   r.finish_reason = "length";
+  // One token at a time: the allocation-free path where it applies.
+  std::unique_ptr<DecodeState> state;
+  if (decode_step_supported(model)) state = std::make_unique<DecodeState>(model.config());
   auto token = torch::empty({1}, torch::kInt64);
   for (int64_t step = 0; step < o.max_tokens; ++step) {
     const int64_t id = sampler.sample(logits);
@@ -93,8 +98,12 @@ GenerateResult generate(const LlamaModel& model, const Tokenizer& tokenizer, KvC
       break;
     }
     if (step + 1 == o.max_tokens) break;
-    token[0] = id;
-    logits = model.forward(token, &cache, LogitsFor::Last).reshape({-1});
+    if (state) {
+      logits = decode_step(model, cache, id, *state);
+    } else {
+      token[0] = id;
+      logits = model.forward(token, &cache, LogitsFor::Last).reshape({-1});
+    }
   }
   if (r.finish_reason != "stop" && r.finish_reason != "cancelled" && emitted < text.size() && on_text)
     on_text(text.substr(emitted));

@@ -90,8 +90,11 @@ KeysValues SlotCache::append(int i, const torch::Tensor& k_raw, const torch::Ten
     l.k.narrow(1, start, n).copy_(k_store);
     l.v.narrow(1, start, n).copy_(v);
     l.scores.narrow(1, start, n).zero_();
-    l.positions.narrow(1, start, n).copy_(
-        torch::arange(seen_, seen_ + n, l.positions.options()).expand({l.positions.size(0), n}));
+    if (n == 1)  // decoding: no temporary (decode_step allocates nothing)
+      l.positions.narrow(1, start, 1).fill_(seen_);
+    else
+      l.positions.narrow(1, start, n).copy_(
+          torch::arange(seen_, seen_ + n, l.positions.options()).expand({l.positions.size(0), n}));
   }
   l.len = start + n;
   max_position_ = std::max(max_position_, pos0 + n);

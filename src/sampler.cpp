@@ -1,5 +1,6 @@
 #include "lococo/sampler.h"
 
+#include <cmath>
 #include <stdexcept>
 
 namespace lococo {
@@ -32,8 +33,19 @@ torch::Tensor Sampler::candidate_probs(const torch::Tensor& logits_in) const {
   return out;
 }
 
+int64_t greedy_token(const torch::Tensor& logits) {
+  if (logits.scalar_type() != torch::kFloat32 || !logits.is_contiguous() || !logits.device().is_cpu() ||
+      logits.numel() == 0)
+    return logits.argmax().item<int64_t>();
+  const float* p = logits.data_ptr<float>();
+  int64_t best = 0;
+  for (int64_t i = 1; i < logits.numel(); ++i)
+    if (p[i] > p[best] || (std::isnan(p[i]) && !std::isnan(p[best]))) best = i;
+  return best;
+}
+
 int64_t Sampler::sample(const torch::Tensor& logits) {
-  if (options_.temperature == 0.0) return logits.argmax().item<int64_t>();
+  if (options_.temperature == 0.0) return greedy_token(logits);
   auto probs = candidate_probs(logits).contiguous();
   const float* p = probs.data_ptr<float>();
   std::uniform_real_distribution<double> uniform(0.0, 1.0);

@@ -15,6 +15,10 @@ struct SamplingOptions {
   uint64_t seed = 0;         // random stream of the sampler
 };
 
+// argmax of logits [V] (the first of equal maxima, as torch::argmax); no
+// allocation for contiguous fp32 logits, so greedy decoding allocates nothing.
+int64_t greedy_token(const torch::Tensor& logits);
+
 class Sampler {
  public:
   explicit Sampler(SamplingOptions options);

@@ -1,0 +1,70 @@
+// Single-token decoding without tensor allocations.
+//
+// LlamaModel::forward() builds every activation as a fresh tensor: fine for a
+// chunk of hundreds of tokens, but for one token the ~100 allocations per
+// layer cost as much as the arithmetic of a small model. decode_step() runs the
+// same computation into buffers that a DecodeState allocates once per
+// sequence: projections as matrix-vector products written in place (the same
+// kernel choice as project()), RMSNorm, RoPE, softmax and SwiGLU as short loops
+// over those buffers, attention as two batched products over the cache's own
+// storage.
+//
+// It applies to fp32 CPU weights without LoRA (decode_step_supported());
+// generate() uses it there and forward() elsewhere. The logits equal
+// forward()'s within float rounding (tests/decode_test.cpp).
+//
+// What still allocates: a cache that compresses (bounded policies every
+// `buffer` tokens), one that asks for attention statistics (its bookkeeping
+// uses libtorch ops), and keys stored before RoPE (--positions cache), which
+// are rotated afresh for every attention.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "lococo/kv_cache.h"
+#include "lococo/model.h"
+
+namespace lococo {
+
+// The per-sequence buffers of decode_step (fp32).
+class DecodeState {
+ public:
+  explicit DecodeState(const ModelConfig& config);
+
+  // Logits of the last decode_step: [V].
+  const torch::Tensor& logits() const { return logits_; }
+
+ private:
+  friend const torch::Tensor& decode_step(const LlamaModel&, KvCache&, int64_t, DecodeState&);
+  torch::Tensor scores_for(int64_t slots);  // [Hq * slots] (grows by doubling, rarely)
+
+  int64_t heads_, kv_heads_;  // Hq, Hkv
+
+  torch::Tensor x_;        // [D] residual stream
+  torch::Tensor normed_;   // [D] RMSNorm output
+  torch::Tensor q_;        // [Hq * d] queries (rotated in place)
+  torch::Tensor k_raw_;    // [Hkv * d] keys before RoPE
+  torch::Tensor k_rot_;    // [Hkv * d] keys after RoPE
+  torch::Tensor v_;        // [Hkv * d] values
+  torch::Tensor attn_;     // [Hq * d] attention output
+  torch::Tensor out_;      // [D] o_proj / down_proj output
+  torch::Tensor gate_;     // [F] gate_proj output, then silu(gate) * up
+  torch::Tensor up_;       // [F] up_proj output
+  torch::Tensor scores_;   // [Hq * capacity] attention probabilities
+  torch::Tensor colsum_;   // [Hkv * capacity] probabilities summed over each KV head's queries
+  torch::Tensor logits_;   // [V]
+  std::vector<double> inv_freq_;       // [d / 2] RoPE frequencies
+  std::vector<float> cos_, sin_;       // [d / 2] at the current position
+};
+
+// True when decode_step can run this model (fp32 CPU weights, no LoRA).
+bool decode_step_supported(const LlamaModel& model);
+
+// Feeds one token at the end of the cached sequence; returns the next-token
+// logits [V] (a view of state's buffer, valid until the next call).
+const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_t token, DecodeState& state);
+
+}  // namespace lococo

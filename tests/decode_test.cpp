@@ -1,0 +1,83 @@
+// decode_step: the allocation-free single-token path gives forward()'s logits
+// under every policy and position scheme, and its steady state allocates no
+// tensor storage.
+#include <gtest/gtest.h>
+
+#include "alloc_counter.h"
+#include "lococo/decode.h"
+#include "lococo/generate.h"
+#include "test_util.h"
+
+namespace lococo {
+namespace {
+
+CacheOptions cache_options(const std::string& policy, PositionMode positions) {
+  CacheOptions o;
+  o.policy = policy;
+  o.budget = 24;
+  o.buffer = 4;
+  o.chunk = 16;
+  o.positions = positions;
+  o.observation_window = 8;
+  o.allow_untrained = true;
+  return o;
+}
+
+TEST(Decode, StepEqualsForwardForEveryPolicy) {
+  const auto c = testing::tiny_config(4, 2);
+  const LlamaModel model = testing::random_model(c, 3);
+  ASSERT_TRUE(decode_step_supported(model));
+  const auto prompt = testing::random_tokens(40, c.vocab_size, 1);
+  const auto next = testing::random_tokens(60, c.vocab_size, 2);  // past several compressions
+  torch::NoGradGuard no_grad;
+  for (const auto& policy : cache_policy_names())
+    for (PositionMode positions : {PositionMode::Absolute, PositionMode::Cache}) {
+      SCOPED_TRACE(policy + " " + to_string(positions));
+      auto plain = make_cache(c, cache_options(policy, positions));
+      auto fast = make_cache(c, cache_options(policy, positions));
+      for (auto* cache : {plain.get(), fast.get()})
+        for (int64_t s = 0; s < prompt.size(0); s += 16) model.forward(prompt.narrow(0, s, std::min<int64_t>(16, prompt.size(0) - s)), cache);
+      DecodeState state(c);
+      for (int64_t t = 0; t < next.size(0); ++t) {
+        const int64_t token = next[t].item<int64_t>();
+        const auto want = model.forward(torch::tensor({token}), plain.get(), LogitsFor::Last).flatten();
+        const auto& got = decode_step(model, *fast, token, state);
+        testing::expect_close(got, want, 1e-5, 1e-5);
+        ASSERT_EQ(fast->slots(0), plain->slots(0));
+      }
+    }
+}
+
+TEST(Decode, SupportedOnlyForFp32WithoutLora) {
+  const auto c = testing::tiny_config();
+  LlamaModel model = testing::random_model(c);
+  EXPECT_TRUE(decode_step_supported(model));
+  model.mutable_weights().layers[0].q.lora_a = torch::zeros({2, c.hidden_size});
+  EXPECT_FALSE(decode_step_supported(model));
+  DecodeState state(c);
+  auto cache = make_cache(c, {});
+  EXPECT_THROW(decode_step(testing::random_model(c), *cache, c.vocab_size, state), std::invalid_argument);
+}
+
+// The steady state: a full cache with room (capacity reserved by an earlier,
+// longer sequence) and keys stored rotated. 100 steps, no tensor storage.
+TEST(Decode, SteadyStateAllocatesNothing) {
+  const auto c = testing::tiny_config();
+  const LlamaModel model = testing::random_model(c);
+  auto cache = make_cache(c, cache_options("full", PositionMode::Absolute));
+  torch::NoGradGuard no_grad;
+  model.forward(testing::random_tokens(256, c.vocab_size, 4), cache.get());  // grows the buffers
+  cache->reset();
+  model.forward(testing::random_tokens(16, c.vocab_size, 5), cache.get());
+  DecodeState state(c);
+  decode_step(model, *cache, 7, state);  // first call: nothing left to size
+  auto& counter = testing::CountingCpuAllocator::instance();
+  counter.start();
+  int64_t token = 7;
+  for (int step = 0; step < 100; ++step) token = greedy_token(decode_step(model, *cache, token, state));
+  EXPECT_EQ(counter.stop(), 0);
+  EXPECT_EQ(cache->slots(0), 16 + 101);
+}
+
+}  // namespace
+}  // namespace lococo
