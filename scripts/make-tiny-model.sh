@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Reproduces the bundled model models/lococo-tiny from scratch (DESIGN.md
 # section 6): corpus -> tokenizer -> pretraining -> compressors -> evaluation
-# -> model card. About three hours on 2 cores, most of it pretraining.
+# -> model card. About two hours on 2 cores, most of it pretraining.
 #
 #   scripts/make-tiny-model.sh [--help]
 #
 # Resumable: every stage whose output exists is skipped, and pretraining
-# continues from its checkpoints (WORK/pretrain, WORK/copying), so running the
+# continues from its checkpoint (WORK/pretrain/checkpoint), so running the
 # script again after an interruption picks up where it stopped.
 # Environment: WORK (default out/make-tiny), DEST (default models/lococo-tiny),
 # LOCOCO (default build/lococo), THREADS (default: all cores).
@@ -49,14 +49,6 @@ PRETRAIN_FLAGS=(--config configs/tiny-6.5m.json --steps 700 --batch 4 --seq-len 
 # retrieval was still at 0%, the model had not learnt to copy from far back.
 COPY_FROM_STEP=301
 COPY_FLAGS=(--copy-rate 0.15)
-# A continuation from the pretrained weights that mostly trains copying: by
-# step 700 the model still did not copy from context at all (text repeated four
-# times was no easier than once), so passkey retrieval stayed at 0%. Short
-# sequences, 60% tiled copy rows (short windows repeated to fill the row) and
-# 30% of the rest passkey examples, then a last stretch at T.
-COPYING_FLAGS=(--config configs/tiny-6.5m.json --steps 1300 --batch 2 --seq-len 2048 --short-seq-len 256
-  --short-steps 1150 --passkey-rate 0.3 --short-passkey-rate 0.3 --copy-rate 0.6 --copy-style tiled --lr 1.5e-3
-  --warmup 10 --eval-every 50 --save-every 25 --seed 3)
 COMPRESSOR_FLAGS=(--positions cache --keep-rate 0.5 --kernel 21 --steps 1500 --warmup 50
   --eval-every 250 --val-tokens 4096 --seed 1)
 BUDGETS=(128 256)
@@ -80,13 +72,8 @@ pretrain() {  # two legs: without copy rows up to COPY_FROM_STEP, then with them
 }
 stage "pretrain" "$WORK/pretrain/model.safetensors" pretrain
 
-BASE=$WORK/copying  # the weights that ship
-stage "pretrain: copying" "$BASE/model.safetensors" \
-  "$LOCOCO" pretrain "${COPYING_FLAGS[@]}" --init-from "$WORK/pretrain" --tokenizer "$WORK/tokenizer.model" \
-  --data data/train --val data/validation --out "$BASE" --threads "$THREADS" --resume
-
 train_compressor() {  # M: budget = chunk = M
-  "$LOCOCO" train-compressor -m "$BASE" --data data/train --val data/validation --budget "$1" --chunk "$1" \
+  "$LOCOCO" train-compressor -m "$WORK/pretrain" --data data/train --val data/validation --budget "$1" --chunk "$1" \
     --segments $((2048 / $1)) "${COMPRESSOR_FLAGS[@]}" --out "$WORK/compressors/m$1.safetensors" \
     --threads "$THREADS" --resume
 }
@@ -97,7 +84,7 @@ done
 
 # ---- Assemble the model directory ----------------------------------------------
 mkdir -p "$DEST/compressors"
-cp "$BASE/config.json" "$BASE/model.safetensors" "$DEST/"
+cp "$WORK/pretrain/config.json" "$WORK/pretrain/model.safetensors" "$DEST/"
 cp "$WORK/tokenizer.model" "$DEST/tokenizer.model"
 cp "$WORK"/compressors/m*.safetensors "$DEST/compressors/"
 
@@ -133,7 +120,6 @@ SLICE_PPL=$("$LOCOCO" perplexity -m "$DEST" --file "$SLICE" --chunk 512 --json -
   node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s).perplexity.toFixed(4)))")
 
 # ---- The model card --------------------------------------------------------------
-PRETRAIN_FLAGS="${PRETRAIN_FLAGS[*]} (from step $COPY_FROM_STEP: ${COPY_FLAGS[*]})" COPYING_FLAGS="${COPYING_FLAGS[*]}" \
-  COMPRESSOR_FLAGS="${COMPRESSOR_FLAGS[*]}" \
+PRETRAIN_FLAGS="${PRETRAIN_FLAGS[*]} (from step $COPY_FROM_STEP: ${COPY_FLAGS[*]})" COMPRESSOR_FLAGS="${COMPRESSOR_FLAGS[*]}" \
   node scripts/write-model-card.js "$DEST" "$WORK" "$SLICE" "$SLICE_PPL"
 echo "== done: $DEST (card: $DEST/MODEL_CARD.md)"

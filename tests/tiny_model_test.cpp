@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include "lococo/compressor.h"
-#include "lococo/eval.h"
 #include "lococo/generate.h"
 #include "lococo/io_util.h"
 #include "lococo/model_dir.h"
@@ -95,23 +94,6 @@ TEST_F(TinyModel, ReproducesTheModelCardPerplexity) {
   const double recorded = std::stod(m[3].str());
   EXPECT_NEAR(ppl, recorded, 0.05 * recorded);
   EXPECT_LT(ppl, 200) << "a trained model, far below the vocabulary size";
-}
-
-// The model retrieves a passkey with the full cache inside its trained
-// context: 20 fixed cases at 1k tokens (5 depths x 4 keys), greedy.
-TEST_F(TinyModel, RetrievesPasskeysWithTheFullCache) {
-  PasskeyEvalOptions o;
-  o.lengths = {1024};
-  o.trials = 4;
-  o.seed = 2024;
-  o.cache.chunk = 512;
-  o.progress = false;
-  const PasskeyReport report = eval_passkey(*model_, o);
-  ASSERT_EQ(report.runs.size(), 1u);
-  int64_t cases = 0;
-  for (const auto& cell : report.runs[0].cells) cases += cell.trials;
-  EXPECT_EQ(cases, 20);
-  EXPECT_GE(report.runs[0].accuracy(), 0.9);
 }
 
 // bf16 weights (fp32 accumulation and softmax) against fp32 on the trained
