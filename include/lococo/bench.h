@@ -9,6 +9,7 @@
 //    "machine": {"bandwidth_gb_s": num, "gemm_gflop_s": num, "gemm_dtype": str},
 //    "points": [{"policy": str, "budget": int, "cache": str, "depth": int, "slots": int,
 //                "prompt_tokens_per_second": num, "gen_tokens_per_second": num,
+//                "gen_forward_tokens_per_second": num (the same through forward(), for comparison),
 //                "prompt_gemm_fraction": num, "gen_bandwidth_fraction": num,
 //                "cache_bytes": int, "peak_rss_bytes": int}]}
 #pragma once
@@ -49,7 +50,8 @@ struct BenchPoint {
   CacheRun run;
   std::string cache;
   int64_t depth = 0, slots = 0;
-  double prompt_tokens_per_second = 0, gen_tokens_per_second = 0;
+  double prompt_tokens_per_second = 0, gen_tokens_per_second = 0;  // generation: decode_step where supported
+  double gen_forward_tokens_per_second = 0;                         // generation through forward()
   double prompt_gemm_fraction = 0, gen_bandwidth_fraction = 0;
   int64_t cache_bytes = 0, peak_rss_bytes = 0;
 };
