@@ -110,13 +110,41 @@ KeysValues SlotCache::append(int i, const torch::Tensor& k_raw, const torch::Ten
     keys = torch::cat({prefix_k.to(k_rot.scalar_type()), k_rot}, 1);
     values = torch::cat({prefix_v.to(v.scalar_type()), v}, 1);
   } else {
-    keys = l.k.narrow(1, 0, l.len);
+    keys = options_.positions == PositionMode::Cache ? rotated_slots(i, l.len) : l.k.narrow(1, 0, l.len);
     values = l.v.narrow(1, 0, l.len);
-    if (options_.positions == PositionMode::Cache) keys = apply_rope(keys, 0, RopeParams::from(config_));
   }
   l.live_k = torch::Tensor();
   l.live_v = torch::Tensor();
   return {keys, values};
+}
+
+torch::Tensor SlotCache::rotated_slots(int i, int64_t len) {
+  const torch::Tensor& k = layers_[i].k;  // [Hkv, cap, d]
+  const int64_t H = k.size(0), d = k.size(2), half = d / 2;
+  if (!rotated_.defined() || rotated_.size(1) < len || rotated_.scalar_type() != k.scalar_type()) {
+    const int64_t rows = std::max(len, k.size(1));
+    // The same cos/sin that apply_rope(x, 0, rope) computes for positions 0..rows-1.
+    auto ones = torch::ones({1, rows, 2 * half}, k.options());
+    auto cos_sin = apply_rope(torch::cat({ones.narrow(2, 0, half), torch::zeros_like(ones.narrow(2, 0, half))}, 2), 0,
+                              RopeParams::from(config_));  // [1, rows, d]: (cos, sin) of each position
+    rot_cos_ = cos_sin[0].narrow(1, 0, half).contiguous();
+    rot_sin_ = cos_sin[0].narrow(1, half, half).contiguous();
+    rotated_ = torch::empty({H, rows, d}, k.options());
+    rot_tmp_ = torch::empty({H, rows, half}, k.options());
+  }
+  // apply_rope's arithmetic, op for op (the same rounding): x1 cos - x2 sin, x2 cos + x1 sin.
+  torch::NoGradGuard no_grad;
+  auto x1 = k.narrow(1, 0, len).narrow(2, 0, half), x2 = k.narrow(1, 0, len).narrow(2, half, half);
+  auto cos = rot_cos_.narrow(0, 0, len), sin = rot_sin_.narrow(0, 0, len);  // [len, d/2]
+  auto out = rotated_.narrow(1, 0, len);
+  auto out1 = out.narrow(2, 0, half), out2 = out.narrow(2, half, half), tmp = rot_tmp_.narrow(1, 0, len);
+  at::mul_out(out1, x1, cos);
+  at::mul_out(tmp, x2, sin);
+  out1.sub_(tmp);
+  at::mul_out(out2, x2, cos);
+  at::mul_out(tmp, x1, sin);
+  out2.add_(tmp);
+  return out;
 }
 
 void SlotCache::end_chunk(int64_t n_new) { seen_ += n_new; }

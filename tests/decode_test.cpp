@@ -79,5 +79,28 @@ TEST(Decode, SteadyStateAllocatesNothing) {
   EXPECT_EQ(cache->slots(0), 16 + 101);
 }
 
+// Bounded policies with keys stored before RoPE (the CLI default), between
+// compressions: the buffer b is large enough that none falls due in 100 steps.
+TEST(Decode, BoundedPoliciesAllocateNothingBetweenCompressions) {
+  const auto c = testing::tiny_config();
+  const LlamaModel model = testing::random_model(c);
+  torch::NoGradGuard no_grad;
+  for (const char* policy : {"streaming", "h2o", "tova", "lococo-hh"}) {
+    SCOPED_TRACE(policy);
+    auto o = cache_options(policy, PositionMode::Cache);
+    o.budget = 32;
+    o.buffer = 128;
+    auto cache = make_cache(c, o);
+    model.forward(testing::random_tokens(16, c.vocab_size, 5), cache.get());
+    DecodeState state(c);
+    int64_t token = greedy_token(decode_step(model, *cache, 7, state));
+    auto& counter = testing::CountingCpuAllocator::instance();
+    counter.start();
+    for (int step = 0; step < 100; ++step) token = greedy_token(decode_step(model, *cache, token, state));
+    EXPECT_EQ(counter.stop(), 0);
+    EXPECT_EQ(cache->slots(0), 16 + 101);  // no compression fell due
+  }
+}
+
 }  // namespace
 }  // namespace lococo

@@ -65,7 +65,8 @@ class KvCache {
 
   virtual void prepare(int layer, int64_t n_new) = 0;
   virtual int64_t chunk_position(int layer) const = 0;
-  // k_raw, k_rot, v: [Hkv, n_new, d]. Returns [Hkv, slots + n_new, d].
+  // k_raw, k_rot, v: [Hkv, n_new, d]. Returns [Hkv, slots + n_new, d], views that
+  // stay valid until the next append (of any layer).
   virtual KeysValues append(int layer, const torch::Tensor& k_raw, const torch::Tensor& k_rot,
                             const torch::Tensor& v) = 0;
   virtual AttentionStatsRequest stats_request(int layer) const = 0;
@@ -140,12 +141,19 @@ class SlotCache : public KvCache {
   void replace_slots(int layer, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& scores,
                      const torch::Tensor& positions = {});
   void ensure_capacity(int layer, int64_t needed);
+  // `Cache` mode: the first `len` stored keys of `layer` rotated at their slot
+  // positions, written into a scratch buffer shared by the layers (valid until
+  // the next append) with cos/sin tables kept from call to call, so decoding
+  // allocates nothing between compressions.
+  torch::Tensor rotated_slots(int layer, int64_t len);
 
   const ModelConfig config_;
   const CacheOptions options_;
 
  private:
   std::vector<LayerSlots> layers_;
+  torch::Tensor rot_cos_, rot_sin_;   // [rows, d/2] RoPE tables at slot positions (Cache mode)
+  torch::Tensor rotated_, rot_tmp_;   // [Hkv, rows, d], [Hkv, rows, d/2] scratch of rotated_slots()
   int64_t seen_ = 0;
   int64_t max_position_ = 0;
 };
