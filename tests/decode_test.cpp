@@ -48,6 +48,24 @@ TEST(Decode, StepEqualsForwardForEveryPolicy) {
     }
 }
 
+TEST(Decode, StepEqualsForwardWithBiasAndUntiedHead) {
+  auto c = testing::tiny_config(4, 1);  // Qwen2-like: q/k/v bias, a separate LM head, one KV head
+  c.attention_bias = true;
+  c.tie_word_embeddings = false;
+  const LlamaModel model = testing::random_model(c, 9);
+  torch::NoGradGuard no_grad;
+  auto plain = make_cache(c, cache_options("h2o", PositionMode::Cache));
+  auto fast = make_cache(c, cache_options("h2o", PositionMode::Cache));
+  const auto prompt = testing::random_tokens(16, c.vocab_size, 3);
+  model.forward(prompt, plain.get());
+  model.forward(prompt, fast.get());
+  DecodeState state(c);
+  for (int64_t token : {5, 9, 11, 40, 2, 63, 17, 8, 8, 30, 1, 0}) {
+    const auto want = model.forward(torch::tensor({token}), plain.get(), LogitsFor::Last).flatten();
+    testing::expect_close(decode_step(model, *fast, token, state), want, 1e-5, 1e-5);
+  }
+}
+
 TEST(Decode, SupportedOnlyForFp32WithoutLora) {
   const auto c = testing::tiny_config();
   LlamaModel model = testing::random_model(c);
