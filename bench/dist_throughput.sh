@@ -7,9 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-20}
-LOCOCO=${LOCOCO:-build/lococo}
 OUT=out/bench/dist
-mkdir -p "$OUT"
 source bench/tiny_setup.sh
 ARGS=(train-compressor -m "$OUT/model" --data "$DATA" --budget 128 --chunk 128 --segments 4 --sequences 2
   --steps "$STEPS" -q)

@@ -1,6 +1,9 @@
 # Sourced by the training benchmarks: sets DATA (the corpus when fetched, else
 # the repository's own docs and sources) and makes a random model with the tiny
-# shapes (configs/tiny-6.5m.json) in $OUT/model. Needs LOCOCO and OUT.
+# shapes (configs/tiny-6.5m.json) in $OUT/model. Needs OUT; LOCOCO defaults to
+# build/lococo.
+LOCOCO=${LOCOCO:-build/lococo}
+mkdir -p "$OUT"
 if [[ -d data/train ]]; then DATA=data/train; else
   DATA=$OUT/text
   mkdir -p "$DATA"

@@ -6,9 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-6}
-LOCOCO=${LOCOCO:-build/lococo}
 OUT=out/bench/train
-mkdir -p "$OUT"
 source bench/tiny_setup.sh
 rate() { grep -o '"tokens_per_second":[0-9.e+]*' "$1" | tail -1 | cut -d: -f2; }
 
