@@ -14,10 +14,10 @@ ARGS=(train-compressor -m "$OUT/model" --data "$DATA" --budget 128 --chunk 128 -
 field() { node -e "const l=require('fs').readFileSync('$1','utf8').trim().split('\n').map(JSON.parse).filter(x=>x.loss!==undefined);
   const a=l[0], z=l[l.length-1]; console.log(JSON.stringify({tps:z.tokens_per_second, comm:(z.comm_seconds-a.comm_seconds)/Math.max(1,l.length-1)}))"; }
 
-rm -f "$OUT"/one.safetensors*
+rm -rf "$OUT"/one.safetensors*  # the file and its .ckpt directory
 $LOCOCO "${ARGS[@]}" --out "$OUT/one.safetensors" > /dev/null
 one=$(field "$OUT/one.safetensors.metrics.jsonl")
-rm -f "$OUT"/two.safetensors*
+rm -rf "$OUT"/two.safetensors*
 $LOCOCO launch -n 2 -- "${ARGS[@]}" --out "$OUT/two.safetensors" > /dev/null
 two=$(field "$OUT/two.safetensors.metrics.jsonl")
 
