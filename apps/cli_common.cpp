@@ -90,7 +90,9 @@ void add_cache_flags(CLI::App* app, CacheFlags& f, bool with_policy) {
 CacheOptions cache_options(const CacheFlags& f, const LoadedModel& m) {
   CacheOptions o = f.options;
   o.positions = parse_position_mode(f.positions);
-  o.dtype = m.model->weights().embed.scalar_type();
+  // Keys and values stay fp32 for bf16/f16 weights: decode_step's attention and
+  // the compressors compute in fp32, and the budgeted caches are small.
+  o.dtype = at::promote_types(m.model->weights().embed.scalar_type(), torch::kFloat32);
   o.device = m.model->weights().embed.device();
   return o;
 }

@@ -23,6 +23,7 @@
 #include "lococo/kv_lococo.h"
 #include "lococo/model.h"
 #include "lococo/weights.h"
+#include "ratio_reporter.h"
 
 namespace lococo {
 namespace {
@@ -104,18 +105,6 @@ void compression(benchmark::State& state, const Shape& shape, const std::string&
   }
   if (cache->slots(0) != M) state.SkipWithError("no compression happened");
 }
-
-// Collects seconds per iteration by benchmark name, for the ratio table.
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const auto& r : runs)
-      if (!r.error_occurred && r.iterations > 0)
-        seconds[r.run_name.function_name] = r.real_accumulated_time / static_cast<double>(r.iterations);
-  }
-  std::map<std::string, double> seconds;
-};
 
 std::string key(const std::string& what, const Shape& s, int64_t M, int64_t B) {
   return what + "/" + s.name + "/M" + std::to_string(M) + "/B" + std::to_string(B);

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "lococo/gemv.h"
 #include "lococo/rope.h"
 
 namespace lococo {
@@ -11,30 +12,44 @@ namespace {
 
 torch::Tensor f32(int64_t n) { return torch::zeros({n}, torch::kFloat32); }
 
+// Calls f with a typed pointer to t's elements: float, or at::BFloat16 (which
+// reads as float) for bf16 models' norm weights and biases.
+template <class F>
+void with_elements(const torch::Tensor& t, F&& f) {
+  if (t.scalar_type() == torch::kBFloat16) return f(t.data_ptr<at::BFloat16>());
+  f(t.data_ptr<float>());
+}
+
 // out = x / sqrt(mean(x^2) + eps) * weight, as rms_norm() does in fp32.
 void rms_norm_into(const torch::Tensor& x, const torch::Tensor& weight, double eps, const torch::Tensor& out) {
   const int64_t n = x.numel();
   const float* xp = x.data_ptr<float>();
-  const float* wp = weight.data_ptr<float>();
   float* op = out.data_ptr<float>();
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(xp[i]) * xp[i];
   const float inv = static_cast<float>(1.0 / std::sqrt(sum / n + eps));
-  for (int64_t i = 0; i < n; ++i) op[i] = xp[i] * inv * wp[i];
+  with_elements(weight, [&](const auto* wp) {
+    for (int64_t i = 0; i < n; ++i) op[i] = xp[i] * inv * static_cast<float>(wp[i]);
+  });
 }
 
-// out = W x (+ bias), written straight into `out` by the BLAS matrix-vector
-// product that torch::mv uses (it streams W at the memory limit; see project()
-// in weights.cpp). addmv with beta = 0 rather than mv_out: on this libtorch
-// mv_out allocates a temporary per call, addmv_out does not (measured with
+// out = W x, written straight into `out`, by the kernel matvec_kernel() picks
+// for W (gemv.h). For BLAS: addmv with beta = 0 rather than mv_out, which on
+// this libtorch allocates a temporary per call (measured with
 // tests/alloc_counter.h); beta = 0 ignores out's old contents, NaN included.
-void matvec_into(torch::Tensor out, const torch::Tensor& w, const torch::Tensor& x) {
-  at::addmv_out(out, out, w, x, /*beta=*/0, /*alpha=*/1);
+void matvec_into(const torch::Tensor& out, const torch::Tensor& w, const torch::Tensor& x) {
+  if (matvec_kernel(w) == MatvecKernel::Simd) return gemv(w, x.data_ptr<float>(), out.data_ptr<float>());
+  torch::Tensor o = out;
+  at::addmv_out(o, out, w, x, /*beta=*/0, /*alpha=*/1);
 }
 
 void project_into(const Linear& l, const torch::Tensor& x, const torch::Tensor& out) {
   matvec_into(out, l.weight, x);
-  if (l.bias.defined()) out.add_(l.bias);
+  if (!l.bias.defined()) return;
+  float* op = out.data_ptr<float>();
+  with_elements(l.bias, [&](const auto* b) {
+    for (int64_t i = 0; i < out.numel(); ++i) op[i] += static_cast<float>(b[i]);
+  });
 }
 
 // Rotates each of the `heads` vectors of `x` ([heads * d]) in place: the
@@ -109,11 +124,16 @@ torch::Tensor DecodeState::scores_for(int64_t slots) {
 
 bool decode_step_supported(const LlamaModel& model) {
   const LlamaWeights& w = model.weights();
-  if (w.embed.scalar_type() != torch::kFloat32 || !w.embed.device().is_cpu()) return false;
-  for (const auto& l : w.layers)
+  const auto ok = [](const torch::Tensor& t) {
+    return t.device().is_cpu() && (t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kBFloat16);
+  };
+  if (!ok(w.embed) || !ok(w.lm_head) || !ok(w.final_norm)) return false;
+  for (const auto& l : w.layers) {
+    if (!ok(l.attn_norm) || !ok(l.mlp_norm)) return false;
     for (const Linear* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
-      if (lin->lora_a.defined() || lin->weight.scalar_type() != torch::kFloat32) return false;
-  return w.lm_head.scalar_type() == torch::kFloat32;
+      if (lin->lora_a.defined() || !ok(lin->weight) || (lin->bias.defined() && !ok(lin->bias))) return false;
+  }
+  return true;
 }
 
 const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_t token, DecodeState& s) {
@@ -143,6 +163,9 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
     s.k_rot_.copy_(s.k_raw_);
     rope_in_place(s.k_rot_.data_ptr<float>(), Hkv, d, s.cos_, s.sin_);
     const KeysValues kv = cache.append(i, s.k_raw_.view({Hkv, 1, d}), s.k_rot_.view({Hkv, 1, d}), s.v_.view({Hkv, 1, d}));
+    if (kv.keys.scalar_type() != torch::kFloat32)
+      throw std::invalid_argument(std::string("decode_step: the cache stores ") + c10::toString(kv.keys.scalar_type()) +
+                                  " keys; decoding needs an fp32 cache (CacheOptions::dtype)");
     // ---- the G query heads of each KV head attend to its S slots ----
     const int64_t S = kv.keys.size(1);
     auto probs = s.scores_for(S).narrow(0, 0, Hq * S).view({Hkv, G, S});           // [Hkv, G, S]

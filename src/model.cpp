@@ -39,7 +39,10 @@ torch::Tensor LlamaModel::attention_block(int i, const torch::Tensor& h, KvCache
     KeysValues kv = cache->append(i, k[0], k_rot[0], v[0]);                       // [Hkv, S, d]
     const AttentionStatsRequest request = cache->stats_request(i);
     AttentionStats stats;
-    out = attention(q_rot, kv.keys.unsqueeze(0), kv.values.unsqueeze(0), request, &stats);
+    // A cache may store a wider dtype than the weights (fp32 for bf16 models):
+    // attention then runs in the cache's dtype.
+    out = attention(q_rot.to(kv.keys.scalar_type()), kv.keys.unsqueeze(0), kv.values.unsqueeze(0), request, &stats)
+              .to(q.scalar_type());
     if (request.any()) cache->observe(i, stats);
   }
   return l.o.forward(out.transpose(1, 2).reshape({B, T, config_.q_dim()}));       // [B, T, D]

@@ -11,6 +11,14 @@
 namespace lococo {
 namespace {
 
+// A copy of `m` with every weight converted to `dtype` (tied heads stay tied).
+LlamaModel with_dtype(const LlamaModel& m, const ModelConfig& c, torch::Dtype dtype) {
+  LlamaWeights w = m.weights();
+  for (auto& [name, t] : w.named(c)) *t = t->to(dtype, /*non_blocking=*/false, /*copy=*/true);
+  if (c.tie_word_embeddings) w.lm_head = w.embed;
+  return LlamaModel(c, std::move(w));
+}
+
 CacheOptions cache_options(const std::string& policy, PositionMode positions) {
   CacheOptions o;
   o.policy = policy;
@@ -66,15 +74,51 @@ TEST(Decode, StepEqualsForwardWithBiasAndUntiedHead) {
   }
 }
 
-TEST(Decode, SupportedOnlyForFp32WithoutLora) {
+TEST(Decode, SupportedForFp32AndBf16WithoutLora) {
   const auto c = testing::tiny_config();
   LlamaModel model = testing::random_model(c);
   EXPECT_TRUE(decode_step_supported(model));
   model.mutable_weights().layers[0].q.lora_a = torch::zeros({2, c.hidden_size});
   EXPECT_FALSE(decode_step_supported(model));
+  EXPECT_TRUE(decode_step_supported(with_dtype(testing::random_model(c), c, torch::kBFloat16)));
+  EXPECT_FALSE(decode_step_supported(with_dtype(testing::random_model(c), c, torch::kFloat16)));
   DecodeState state(c);
   auto cache = make_cache(c, {});
   EXPECT_THROW(decode_step(testing::random_model(c), *cache, c.vocab_size, state), std::invalid_argument);
+  CacheOptions bf16_cache;
+  bf16_cache.dtype = torch::kBFloat16;
+  auto narrow_cache = make_cache(c, bf16_cache);
+  EXPECT_THROW(decode_step(testing::random_model(c), *narrow_cache, 1, state), std::invalid_argument);
+}
+
+// bf16 weights: decode_step widens them exactly and keeps fp32 activations, so
+// its logits equal the fp32 computation on the same (bf16-rounded) values.
+TEST(Decode, Bf16WeightsGiveTheFp32LogitsOfTheirValues) {
+  auto c = testing::tiny_config(4, 2);
+  c.attention_bias = true;
+  c.tie_word_embeddings = false;
+  LlamaModel random = testing::random_model(c, 4);
+  {
+    torch::NoGradGuard no_grad;  // norms away from 1, so reading them as bf16 matters
+    auto gen = at::detail::createCPUGenerator(5);
+    for (auto& [name, t] : random.mutable_weights().named(c))
+      if (name.find("norm") != std::string::npos) t->copy_(at::normal(1.0, 0.3, t->sizes(), gen));
+  }
+  const LlamaModel bf16 = with_dtype(random, c, torch::kBFloat16);
+  const LlamaModel rounded = with_dtype(bf16, c, torch::kFloat32);
+  torch::NoGradGuard no_grad;
+  auto plain = make_cache(c, cache_options("lococo-hh", PositionMode::Cache));
+  auto fast = make_cache(c, cache_options("lococo-hh", PositionMode::Cache));
+  const auto prompt = testing::random_tokens(32, c.vocab_size, 6);
+  rounded.forward(prompt, plain.get());
+  rounded.forward(prompt, fast.get());
+  DecodeState state(c);
+  const auto next = testing::random_tokens(30, c.vocab_size, 7);
+  for (int64_t t = 0; t < next.size(0); ++t) {
+    const int64_t token = next[t].item<int64_t>();
+    const auto want = rounded.forward(torch::tensor({token}), plain.get(), LogitsFor::Last).flatten();
+    testing::expect_close(decode_step(bf16, *fast, token, state), want, 1e-5, 1e-5);
+  }
 }
 
 // The steady state: a full cache with room (capacity reserved by an earlier,

@@ -122,10 +122,8 @@ TEST_F(TinyModel, Bf16AgreesWithFp32) {
     GenerateOptions g;
     g.max_tokens = 32;
     g.stop_at_eos = false;
-    CacheOptions bf16_cache;
-    bf16_cache.dtype = torch::kBFloat16;  // as the CLI does: the cache stores the weights' dtype
     auto c1 = make_cache(model_->model->config(), {});
-    auto c2 = make_cache(half.model->config(), bf16_cache);
+    auto c2 = make_cache(half.model->config(), {});  // as the CLI does: an fp32 cache for bf16 weights
     const auto ids = model_->tokenizer->encode(prompt);
     const auto full = generate(*model_->model, *model_->tokenizer, *c1, ids, g).tokens;
     const auto low = generate(*half.model, *half.tokenizer, *c2, ids, g).tokens;

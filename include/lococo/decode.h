@@ -4,14 +4,17 @@
 // chunk of hundreds of tokens, but for one token the ~100 allocations per
 // layer cost as much as the arithmetic of a small model. decode_step() runs the
 // same computation into buffers that a DecodeState allocates once per
-// sequence: projections as matrix-vector products written in place (the same
-// kernel choice as project()), RMSNorm, RoPE, softmax and SwiGLU as short loops
+// sequence: projections as matrix-vector products written in place (gemv.h:
+// W read in its stored dtype, fp32 or bf16, at the memory limit), RMSNorm, RoPE, softmax and SwiGLU as short loops
 // over those buffers, attention as two batched products over the cache's own
 // storage.
 //
-// It applies to fp32 CPU weights without LoRA (decode_step_supported());
-// generate() uses it there and forward() elsewhere. The logits equal
-// forward()'s within float rounding (tests/decode_test.cpp).
+// It applies to fp32 and bf16 CPU weights without LoRA
+// (decode_step_supported()) and an fp32 cache; generate() uses it there and
+// forward() elsewhere. Activations stay fp32 with either weight dtype. The
+// logits equal forward()'s within float rounding for fp32 weights
+// (tests/decode_test.cpp); for bf16 weights they are closer to the fp32
+// model's than forward()'s bf16 arithmetic is.
 //
 // What still allocates: a cache that compresses (bounded policies every
 // `buffer` tokens), one that asks for attention statistics (its bookkeeping
@@ -60,7 +63,7 @@ class DecodeState {
   std::vector<float> cos_, sin_;       // [d / 2] at the current position
 };
 
-// True when decode_step can run this model (fp32 CPU weights, no LoRA).
+// True when decode_step can run this model (fp32 or bf16 CPU weights, no LoRA).
 bool decode_step_supported(const LlamaModel& model);
 
 // Feeds one token at the end of the cached sequence; returns the next-token

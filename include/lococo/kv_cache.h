@@ -49,7 +49,7 @@ struct CacheOptions {
   std::string compressor;           // lococo: compressor safetensors file
   bool allow_untrained = false;     // lococo: run with a freshly initialised compressor
   uint64_t seed = 0;                // lococo: seed of an untrained compressor
-  torch::Dtype dtype = torch::kFloat32;  // storage dtype of keys and values
+  torch::Dtype dtype = torch::kFloat32;  // storage dtype of keys and values (fp32 for bf16/f16 weights too)
   torch::Device device = torch::kCPU;
 };
 

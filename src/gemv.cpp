@@ -1,0 +1,152 @@
+// Instruction-set variants of the matrix-vector kernel, the dispatch between
+// them and the split of rows across threads. See gemv.h for why.
+#include "lococo/gemv.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include <ATen/Parallel.h>
+
+#include "lococo/cpu_features.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LOCOCO_GEMV_X86_VARIANTS 1
+#include <immintrin.h>
+#endif
+
+namespace lococo {
+namespace {
+
+// ---- one copy of the kernel per instruction set ---------------------------------------
+#ifdef LOCOCO_GEMV_X86_VARIANTS
+// GCC 12's intrinsic headers make "undefined" vectors as `__m256d __Y = __Y;`,
+// which -Wmaybe-uninitialized reports inside every kernel that inlines them.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
+namespace avx512 {
+using Vec = __m512;
+constexpr int64_t kLanes = 16;
+inline Vec zero() { return _mm512_setzero_ps(); }
+inline Vec fma(Vec a, Vec b, Vec acc) { return _mm512_fmadd_ps(a, b, acc); }
+inline __mmask16 first(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
+inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
+inline Vec load_tail(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(first(n), p); }
+// bf16 is the top half of an fp32: widen each 16-bit value and shift it up.
+inline Vec widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+inline Vec load(const uint16_t* p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+inline Vec load_tail(const uint16_t* p, int64_t n) { return widen(_mm256_maskz_loadu_epi16(first(n), p)); }
+inline float hsum(Vec v) { return _mm512_reduce_add_ps(v); }
+#include "gemv_kernels.inc"
+}  // namespace avx512
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+using Vec = __m256;
+constexpr int64_t kLanes = 8;
+inline Vec zero() { return _mm256_setzero_ps(); }
+inline Vec fma(Vec a, Vec b, Vec acc) { return _mm256_fmadd_ps(a, b, acc); }
+inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
+inline Vec load(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+// AVX2 has no masked 16-bit load; tails (at most 7 values) go through a buffer.
+template <class E>
+inline Vec load_tail(const E* p, int64_t n) {
+  alignas(32) E buf[kLanes] = {};
+  std::memcpy(buf, p, static_cast<size_t>(n) * sizeof(E));
+  return load(static_cast<const E*>(buf));
+}
+inline float hsum(Vec v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#include "gemv_kernels.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+#pragma GCC diagnostic pop
+#endif
+
+namespace portable {
+using Vec = float;  // one lane: the compiler may still vectorise the callers' loops
+constexpr int64_t kLanes = 1;
+inline Vec zero() { return 0.0f; }
+inline Vec fma(Vec a, Vec b, Vec acc) { return acc + a * b; }
+inline Vec load(const float* p) { return *p; }
+inline Vec load(const uint16_t* p) {
+  const uint32_t bits = static_cast<uint32_t>(*p) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+template <class E>
+inline Vec load_tail(const E* p, int64_t) { return load(p); }
+inline float hsum(Vec v) { return v; }
+#include "gemv_kernels.inc"
+}  // namespace portable
+
+// The widest variant the CPU (and the LOCOCO_SIMD cap) allows, for weights of type E.
+template <class E>
+auto rows_kernel() -> void (*)(const E*, int64_t, const float*, float*, int64_t, int64_t) {
+#ifdef LOCOCO_GEMV_X86_VARIANTS
+  switch (active_simd_level()) {
+    case SimdLevel::Avx512: return avx512::gemv_rows<E>;
+    case SimdLevel::Avx2: return avx2::gemv_rows<E>;
+    case SimdLevel::Scalar: break;
+  }
+#endif
+  return portable::gemv_rows<E>;
+}
+
+// ---- rows across threads -----------------------------------------------------------------
+// Below this many weight bytes one thread does the whole product: waking the
+// pool costs a few microseconds, more than a small matrix takes to stream.
+constexpr int64_t kParallelBytes = 256 * 1024;
+constexpr int64_t kRowBlock = 4;  // rows per kernel step; thread shares are multiples of it
+
+template <class E, class Rows>
+void run_rows(Rows rows, const E* w, int64_t n_rows, int64_t cols, const float* x, float* y) {
+  const int64_t bytes = n_rows * cols * static_cast<int64_t>(sizeof(E));
+  if (bytes < kParallelBytes || at::get_num_threads() == 1) return rows(w, cols, x, y, 0, n_rows);
+  const int64_t blocks = (n_rows + kRowBlock - 1) / kRowBlock;
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    rows(w, cols, x, y, b0 * kRowBlock, std::min(n_rows, b1 * kRowBlock));
+  });
+}
+
+}  // namespace
+
+bool gemv_supported(const torch::Tensor& w) {
+  return w.defined() && w.dim() == 2 && w.device().is_cpu() && w.is_contiguous() &&
+         (w.scalar_type() == torch::kFloat32 || w.scalar_type() == torch::kBFloat16);
+}
+
+void gemv(const torch::Tensor& w, const float* x, float* y) {
+  if (!gemv_supported(w))
+    throw std::invalid_argument("gemv: weight must be a contiguous 2-D CPU fp32 or bf16 tensor, got " +
+                                std::string(w.defined() ? w.toString() : "undefined") + " " +
+                                (w.defined() ? std::to_string(w.dim()) + "-D" : ""));
+  const int64_t rows = w.size(0), cols = w.size(1);
+  if (w.scalar_type() == torch::kFloat32) return run_rows(rows_kernel<float>(), w.data_ptr<float>(), rows, cols, x, y);
+  const auto* bits = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());  // bf16 = upper fp32 half
+  run_rows(rows_kernel<uint16_t>(), bits, rows, cols, x, y);
+}
+
+MatvecKernel matvec_kernel(const torch::Tensor& w) {
+  static const bool blas_requested = [] {
+    const char* env = std::getenv("LOCOCO_MATVEC");
+    return env && std::string(env) == "blas";
+  }();
+  if (w.scalar_type() == torch::kFloat32 && (blas_requested || !gemv_supported(w))) return MatvecKernel::Blas;
+  return MatvecKernel::Simd;
+}
+
+}  // namespace lococo

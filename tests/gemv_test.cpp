@@ -1,0 +1,78 @@
+// gemv: every instruction-set variant computes W x for fp32 and bf16 weights
+// within float rounding of a double-precision reference, for shapes with
+// ragged rows (not a multiple of 4) and columns (not a multiple of a vector),
+// and the split across threads does not change a single bit.
+#include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
+
+#include "lococo/cpu_features.h"
+#include "lococo/gemv.h"
+
+namespace lococo {
+namespace {
+
+// Restores the SIMD cap and thread count a test changed.
+struct Restore {
+  int threads = at::get_num_threads();
+  ~Restore() {
+    set_simd_level_cap(SimdLevel::Avx512);
+    at::set_num_threads(threads);
+  }
+};
+
+std::vector<SimdLevel> levels_here() {
+  std::vector<SimdLevel> out;
+  for (SimdLevel l : {SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512})
+    if (l <= detected_simd_level()) out.push_back(l);
+  return out;
+}
+
+torch::Tensor run(const torch::Tensor& w, const torch::Tensor& x) {
+  auto y = torch::full({w.size(0)}, std::nanf(""));  // every row must be written
+  gemv(w, x.data_ptr<float>(), y.data_ptr<float>());
+  return y;
+}
+
+TEST(Gemv, MatchesDoublePrecisionForEveryVariantAndDtype) {
+  Restore restore;
+  auto gen = at::detail::createCPUGenerator(7);
+  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 5}, {7, 33}, {64, 64}, {130, 517}})
+    for (torch::Dtype dtype : {torch::kFloat32, torch::kBFloat16}) {
+      const auto w = at::normal(0, 1, {rows, cols}, gen).to(dtype);
+      const auto x = at::normal(0, 1, {cols}, gen);
+      // The reference sees exactly the stored weights (bf16 widens exactly).
+      const auto want = torch::mv(w.to(torch::kFloat64), x.to(torch::kFloat64));
+      const double tol = 1e-5 * std::sqrt(static_cast<double>(cols)) * (x.abs().max().item<double>() + 1);
+      for (SimdLevel level : levels_here()) {
+        SCOPED_TRACE(to_string(level) + " " + c10::toString(dtype) + " " + std::to_string(rows) + "x" +
+                     std::to_string(cols));
+        set_simd_level_cap(level);
+        const auto got = run(w, x).to(torch::kFloat64);
+        EXPECT_LT((got - want).abs().max().item<double>(), tol);
+      }
+    }
+}
+
+TEST(Gemv, ThreadSplitIsBitIdentical) {
+  Restore restore;
+  auto gen = at::detail::createCPUGenerator(8);
+  const auto w = at::normal(0, 1, {1027, 301}, gen);  // above the parallel threshold, ragged rows
+  const auto x = at::normal(0, 1, {301}, gen);
+  at::set_num_threads(1);
+  const auto one = run(w, x);
+  at::set_num_threads(2);
+  EXPECT_TRUE(torch::equal(run(w, x), one));
+}
+
+TEST(Gemv, RefusesWhatItCannotRead) {
+  float x[4] = {}, y[4] = {};
+  EXPECT_THROW(gemv(torch::zeros({4, 4}, torch::kFloat64), x, y), std::invalid_argument);
+  EXPECT_THROW(gemv(torch::zeros({4, 8}).t(), x, y), std::invalid_argument);  // not contiguous
+  EXPECT_THROW(gemv(torch::zeros({4}), x, y), std::invalid_argument);
+  EXPECT_FALSE(gemv_supported(torch::zeros({4, 4}, torch::kFloat16)));
+  EXPECT_TRUE(gemv_supported(torch::zeros({4, 4}, torch::kBFloat16)));
+}
+
+}  // namespace
+}  // namespace lococo
