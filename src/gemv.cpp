@@ -32,6 +32,7 @@ using Vec = __m512;
 constexpr int64_t kLanes = 16;
 inline Vec zero() { return _mm512_setzero_ps(); }
 inline Vec fma(Vec a, Vec b, Vec acc) { return _mm512_fmadd_ps(a, b, acc); }
+inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 inline __mmask16 first(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
 inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
 inline Vec load_tail(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(first(n), p); }
@@ -51,6 +52,7 @@ using Vec = __m256;
 constexpr int64_t kLanes = 8;
 inline Vec zero() { return _mm256_setzero_ps(); }
 inline Vec fma(Vec a, Vec b, Vec acc) { return _mm256_fmadd_ps(a, b, acc); }
+inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
 inline Vec load(const uint16_t* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -80,6 +82,7 @@ using Vec = float;  // one lane: the compiler may still vectorise the callers' l
 constexpr int64_t kLanes = 1;
 inline Vec zero() { return 0.0f; }
 inline Vec fma(Vec a, Vec b, Vec acc) { return acc + a * b; }
+inline Vec add(Vec a, Vec b) { return a + b; }
 inline Vec load(const float* p) { return *p; }
 inline Vec load(const uint16_t* p) {
   const uint32_t bits = static_cast<uint32_t>(*p) << 16;
