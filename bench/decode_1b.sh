@@ -2,12 +2,12 @@
 # Inference speed on a random 1B-shaped Llama (configs/llama-1b-shape.json:
 # hidden 2048, 22 layers, 32 heads, 4 KV heads, MLP 5632, vocab 32000) with
 # `lococo bench`: prompt tokens/s for a 512-token prompt and generation
-# tokens/s at depths 0, 4k and 16k, full cache vs lococo M = 512, each as a
+# tokens/s at depths 0 (1 token: the CLI wants a positive depth), 4k and 16k, full cache vs lococo M = 512, each as a
 # fraction of the machine's measured bandwidth and GEMM limits; for fp32 and
-# bf16 weights, and fp32 once more with OpenBLAS's sgemv instead of gemv
-# (LOCOCO_MATVEC=blas) at depth 0 for the side-by-side ratio.
+# bf16 weights, and fp32 once more with gemv instead of OpenBLAS's sgemv
+# (LOCOCO_MATVEC=simd) at depth 0 for the side-by-side ratio.
 #
-#   bash bench/decode_1b.sh            # reports in out/bench/1b-{f32,bf16,f32-blas}/
+#   bash bench/decode_1b.sh            # reports in out/bench/1b-{f32,bf16,f32-gemv}/
 # Environment: LOCOCO (default build/lococo), MODEL (default out/m1b, created
 # if missing: about 4.4 GB), OUT (default out/bench/1b), GEN (default 16).
 # Run it on an otherwise idle machine: it measures memory bandwidth.
@@ -21,8 +21,8 @@ GEN=${GEN:-16}
 common=(-m "$MODEL" --policies full,lococo --budget 512 --allow-untrained --prompt 512 --chunk 512 --gen "$GEN"
   --fill random-kv -q)
 for dtype in f32 bf16; do
-  "$LOCOCO" bench "${common[@]}" --dtype "$dtype" --context 0,4k,16k --out "$OUT-$dtype"
+  "$LOCOCO" bench "${common[@]}" --dtype "$dtype" --context 1,4k,16k --out "$OUT-$dtype"
   cat "$OUT-$dtype/report.md"
 done
-LOCOCO_MATVEC=blas "$LOCOCO" bench "${common[@]}" --dtype f32 --context 0 --out "$OUT-f32-blas"
-cat "$OUT-f32-blas/report.md"
+LOCOCO_MATVEC=simd "$LOCOCO" bench "${common[@]}" --dtype f32 --context 1 --out "$OUT-f32-gemv"
+cat "$OUT-f32-gemv/report.md"

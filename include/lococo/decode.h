@@ -4,8 +4,8 @@
 // chunk of hundreds of tokens, but for one token the ~100 allocations per
 // layer cost as much as the arithmetic of a small model. decode_step() runs the
 // same computation into buffers that a DecodeState allocates once per
-// sequence: projections as matrix-vector products written in place (gemv.h:
-// W read in its stored dtype, fp32 or bf16, at the memory limit), RMSNorm, RoPE, softmax and SwiGLU as short loops
+// sequence: projections as matrix-vector products written in place (the
+// kernel matvec_kernel() in gemv.h picks: OpenBLAS for fp32, gemv for bf16), RMSNorm, RoPE, softmax and SwiGLU as short loops
 // over those buffers, attention as two batched products over the cache's own
 // storage.
 //
