@@ -31,6 +31,18 @@ CacheOptions cache_options(const std::string& policy, PositionMode positions) {
   return o;
 }
 
+// Two caches of one policy (cache positions) holding the same prompt: one
+// for forward(), one for decode_step().
+std::pair<std::unique_ptr<KvCache>, std::unique_ptr<KvCache>> prefilled_pair(const LlamaModel& model,
+                                                                             const std::string& policy,
+                                                                             const torch::Tensor& prompt) {
+  auto plain = make_cache(model.config(), cache_options(policy, PositionMode::Cache));
+  auto fast = make_cache(model.config(), cache_options(policy, PositionMode::Cache));
+  model.forward(prompt, plain.get());
+  model.forward(prompt, fast.get());
+  return {std::move(plain), std::move(fast)};
+}
+
 TEST(Decode, StepEqualsForwardForEveryPolicy) {
   const auto c = testing::tiny_config(4, 2);
   const LlamaModel model = testing::random_model(c, 3);
@@ -62,11 +74,7 @@ TEST(Decode, StepEqualsForwardWithBiasAndUntiedHead) {
   c.tie_word_embeddings = false;
   const LlamaModel model = testing::random_model(c, 9);
   torch::NoGradGuard no_grad;
-  auto plain = make_cache(c, cache_options("h2o", PositionMode::Cache));
-  auto fast = make_cache(c, cache_options("h2o", PositionMode::Cache));
-  const auto prompt = testing::random_tokens(16, c.vocab_size, 3);
-  model.forward(prompt, plain.get());
-  model.forward(prompt, fast.get());
+  auto [plain, fast] = prefilled_pair(model, "h2o", testing::random_tokens(16, c.vocab_size, 3));
   DecodeState state(c);
   for (int64_t token : {5, 9, 11, 40, 2, 63, 17, 8, 8, 30, 1, 0}) {
     const auto want = model.forward(torch::tensor({token}), plain.get(), LogitsFor::Last).flatten();
@@ -107,11 +115,7 @@ TEST(Decode, Bf16WeightsGiveTheFp32LogitsOfTheirValues) {
   const LlamaModel bf16 = with_dtype(random, c, torch::kBFloat16);
   const LlamaModel rounded = with_dtype(bf16, c, torch::kFloat32);
   torch::NoGradGuard no_grad;
-  auto plain = make_cache(c, cache_options("lococo-hh", PositionMode::Cache));
-  auto fast = make_cache(c, cache_options("lococo-hh", PositionMode::Cache));
-  const auto prompt = testing::random_tokens(32, c.vocab_size, 6);
-  rounded.forward(prompt, plain.get());
-  rounded.forward(prompt, fast.get());
+  auto [plain, fast] = prefilled_pair(rounded, "lococo-hh", testing::random_tokens(32, c.vocab_size, 6));
   DecodeState state(c);
   const auto next = testing::random_tokens(30, c.vocab_size, 7);
   for (int64_t t = 0; t < next.size(0); ++t) {
