@@ -33,7 +33,7 @@ int run_selected(CLI::App& root) {
 }
 
 void add_model_flags(CLI::App* app, ModelFlags& f) {
-  app->add_option("--model,-m", f.dir, "Model directory (config.json, model.safetensors, tokenizer.model); "
+  app->add_option("--model,-m", f.dir, "Model directory (config.json, model.safetensors, tokenizer.model) or .gguf file; "
                                         "default: the bundled model or $LOCOCO_MODEL");
   app->add_option("--dtype", f.dtype, "Compute dtype of the weights")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}))

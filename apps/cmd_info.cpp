@@ -17,7 +17,7 @@ void add_info_command(CLI::App& root) {
   };
   auto f = std::make_shared<Flags>();
   auto* sub = root.add_subcommand("info", "Show a model's configuration, parameter count and memory per token");
-  sub->add_option("model_dir", f->positional, "Model directory (same as --model)");
+  sub->add_option("model_dir", f->positional, "Model directory or .gguf file (same as --model)");
   add_model_flags(sub, f->model);
   sub->add_flag("--json", f->json, "Print JSON");
   register_command(sub, [f] {
@@ -26,6 +26,7 @@ void add_info_command(CLI::App& root) {
     const ModelConfig& c = m.model->config();
     const int64_t elem = m.model->weights().embed.element_size();
     nlohmann::json j = {{"dir", m.dir.string()},
+                        {"format", m.format},
                         {"config", c.to_json()},
                         {"parameters", c.parameter_count()},
                         {"weight_bytes", c.parameter_count() * elem},
@@ -37,6 +38,7 @@ void add_info_command(CLI::App& root) {
       return 0;
     }
     fmt::print("model         {}\n", m.dir.string());
+    fmt::print("format        {}\n", m.format);
     fmt::print("architecture  {}\n", c.architecture);
     fmt::print("layers        {}   hidden {}   mlp {}\n", c.num_layers, c.hidden_size, c.intermediate_size);
     fmt::print("heads         {} query, {} key/value (group {}), head_dim {}\n", c.num_heads, c.num_kv_heads,

@@ -17,6 +17,7 @@ void add_eval_command(CLI::App& root);
 void add_bench_command(CLI::App& root);
 void add_serve_command(CLI::App& root);
 void add_launch_command(CLI::App& root);
+void add_export_gguf_command(CLI::App& root);
 
 inline void add_all_commands(CLI::App& root) {
   add_info_command(root);
@@ -31,6 +32,7 @@ inline void add_all_commands(CLI::App& root) {
   add_bench_command(root);
   add_serve_command(root);
   add_launch_command(root);
+  add_export_gguf_command(root);
 }
 
 }  // namespace lococo::cli

@@ -5,6 +5,9 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace lococo {
@@ -57,6 +60,25 @@ std::vector<std::filesystem::path> write_json_and_markdown(const std::filesystem
   write_text_atomic(dir / "report.json", json.dump(2) + "\n");
   write_text_atomic(dir / "report.md", markdown);
   return {dir / "report.json", dir / "report.md"};
+}
+
+std::shared_ptr<void> map_file_private(const std::filesystem::path& path, uint64_t& size) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw std::runtime_error(path.string() + ": cannot open file");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw std::runtime_error(path.string() + ": cannot stat file");
+  }
+  size = static_cast<uint64_t>(st.st_size);
+  if (size == 0) {
+    ::close(fd);
+    throw std::runtime_error(path.string() + ": file is empty");
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) throw std::runtime_error(path.string() + ": mmap failed");
+  return std::shared_ptr<void>(p, [size](void* q) { ::munmap(q, size); });
 }
 
 }  // namespace lococo

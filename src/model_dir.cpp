@@ -5,14 +5,18 @@
 
 #include <fmt/format.h>
 
+#include "lococo/gguf_model.h"
+
 namespace lococo {
 
 LoadedModel load_model_dir(const std::filesystem::path& dir, const ModelOptions& options) {
-  if (!std::filesystem::is_directory(dir)) throw std::runtime_error(dir.string() + ": not a model directory");
+  if (std::filesystem::is_regular_file(dir) && dir.extension() == ".gguf") return load_gguf_model(dir, options);
+  if (!std::filesystem::is_directory(dir)) throw std::runtime_error(dir.string() + ": not a model directory (nor a .gguf file)");
   ModelConfig config = ModelConfig::load(dir / "config.json");
   LlamaWeights weights = load_weights(dir, config, options);
   LoadedModel out;
   out.dir = dir;
+  out.format = "safetensors";
   out.tokenizer = load_tokenizer(dir);
   if (out.tokenizer->vocab_size() > config.vocab_size)
     throw std::runtime_error(fmt::format("{}: tokenizer has {} tokens but config.json vocab_size is {}",

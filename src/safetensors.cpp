@@ -4,11 +4,6 @@
 #include <cstring>
 #include <stdexcept>
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -29,27 +24,6 @@ const DtypeEntry kDtypes[] = {
     {"I16", torch::kInt16},   {"I8", torch::kInt8},     {"U8", torch::kUInt8},
     {"BOOL", torch::kBool},
 };
-
-// Maps the whole file read-only into memory, private copy-on-write so that
-// in-place tensor ops on a view never touch the file.
-std::shared_ptr<void> map_file(const std::filesystem::path& path, uint64_t& size) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) throw std::runtime_error(path.string() + ": cannot open file");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    throw std::runtime_error(path.string() + ": cannot stat file");
-  }
-  size = static_cast<uint64_t>(st.st_size);
-  if (size == 0) {
-    ::close(fd);
-    throw std::runtime_error(path.string() + ": file is empty (expected an 8-byte header length)");
-  }
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) throw std::runtime_error(path.string() + ": mmap failed");
-  return std::shared_ptr<void>(p, [size](void* q) { ::munmap(q, size); });
-}
 
 int64_t element_size(const std::string& dtype) {
   return static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(
@@ -72,7 +46,7 @@ std::string dtype_to_safetensors(torch::Dtype t) {
 
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path) {
   const std::string file = path.string();
-  mapping_ = map_file(path, file_size_);
+  mapping_ = map_file_private(path, file_size_);
   const auto* bytes = static_cast<const uint8_t*>(mapping_.get());
   if (file_size_ < 8)
     throw std::runtime_error(fmt::format("{}: truncated: {} bytes, need at least 8", file, file_size_));

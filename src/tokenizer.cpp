@@ -68,12 +68,14 @@ std::string take_error(char* e) {
 
 }  // namespace
 
-SentencePieceTokenizer::SentencePieceTokenizer(const std::filesystem::path& model_file) : file_(model_file) {
-  const std::string bytes = read_text_file(model_file);
+SentencePieceTokenizer::SentencePieceTokenizer(const std::filesystem::path& model_file)
+    : SentencePieceTokenizer(read_text_file(model_file), model_file.string()) {}
+
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_proto, const std::string& source)
+    : source_(source) {
   char* error = nullptr;
-  sp_ = spm_api().load(bytes.data(), bytes.size(), &error);
-  if (!sp_)
-    throw std::runtime_error(fmt::format("{}: not a SentencePiece model ({})", model_file.string(), take_error(error)));
+  sp_ = spm_api().load(model_proto.data(), model_proto.size(), &error);
+  if (!sp_) throw std::runtime_error(fmt::format("{}: not a SentencePiece model ({})", source, take_error(error)));
   size_ = spm_api().piece_size(sp_);
   bos_ = spm_api().bos_id(sp_);
   eos_ = spm_api().eos_id(sp_);
@@ -88,7 +90,7 @@ std::vector<int64_t> SentencePieceTokenizer::encode(const std::string& text, boo
   size_t n = 0;
   char* error = nullptr;
   if (spm_api().encode(sp_, text.data(), text.size(), &ids, &n, &error) != 0)
-    throw std::runtime_error(file_.string() + ": encode failed: " + take_error(error));
+    throw std::runtime_error(source_ + ": encode failed: " + take_error(error));
   SpmBuffer owned{ids};
   std::vector<int64_t> out;
   out.reserve(n + 1);
@@ -106,7 +108,7 @@ std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) cons
   size_t len = 0;
   char* error = nullptr;
   if (spm_api().decode(sp_, in.data(), in.size(), &text, &len, &error) != 0)
-    throw std::runtime_error(file_.string() + ": decode failed: " + take_error(error));
+    throw std::runtime_error(source_ + ": decode failed: " + take_error(error));
   SpmBuffer owned{text};
   return std::string(text, len);
 }

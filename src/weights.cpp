@@ -142,21 +142,26 @@ LlamaWeights load_weights(const std::filesystem::path& dir, const ModelConfig& c
     throw std::runtime_error(dir.string() + ": no model.safetensors or model.safetensors.index.json");
   }
 
+  const fs::path listing = fs::exists(single) ? single : index;
+  return load_weights_from(config, options, [&](const std::string& name) -> SourceTensor {
+    auto it = where.find(name);
+    if (it == where.end()) throw std::runtime_error(fmt::format("{}: missing tensor '{}'", listing.string(), name));
+    return {files.at(it->second)->tensor(name), fmt::format("{}: tensor '{}'", it->second.string(), name)};
+  });
+}
+
+LlamaWeights load_weights_from(const ModelConfig& config, const ModelOptions& options,
+                               const std::function<SourceTensor(const std::string&)>& fetch) {
   torch::NoGradGuard no_grad;
   LlamaWeights w = skeleton(config);
   for (auto& [name, t] : w.named(config)) {
-    auto it = where.find(name);
-    if (it == where.end())
-      throw std::runtime_error(fmt::format("{}: missing tensor '{}'", (fs::exists(single) ? single : index).string(), name));
-    const auto& file = *files.at(it->second);
-    torch::Tensor v = file.tensor(name);
+    const SourceTensor src = fetch(name);
+    const torch::Tensor& v = src.value;
     if (v.sizes() != t->sizes())
-      throw std::runtime_error(fmt::format("{}: tensor '{}' has shape {} but config.json implies {}",
-                                           it->second.string(), name, fmt::join(v.sizes(), "x"),
-                                           fmt::join(t->sizes(), "x")));
+      throw std::runtime_error(fmt::format("{} has shape {} but the config implies {}", src.origin,
+                                           fmt::join(v.sizes(), "x"), fmt::join(t->sizes(), "x")));
     if (!v.is_floating_point())
-      throw std::runtime_error(fmt::format("{}: tensor '{}' has non-float dtype {}", it->second.string(), name,
-                                           file.info(name).dtype));
+      throw std::runtime_error(fmt::format("{} has non-float dtype {}", src.origin, c10::toString(v.scalar_type())));
     // Copy out of the mapping unless it already is the wanted dtype on CPU.
     *t = v.to(options.device, options.dtype).contiguous();
     if (t->data_ptr() == v.data_ptr()) *t = t->clone();

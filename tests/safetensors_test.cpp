@@ -14,10 +14,8 @@ namespace lococo {
 namespace {
 
 using testing::TempDir;
-
-void write_bytes(const std::filesystem::path& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using testing::expect_error;
+using testing::write_bytes;
 
 // A file built byte by byte: 8-byte length, JSON header, data.
 std::string hand_made_file(const std::string& header, const std::string& data) {
@@ -31,17 +29,6 @@ std::string float_bytes(std::initializer_list<float> v) {
   std::string s(v.size() * 4, '\0');
   std::memcpy(s.data(), v.begin(), s.size());
   return s;
-}
-
-// Expects a runtime_error whose message contains every one of `parts`.
-template <typename F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception";
-  } catch (const std::runtime_error& e) {
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
 }
 
 TEST(Safetensors, RoundTripIsBitExact) {

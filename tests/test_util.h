@@ -3,9 +3,11 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "lococo/config.h"
@@ -74,6 +76,21 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+inline void write_bytes(const std::filesystem::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Expects a runtime_error whose message contains every one of `parts`.
+template <typename F>
+void expect_error(F&& f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception";
+  } catch (const std::runtime_error& e) {
+    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
+}
 
 // Runs the lococo CLI; returns the exit code and fills the combined output.
 inline int run_cli(const std::string& args, std::string* output) {

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <filesystem>
+#include <cstdint>
 #include <functional>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -22,6 +24,11 @@ void write_text_atomic(const std::filesystem::path& path, const std::string& tex
 // atomically (the directory is created). Returns the two paths.
 std::vector<std::filesystem::path> write_json_and_markdown(const std::filesystem::path& dir, const nlohmann::json& json,
                                                            const std::string& markdown);
+
+// Maps a whole non-empty file into memory, private copy-on-write, so in-place
+// tensor ops on a view never touch the file; unmapped when the last owner goes.
+// Throws std::runtime_error naming the file.
+std::shared_ptr<void> map_file_private(const std::filesystem::path& path, uint64_t& size);
 
 // Reads a whole file; throws std::runtime_error naming the file.
 std::string read_text_file(const std::filesystem::path& path);

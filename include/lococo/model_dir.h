@@ -13,10 +13,12 @@ namespace lococo {
 struct LoadedModel {
   std::shared_ptr<const LlamaModel> model;
   std::shared_ptr<const Tokenizer> tokenizer;
-  std::filesystem::path dir;
+  std::filesystem::path dir;  // the model directory, or the GGUF file
+  std::string format;         // "safetensors" or "GGUF v3"
 };
 
-// Throws std::runtime_error naming the file and field/tensor on bad input; also
+// A model directory, or a GGUF file (see gguf_model.h). Throws
+// std::runtime_error naming the file and field/tensor on bad input; also
 // checks that the tokenizer fits the model's vocabulary.
 LoadedModel load_model_dir(const std::filesystem::path& dir, const ModelOptions& options = {});
 

@@ -25,6 +25,8 @@ class Tokenizer {
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::filesystem::path& model_file);
+  // A model given as the bytes of a tokenizer.model; `source` names it in errors.
+  SentencePieceTokenizer(const std::string& model_proto, const std::string& source);
   ~SentencePieceTokenizer() override;
   std::vector<int64_t> encode(const std::string& text, bool add_bos = false) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
@@ -35,7 +37,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 
  private:
   void* sp_ = nullptr;  // a sentencepiece::SentencePieceProcessor inside liblococo_spm.so
-  std::filesystem::path file_;
+  std::string source_;  // the file (or other origin) named in errors
   int64_t size_ = 0, bos_ = -1, eos_ = -1;
 };
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,19 @@ LlamaWeights init_weights(const ModelConfig& config, uint64_t seed, const ModelO
 // for shards) and checks every shape against `config`. Errors name file and tensor.
 LlamaWeights load_weights(const std::filesystem::path& dir, const ModelConfig& config,
                           const ModelOptions& options = {});
+
+// A tensor from some file, with where it came from for error messages
+// ("<file>: tensor '<name>'").
+struct SourceTensor {
+  torch::Tensor value;
+  std::string origin;
+};
+
+// The weights `config` implies, each fetched by its Hugging Face name (fetch
+// throws naming the file when one is missing), shape-checked and converted to
+// `options`. The one loader behind every weight file format.
+LlamaWeights load_weights_from(const ModelConfig& config, const ModelOptions& options,
+                               const std::function<SourceTensor(const std::string& hf_name)>& fetch);
 
 // Writes `dir/model.safetensors` atomically (fp32 unless `dtype` says otherwise).
 void save_weights(const std::filesystem::path& dir, const ModelConfig& config, LlamaWeights& weights,
