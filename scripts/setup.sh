@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libbenchmark-dev libcpp-httplib-dev gnuplot-nox
   libgloo-dev  # headers of the c10d Gloo process group (distributed training)
   libopenblas0-pthread  # libtorch's BLAS: without it Debian falls back to the slow reference BLAS
+  clang libclang-rt-14-dev  # libFuzzer + sanitizers for the parser fuzzers (scripts/fuzz.sh)
 )
 
 missing=()

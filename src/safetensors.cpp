@@ -66,7 +66,9 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
   if (!header.is_object()) throw std::runtime_error(file + ": header is not a JSON object");
 
   const uint64_t data_size = file_size_ - data_start_;
-  for (const auto& [name, entry] : header.items()) {
+  for (const auto& item : header.items()) {
+    const std::string& name = item.key();  // plain names: lambdas below capture them (clang 14)
+    const auto& entry = item.value();
     if (name == "__metadata__") {
       if (!entry.is_object()) throw std::runtime_error(file + ": __metadata__ is not an object");
       for (const auto& [k, v] : entry.items()) {

@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// Writes small valid seed files for the fuzzers: GGUF files (every metadata
+// value kind, F32/F16/Q8_0/Q4_0 tensors) and safetensors files.
+//   node fuzz/make-seeds.js OUT_DIR    -> OUT_DIR/gguf/*.gguf, OUT_DIR/safetensors/*.safetensors
+'use strict';
+const fs = require('fs');
+const path = require('path');
+
+const out = process.argv[2];
+if (!out) {
+  console.error('usage: node fuzz/make-seeds.js OUT_DIR');
+  process.exit(2);
+}
+
+// ---- GGUF ------------------------------------------------------------------------
+function u32(v) { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; }
+function u64(v) { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; }
+function str(s) { const b = Buffer.from(s, 'utf8'); return Buffer.concat([u64(b.length), b]); }
+function f32s(values) { const b = Buffer.alloc(4 * values.length); values.forEach((v, i) => b.writeFloatLE(v, 4 * i)); return b; }
+
+// Metadata: [key, type, encoded value].
+const metadata = [
+  ['general.architecture', 8, str('llama')],
+  ['llama.block_count', 4, u32(1)],
+  ['llama.rope.freq_base', 6, f32s([10000])],
+  ['test.flag', 7, Buffer.from([1])],
+  ['test.i64', 11, u64(7)],
+  ['test.f64', 12, (() => { const b = Buffer.alloc(8); b.writeDoubleLE(0.5); return b; })()],
+  ['tokenizer.ggml.tokens', 9, Buffer.concat([u32(8), u64(2), str('<unk>'), str('a')])],
+  ['test.nested', 9, Buffer.concat([u32(9), u64(1), u32(5), u64(2), u32(1), u32(2)])],
+];
+// Tensors: [name, dims, ggml type, data].
+const q8 = Buffer.concat([Buffer.from([0x00, 0x38]), Buffer.from(Array.from({ length: 32 }, (_, j) => (j - 16) & 0xff))]);
+const q4 = Buffer.concat([Buffer.from([0x00, 0x40]), Buffer.from(Array.from({ length: 16 }, (_, j) => j | ((15 - j) << 4)))]);
+const f16 = Buffer.alloc(8); [0x3c00, 0x4000, 0xc000, 0x0000].forEach((h, i) => f16.writeUInt16LE(h, 2 * i));
+const tensors = [
+  ['w.f32', [4, 2], 0, f32s([0, 1, 2, 3, 4, 5, 6, 7])],
+  ['w.f16', [4], 1, f16],
+  ['w.q8', [32], 8, q8],
+  ['w.q4', [32], 2, q4],
+];
+
+function gguf(meta, list) {
+  const parts = [u32(0x46554747), u32(3), u64(list.length), u64(meta.length)];
+  for (const [key, type, value] of meta) parts.push(str(key), u32(type), value);
+  let offset = 0;
+  const data = [];
+  for (const [name, dims, type, bytes] of list) {
+    parts.push(str(name), u32(dims.length), ...dims.map(u64), u32(type), u64(offset));
+    const padded = Buffer.alloc(Math.ceil(bytes.length / 32) * 32);
+    bytes.copy(padded);
+    data.push(padded);
+    offset += padded.length;
+  }
+  const head = Buffer.concat(parts);
+  return Buffer.concat([head, Buffer.alloc((32 - (head.length % 32)) % 32), ...data]);
+}
+
+// ---- safetensors -------------------------------------------------------------------
+function safetensors(entries) {  // [name, dtype, shape, data]
+  const header = { __metadata__: { format: 'pt' } };
+  let offset = 0;
+  for (const [name, dtype, shape, bytes] of entries) {
+    header[name] = { dtype, shape, data_offsets: [offset, offset + bytes.length] };
+    offset += bytes.length;
+  }
+  let json = Buffer.from(JSON.stringify(header));
+  json = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
+  return Buffer.concat([u64(json.length), json, ...entries.map((e) => e[3])]);
+}
+
+fs.mkdirSync(path.join(out, 'gguf'), { recursive: true });
+fs.mkdirSync(path.join(out, 'safetensors'), { recursive: true });
+fs.writeFileSync(path.join(out, 'gguf', 'all.gguf'), gguf(metadata, tensors));
+fs.writeFileSync(path.join(out, 'gguf', 'empty.gguf'), gguf([], []));
+fs.writeFileSync(path.join(out, 'gguf', 'q8.gguf'), gguf(metadata.slice(0, 2), tensors.slice(2, 3)));
+fs.writeFileSync(path.join(out, 'safetensors', 'two.safetensors'), safetensors([
+  ['a', 'F32', [2, 2], f32s([1, 2, 3, 4])],
+  ['b', 'F16', [4], f16],
+  ['c', 'I64', [1], u64(3)],
+]));
+fs.writeFileSync(path.join(out, 'safetensors', 'empty.safetensors'), safetensors([]));
+console.log(`seeds written to ${out}`);
