@@ -1,4 +1,5 @@
 // lococo info: what a model directory holds.
+#include <chrono>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -6,6 +7,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#include "lococo/memory_stats.h"
 
 namespace lococo::cli {
 
@@ -22,7 +24,9 @@ void add_info_command(CLI::App& root) {
   sub->add_flag("--json", f->json, "Print JSON");
   register_command(sub, [f] {
     if (!f->positional.empty()) f->model.dir = f->positional;
+    const auto start = std::chrono::steady_clock::now();
     LoadedModel m = load_model(f->model);
+    const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const ModelConfig& c = m.model->config();
     const int64_t elem = m.model->weights().embed.element_size();
     nlohmann::json j = {{"dir", m.dir.string()},
@@ -32,7 +36,9 @@ void add_info_command(CLI::App& root) {
                         {"weight_bytes", c.parameter_count() * elem},
                         {"kv_bytes_per_token", c.kv_bytes_per_token(elem)},
                         {"tokenizer_vocab", m.tokenizer->vocab_size()},
-                        {"dtype", f->model.dtype}};
+                        {"dtype", f->model.dtype},
+                        {"load_seconds", load_seconds},
+                        {"peak_rss_bytes", peak_rss_bytes()}};
     if (f->json) {
       std::cout << j.dump(2) << "\n";
       return 0;
@@ -49,6 +55,7 @@ void add_info_command(CLI::App& root) {
     fmt::print("embeddings    {}\n", c.tie_word_embeddings ? "tied" : "untied");
     fmt::print("parameters    {} ({:.2f} M)\n", c.parameter_count(), c.parameter_count() / 1e6);
     fmt::print("weights       {:.2f} MiB as {}\n", c.parameter_count() * elem / 1048576.0, f->model.dtype);
+    fmt::print("loaded in     {:.2f} s, peak RSS {:.1f} MiB\n", load_seconds, peak_rss_bytes() / 1048576.0);
     fmt::print("KV per token  {} bytes ({:.1f} KiB)\n", c.kv_bytes_per_token(elem), c.kv_bytes_per_token(elem) / 1024.0);
     return 0;
   });

@@ -13,6 +13,7 @@ PACKAGES=(
   libgloo-dev  # headers of the c10d Gloo process group (distributed training)
   libopenblas0-pthread  # libtorch's BLAS: without it Debian falls back to the slow reference BLAS
   clang libclang-rt-14-dev  # libFuzzer + sanitizers for the parser fuzzers (scripts/fuzz.sh)
+  libpcre2-dev  # Unicode regular expressions of Hugging Face tokenizer.json pre-tokenizers
 )
 
 missing=()

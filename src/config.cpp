@@ -80,11 +80,16 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
   if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) throw std::runtime_error(source + ": field 'rope_scaling' must be an object");
     std::string type = it->value("rope_type", it->value("type", std::string("none")));
-    if (type != "linear" && type != "none" && type != "default")
+    if (type != "linear" && type != "llama3" && type != "none" && type != "default")
       throw std::runtime_error(fmt::format(
-          "{}: rope_scaling type '{}' is not supported (supported: linear)", source, type));
-    c.rope_scaling.type = type == "linear" ? "linear" : "none";
+          "{}: rope_scaling type '{}' is not supported (supported: linear, llama3)", source, type));
+    c.rope_scaling.type = type == "default" ? "none" : type;
     read_field(*it, "factor", c.rope_scaling.factor, source);
+    if (type == "llama3") {
+      read_field(*it, "low_freq_factor", c.rope_scaling.low_freq_factor, source);
+      read_field(*it, "high_freq_factor", c.rope_scaling.high_freq_factor, source);
+      read_field(*it, "original_max_position_embeddings", c.rope_scaling.original_max_position, source);
+    }
   }
   c.validate(source);
   return c;
@@ -125,6 +130,12 @@ json ModelConfig::to_json() const {
   };
   if (rope_scaling.type == "linear")
     j["rope_scaling"] = {{"type", "linear"}, {"factor", rope_scaling.factor}};
+  if (rope_scaling.type == "llama3")
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", rope_scaling.factor},
+                         {"low_freq_factor", rope_scaling.low_freq_factor},
+                         {"high_freq_factor", rope_scaling.high_freq_factor},
+                         {"original_max_position_embeddings", rope_scaling.original_max_position}};
   return j;
 }
 
@@ -154,6 +165,11 @@ void ModelConfig::validate(const std::string& source) const {
   if (!(rope_theta > 0)) throw std::runtime_error(source + ": field 'rope_theta' must be positive");
   if (!(rope_scaling.factor > 0))
     throw std::runtime_error(source + ": rope_scaling.factor must be positive");
+  if (rope_scaling.type == "llama3" &&
+      !(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor && rope_scaling.low_freq_factor > 0 &&
+        rope_scaling.original_max_position > 0))
+    throw std::runtime_error(source + ": rope_scaling (llama3) needs high_freq_factor > low_freq_factor > 0 and a "
+                                      "positive original_max_position_embeddings");
   if (bos_token_id >= vocab_size || eos_token_id >= vocab_size)
     throw std::runtime_error(source + ": bos/eos token id outside the vocabulary");
 }

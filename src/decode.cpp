@@ -107,9 +107,7 @@ DecodeState::DecodeState(const ModelConfig& c)
       logits_(f32(c.vocab_size)),
       cos_(c.head_dim / 2),
       sin_(c.head_dim / 2) {
-  const int64_t half = c.head_dim / 2;
-  for (int64_t j = 0; j < half; ++j)
-    inv_freq_.push_back(std::pow(c.rope_theta, -2.0 * static_cast<double>(j) / static_cast<double>(c.head_dim)));
+  inv_freq_ = RopeParams::from(c).inv_freq(c.head_dim);
   scores_for(1024);
 }
 
@@ -144,7 +142,6 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
                                 std::to_string(c.vocab_size) + ")");
   torch::NoGradGuard no_grad;
   const int64_t Hq = c.num_heads, Hkv = c.num_kv_heads, d = c.head_dim, G = Hq / Hkv;
-  const RopeParams rope = RopeParams::from(c);
   s.x_.copy_(w.embed[token]);
   for (int i = 0; i < c.num_layers; ++i) {
     const LayerWeights& l = w.layers[i];
@@ -154,7 +151,7 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
     project_into(l.k, s.normed_, s.k_raw_);
     project_into(l.v, s.normed_, s.v_);
     cache.prepare(i, 1);
-    const double pos = static_cast<double>(cache.chunk_position(i)) / rope.scale;
+    const double pos = static_cast<double>(cache.chunk_position(i));
     for (size_t j = 0; j < s.inv_freq_.size(); ++j) {
       s.cos_[j] = static_cast<float>(std::cos(pos * s.inv_freq_[j]));
       s.sin_[j] = static_cast<float>(std::sin(pos * s.inv_freq_[j]));

@@ -134,6 +134,11 @@ ModelConfig config_from_gguf(const GgufFile& f) {
                                            f.path().string(), p, type));
     }
   }
+  // Llama 3.1+ files carry their llama3 RoPE scaling as per-frequency divisors
+  // in this tensor; running without them would give wrong logits.
+  if (f.find("rope_freqs.weight"))
+    throw std::runtime_error(f.path().string() + ": per-frequency RoPE factors (tensor 'rope_freqs.weight', Llama 3.1+) "
+                                                 "are not supported in GGUF files yet; load the Hugging Face directory");
   c.bos_token_id = integer(f, "tokenizer.ggml.bos_token_id", 1);
   c.eos_token_id = integer(f, "tokenizer.ggml.eos_token_id", 2);
   c.validate(f.path().string());
@@ -198,7 +203,7 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, const ModelOption
       t = permute_rope_rows(t, heads, /*to_gguf=*/false);
     }
     return {t, fmt::format("{}: tensor '{}'", path.string(), name)};
-  });
+  }, "the file's metadata");
   LoadedModel out;
   out.dir = path;
   out.format = "GGUF v" + std::to_string(f.version());

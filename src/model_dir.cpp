@@ -17,7 +17,7 @@ LoadedModel load_model_dir(const std::filesystem::path& dir, const ModelOptions&
   LoadedModel out;
   out.dir = dir;
   out.format = "safetensors";
-  out.tokenizer = load_tokenizer(dir);
+  out.tokenizer = load_tokenizer(dir, config.bos_token_id, config.eos_token_id);
   if (out.tokenizer->vocab_size() > config.vocab_size)
     throw std::runtime_error(fmt::format("{}: tokenizer has {} tokens but config.json vocab_size is {}",
                                          (dir / "tokenizer.model").string(), out.tokenizer->vocab_size(),

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "lococo/hf_tokenizer.h"
 #include "lococo/io_util.h"
 #include "spm/spm_api.h"
 
@@ -156,10 +157,12 @@ void train_sentencepiece(const std::vector<std::string>& lines, const std::files
   write_text_atomic(out, std::string(proto, proto_len));
 }
 
-std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir) {
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir, int64_t bos_id, int64_t eos_id) {
   const auto sp = model_dir / "tokenizer.model";
   if (std::filesystem::exists(sp)) return std::make_unique<SentencePieceTokenizer>(sp);
-  throw std::runtime_error(model_dir.string() + ": no tokenizer.model in the model directory");
+  const auto hf = model_dir / "tokenizer.json";
+  if (std::filesystem::exists(hf)) return HfBpeTokenizer::load(hf, bos_id, eos_id);
+  throw std::runtime_error(model_dir.string() + ": no tokenizer.model or tokenizer.json in the model directory");
 }
 
 }  // namespace lococo

@@ -147,19 +147,20 @@ LlamaWeights load_weights(const std::filesystem::path& dir, const ModelConfig& c
     auto it = where.find(name);
     if (it == where.end()) throw std::runtime_error(fmt::format("{}: missing tensor '{}'", listing.string(), name));
     return {files.at(it->second)->tensor(name), fmt::format("{}: tensor '{}'", it->second.string(), name)};
-  });
+  }, "config.json");
 }
 
 LlamaWeights load_weights_from(const ModelConfig& config, const ModelOptions& options,
-                               const std::function<SourceTensor(const std::string&)>& fetch) {
+                               const std::function<SourceTensor(const std::string&)>& fetch,
+                               const std::string& config_source) {
   torch::NoGradGuard no_grad;
   LlamaWeights w = skeleton(config);
   for (auto& [name, t] : w.named(config)) {
     const SourceTensor src = fetch(name);
     const torch::Tensor& v = src.value;
     if (v.sizes() != t->sizes())
-      throw std::runtime_error(fmt::format("{} has shape {} but the config implies {}", src.origin,
-                                           fmt::join(v.sizes(), "x"), fmt::join(t->sizes(), "x")));
+      throw std::runtime_error(fmt::format("{} has shape {} but {} implies {}", src.origin, fmt::join(v.sizes(), "x"),
+                                           config_source, fmt::join(t->sizes(), "x")));
     if (!v.is_floating_point())
       throw std::runtime_error(fmt::format("{} has non-float dtype {}", src.origin, c10::toString(v.scalar_type())));
     // Copy out of the mapping unless it already is the wanted dtype on CPU.

@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 #include "lococo/kv_cache.h"
 #include "lococo/model.h"
 #include "lococo/rope.h"
@@ -62,7 +64,7 @@ TEST(Model, GqaEqualsMhaWithRepeatedKvHeads) {
 TEST(Rope, MatchesClosedFormRotation) {
   const int64_t d = 8;
   auto x = torch::randn({3, 5, d}, torch::kFloat64);  // [H, T, d]
-  RopeParams p{10000.0, 1.0};
+  RopeParams p{10000.0, {}};
   auto out = apply_rope(x, 11, p);
   for (int64_t t = 0; t < 5; ++t)
     for (int64_t i = 0; i < d / 2; ++i) {
@@ -77,9 +79,34 @@ TEST(Rope, MatchesClosedFormRotation) {
 
 TEST(Rope, LinearScalingDividesPositions) {
   auto x = torch::randn({2, 4, 16}, torch::kFloat64);
-  auto scaled = apply_rope(x, torch::tensor({0, 4, 8, 12}), RopeParams{10000.0, 4.0});
-  auto plain = apply_rope(x, torch::tensor({0, 1, 2, 3}), RopeParams{10000.0, 1.0});
+  RopeScaling linear;
+  linear.type = "linear";
+  linear.factor = 4.0;
+  auto scaled = apply_rope(x, torch::tensor({0, 4, 8, 12}), RopeParams{10000.0, linear});
+  auto plain = apply_rope(x, torch::tensor({0, 1, 2, 3}), RopeParams{10000.0, {}});
   expect_close(scaled, plain, 1e-12);
+}
+
+// Llama 3.1's settings (theta 5e5, d 128, factor 8, low 1, high 4, context 8192).
+// Reference values from the published formula, evaluated separately in double:
+// i = 0 (wavelength 2 pi) is kept, i = 63 (wavelength 2.6M) divided by 8, and
+// i = 30 (wavelength 2948, between 8192/4 and 8192) blended.
+TEST(Rope, Llama3ScalingPerFrequency) {
+  ModelConfig c = testing::tiny_config();
+  c.rope_theta = 500000.0;
+  nlohmann::json j = c.to_json();
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 8192}};
+  const ModelConfig parsed = ModelConfig::from_json(j, "config.json");
+  EXPECT_EQ(parsed.to_json()["rope_scaling"], j["rope_scaling"]);  // round trip
+  const auto f = RopeParams::from(parsed).inv_freq(128);
+  ASSERT_EQ(f.size(), 64u);
+  EXPECT_DOUBLE_EQ(f[0], 1.0);
+  EXPECT_NEAR(f[30], 0.0013718935677611381, 1e-15);
+  EXPECT_NEAR(f[63], 3.068925988914511e-07, 1e-20);
+  for (size_t i = 1; i < f.size(); ++i) EXPECT_LT(f[i], f[i - 1]) << i;  // still decreasing: no band overlaps
+  j["rope_scaling"]["high_freq_factor"] = 0.5;
+  EXPECT_THROW(ModelConfig::from_json(j, "config.json"), std::runtime_error);
 }
 
 // One layer, hidden 4, one head of dim 4, MLP width 2, vocab 3: everything

@@ -10,10 +10,18 @@
 
 namespace lococo {
 
-// RoPE position scaling. Only "linear" (positions divided by `factor`) for now.
+// RoPE position scaling (Hugging Face `rope_scaling`).
+//   linear: every angle divided by `factor` (positions interpolated).
+//   llama3: per frequency (Llama 3.1+): wavelengths longer than
+//           original_max_position_embeddings / low_freq_factor divided by
+//           `factor`, shorter than original_max_position_embeddings / high_freq_factor
+//           kept, blended linearly in between.
 struct RopeScaling {
-  std::string type = "none";  // "none" | "linear"
-  double factor = 1.0;        // positions are divided by this for "linear"
+  std::string type = "none";          // "none" | "linear" | "llama3"
+  double factor = 1.0;                // linear and llama3
+  double low_freq_factor = 1.0;       // llama3
+  double high_freq_factor = 4.0;      // llama3
+  int64_t original_max_position = 8192;  // llama3: the context before scaling
 };
 
 struct ModelConfig {

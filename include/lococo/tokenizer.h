@@ -55,7 +55,10 @@ struct TokenizerTrainOptions {
 void train_sentencepiece(const std::vector<std::string>& lines, const std::filesystem::path& out,
                          const TokenizerTrainOptions& options);
 
-// Loads the tokenizer of a model directory (tokenizer.model).
-std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir);
+// Loads the tokenizer of a model directory: tokenizer.model (SentencePiece), else
+// tokenizer.json (Hugging Face BPE, hf_tokenizer.h; BOS/EOS ids from the config,
+// -1 = by their usual names).
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir, int64_t bos_id = -1,
+                                          int64_t eos_id = -1);
 
 }  // namespace lococo

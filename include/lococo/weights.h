@@ -72,9 +72,11 @@ struct SourceTensor {
 
 // The weights `config` implies, each fetched by its Hugging Face name (fetch
 // throws naming the file when one is missing), shape-checked and converted to
-// `options`. The one loader behind every weight file format.
+// `options`; `config_source` names where the config came from in shape errors.
+// The one loader behind every weight file format.
 LlamaWeights load_weights_from(const ModelConfig& config, const ModelOptions& options,
-                               const std::function<SourceTensor(const std::string& hf_name)>& fetch);
+                               const std::function<SourceTensor(const std::string& hf_name)>& fetch,
+                               const std::string& config_source);
 
 // Writes `dir/model.safetensors` atomically (fp32 unless `dtype` says otherwise).
 void save_weights(const std::filesystem::path& dir, const ModelConfig& config, LlamaWeights& weights,
