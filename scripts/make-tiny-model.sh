@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the bundled model models/lococo-tiny from scratch (DESIGN.md
 # section 6): corpus -> tokenizer -> pretraining -> compressors -> evaluation
-# -> model card. About two hours on 2 cores, most of it pretraining.
+# -> model card. About four and a half hours on 2 cores, most of it pretraining (stage times in the card).
 #
 #   scripts/make-tiny-model.sh [--help]
 #
@@ -49,6 +49,28 @@ PRETRAIN_FLAGS=(--config configs/tiny-6.5m.json --steps 700 --batch 4 --seq-len 
 # retrieval was still at 0%, the model had not learnt to copy from far back.
 COPY_FROM_STEP=301
 COPY_FLAGS=(--copy-rate 0.15)
+# Copy legs: continuations of the base model (--init-from the previous leg,
+# fresh optimiser) with many copy rows (--copy-style tiled) and passkey rows at
+# growing lengths. The base recipe alone never learnt to copy from its context
+# (passkey 0%); at 256 tokens copying appears after a few million tokens, and a
+# direct jump to T = 2048 erased it again, so the length grows in steps.
+# A tiled copy row repeats a window of at most SEQ-LEN/2 tokens, so it never asks
+# to look further back than that, and passkey rows are SEQ-LEN/4..SEQ-LEN long:
+# after the 1024 legs keys 900+ tokens back were still missed (depth 0 at 1k),
+# so the last legs trade copy rows for passkey rows and go on at 2048.
+# Each entry: NAME FROM SEQ-LEN BATCH STEPS LR SEED COPY-RATE PASSKEY-RATE.
+COPY_LEGS=(
+  "copy256 pretrain 256 2 1150 1.5e-3 3 0.6 0.3"
+  "copy256b copy256 256 16 700 1.5e-3 5 0.6 0.3"
+  "copy256c copy256b 256 16 600 1.5e-3 7 0.6 0.3"
+  "copy512 copy256c 512 8 150 1e-3 8 0.6 0.3"
+  "copy1024 copy512 1024 4 150 1e-3 9 0.6 0.3"
+  "copy1024b copy1024 1024 4 200 1e-3 10 0.6 0.3"
+  "copy1024c copy1024b 1024 4 300 1e-3 11 0.6 0.3"
+  "copy1024d copy1024c 1024 4 300 1e-3 12 0.3 0.6"
+  "copy2048 copy1024d 2048 2 300 1e-3 13 0.3 0.6"
+)
+LEG_FLAGS=(--config configs/tiny-6.5m.json --copy-style tiled --warmup 10 --eval-every 50 --save-every 50)
 COMPRESSOR_FLAGS=(--positions cache --keep-rate 0.5 --kernel 21 --steps 1500 --warmup 50
   --eval-every 250 --val-tokens 4096 --seed 1)
 BUDGETS=(128 256)
@@ -71,9 +93,30 @@ pretrain() {  # two legs: without copy rows up to COPY_FROM_STEP, then with them
   "$LOCOCO" pretrain "${common[@]}" "${COPY_FLAGS[@]}"
 }
 stage "pretrain" "$WORK/pretrain/model.safetensors" pretrain
+printf 'pretrain\t%s (from step %s: %s)\n' "${PRETRAIN_FLAGS[*]}" $COPY_FROM_STEP "${COPY_FLAGS[*]}" > "$WORK/legs.tsv"
+
+leg_flags() {  # SEQ-LEN BATCH STEPS LR SEED COPY-RATE PASSKEY-RATE -> the leg's own flags (words without spaces)
+  echo "--seq-len $1 --batch $2 --steps $3 --lr $4 --seed $5 --copy-rate $6 --passkey-rate $7"
+}
+copy_leg() {  # NAME FROM then leg_flags' fields
+  local name=$1 from=$2
+  shift 2
+  # shellcheck disable=SC2046
+  "$LOCOCO" pretrain "${LEG_FLAGS[@]}" --init-from "$WORK/$from" $(leg_flags "$@") \
+    --tokenizer "$WORK/tokenizer.model" --data data/train --val data/validation --out "$WORK/$name" \
+    --threads "$THREADS" --resume
+}
+MODEL=$WORK/pretrain  # the last leg's model: what the compressors are trained on and what ships
+for leg in "${COPY_LEGS[@]}"; do
+  read -r -a fields <<< "$leg"
+  name=${fields[0]}
+  stage "pretrain $name" "$WORK/$name/model.safetensors" copy_leg "${fields[@]}"
+  printf '%s\t%s --init-from %s %s\n' "$name" "${LEG_FLAGS[*]}" "${fields[1]}" "$(leg_flags "${fields[@]:2}")" >> "$WORK/legs.tsv"
+  MODEL=$WORK/$name
+done
 
 train_compressor() {  # M: budget = chunk = M
-  "$LOCOCO" train-compressor -m "$WORK/pretrain" --data data/train --val data/validation --budget "$1" --chunk "$1" \
+  "$LOCOCO" train-compressor -m "$MODEL" --data data/train --val data/validation --budget "$1" --chunk "$1" \
     --segments $((2048 / $1)) "${COMPRESSOR_FLAGS[@]}" --out "$WORK/compressors/m$1.safetensors" \
     --threads "$THREADS" --resume
 }
@@ -84,7 +127,7 @@ done
 
 # ---- Assemble the model directory ----------------------------------------------
 mkdir -p "$DEST/compressors"
-cp "$WORK/pretrain/config.json" "$WORK/pretrain/model.safetensors" "$DEST/"
+cp "$MODEL/config.json" "$MODEL/model.safetensors" "$DEST/"
 cp "$WORK/tokenizer.model" "$DEST/tokenizer.model"
 cp "$WORK"/compressors/m*.safetensors "$DEST/compressors/"
 
@@ -120,6 +163,6 @@ SLICE_PPL=$("$LOCOCO" perplexity -m "$DEST" --file "$SLICE" --chunk 512 --json -
   node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s).perplexity.toFixed(4)))")
 
 # ---- The model card --------------------------------------------------------------
-PRETRAIN_FLAGS="${PRETRAIN_FLAGS[*]} (from step $COPY_FROM_STEP: ${COPY_FLAGS[*]})" COMPRESSOR_FLAGS="${COMPRESSOR_FLAGS[*]}" \
+COMPRESSOR_FLAGS="${COMPRESSOR_FLAGS[*]}" \
   node scripts/write-model-card.js "$DEST" "$WORK" "$SLICE" "$SLICE_PPL"
 echo "== done: $DEST (card: $DEST/MODEL_CARD.md)"
