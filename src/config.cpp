@@ -96,14 +96,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
 }
 
 ModelConfig ModelConfig::load(const std::filesystem::path& file) {
-  const std::string text = read_text_file(file);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw std::runtime_error(fmt::format("{}: invalid JSON at byte {}", file.string(), e.byte));
-  }
-  return from_json(j, file.string());
+  return from_json(parse_json(read_text_file(file), file.string()), file.string());
 }
 
 json ModelConfig::to_json() const {

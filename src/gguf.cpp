@@ -314,6 +314,9 @@ GgufFile::GgufFile(const std::filesystem::path& path) : path_(path) {
     if (t.dims[0] % type->block_values != 0)
       c.fail(fmt::format("{}: innermost dimension {} is not a multiple of {}'s block of {}", what, t.dims[0],
                          type->name, type->block_values));
+    // More values than the file could hold would also overflow the byte count (found by fuzz_gguf).
+    if (static_cast<uint64_t>(count) / static_cast<uint64_t>(type->block_values) > size_ / static_cast<uint64_t>(type->block_bytes))
+      c.fail(fmt::format("{}: {} values of {} need more bytes than the file has", what, count, type->name));
     t.offset = c.read<uint64_t>(what + " offset");
     if (t.offset % alignment_ != 0) c.fail(fmt::format("{}: offset {} is not a multiple of the alignment {}", what, t.offset, alignment_));
     t.bytes = stored_bytes(*type, count);

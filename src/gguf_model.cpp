@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "lococo/hf_tokenizer.h"
 #include "lococo/weights.h"
 
 namespace lococo {
@@ -188,6 +189,45 @@ SentencePieceModel tokenizer_from_gguf(const GgufFile& f) {
   return m;
 }
 
+std::shared_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& f) {
+  const std::string file = f.path().string();
+  const auto& kind_value = f.at("tokenizer.ggml.model").value;
+  const std::string kind = kind_value.is_string() ? kind_value.get<std::string>() : "";
+  if (kind == "llama") return std::make_shared<SentencePieceTokenizer>(tokenizer_from_gguf(f).serialize(), file + " (tokenizer)");
+  if (kind != "gpt2")
+    throw std::runtime_error(fmt::format("{}: tokenizer.ggml.model '{}' is not supported (llama, gpt2)", file, kind));
+  // Byte-level BPE: the same thing a tokenizer.json describes, so build one.
+  const json& tokens = array_of(f, "tokenizer.ggml.tokens", GgufValueType::kString, 0);
+  const json& merges = array_of(f, "tokenizer.ggml.merges", GgufValueType::kString, 0);
+  const json* types = f.has("tokenizer.ggml.token_type")
+                          ? &array_of(f, "tokenizer.ggml.token_type", GgufValueType::kInt32, tokens.size()) : nullptr;
+  const std::string pre = f.has("tokenizer.ggml.pre") ? f.at("tokenizer.ggml.pre").value.get<std::string>() : "default";
+  json j;
+  j["model"] = {{"type", "BPE"}, {"vocab", json::object()}, {"merges", merges}, {"ignore_merges", pre == "llama-bpe"}};
+  j["added_tokens"] = json::array();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    j["model"]["vocab"][tokens[i].get<std::string>()] = i;
+    const int type = types ? (*types)[i].get<int>() : SentencePieceModel::kNormal;
+    if (type == SentencePieceModel::kControl || type == SentencePieceModel::kUserDefined)  // matched verbatim
+      j["added_tokens"].push_back({{"id", i}, {"content", tokens[i]}});
+  }
+  // Pre-tokenizer patterns of the models llama.cpp names in tokenizer.ggml.pre.
+  const std::string llama3 = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const std::string qwen2 = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", pre == "default" || pre == "gpt-2"}};
+  if (pre == "default" || pre == "gpt-2") {
+    j["pre_tokenizer"] = byte_level;
+  } else if (pre == "llama-bpe" || pre == "qwen2") {
+    const json split = {{"type", "Split"}, {"pattern", {{"Regex", pre == "qwen2" ? qwen2 : llama3}}}, {"behavior", "Isolated"}};
+    j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {split, byte_level}}};
+  } else {
+    throw std::runtime_error(fmt::format("{}: tokenizer.ggml.pre '{}' is not supported (default, gpt-2, llama-bpe, qwen2)", file, pre));
+  }
+  const int64_t bos = f.has("tokenizer.ggml.bos_token_id") ? integer(f, "tokenizer.ggml.bos_token_id") : -1;
+  const int64_t eos = f.has("tokenizer.ggml.eos_token_id") ? integer(f, "tokenizer.ggml.eos_token_id") : -1;
+  return std::make_shared<HfBpeTokenizer>(j, file + " (tokenizer)", bos, eos);
+}
+
 LoadedModel load_gguf_model(const std::filesystem::path& path, const ModelOptions& options) {
   GgufFile f(path);
   const Arch& arch = arch_by_gguf(f);
@@ -207,7 +247,7 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, const ModelOption
   LoadedModel out;
   out.dir = path;
   out.format = "GGUF v" + std::to_string(f.version());
-  auto tok = std::make_shared<SentencePieceTokenizer>(tokenizer_from_gguf(f).serialize(), path.string() + " (tokenizer)");
+  auto tok = load_gguf_tokenizer(f);
   if (tok->vocab_size() > config.vocab_size)
     throw std::runtime_error(fmt::format("{}: {} tokens but token_embd.weight has {} rows", path.string(),
                                          tok->vocab_size(), config.vocab_size));

@@ -136,13 +136,7 @@ struct HfBpeTokenizer::Regex {
 // ---- Loading -------------------------------------------------------------------------
 
 std::unique_ptr<HfBpeTokenizer> HfBpeTokenizer::load(const std::filesystem::path& file, int64_t bos_id, int64_t eos_id) {
-  json j;
-  try {
-    j = json::parse(read_text_file(file));
-  } catch (const json::parse_error& e) {
-    throw std::runtime_error(fmt::format("{}: invalid JSON at byte {}", file.string(), e.byte));
-  }
-  return std::make_unique<HfBpeTokenizer>(j, file.string(), bos_id, eos_id);
+  return std::make_unique<HfBpeTokenizer>(parse_json(read_text_file(file), file.string()), file.string(), bos_id, eos_id);
 }
 
 HfBpeTokenizer::HfBpeTokenizer(const json& j, const std::string& source, int64_t bos_id, int64_t eos_id)

@@ -81,4 +81,14 @@ std::shared_ptr<void> map_file_private(const std::filesystem::path& path, uint64
   return std::shared_ptr<void>(p, [size](void* q) { ::munmap(q, size); });
 }
 
+nlohmann::json parse_json(const std::string& text, const std::string& source) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw std::runtime_error(source + ": invalid JSON at byte " + std::to_string(e.byte));
+  } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
+    throw std::runtime_error(source + ": invalid JSON (" + e.what() + ")");
+  }
+}
+
 }  // namespace lococo

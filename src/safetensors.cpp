@@ -62,6 +62,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
     header = json::parse(bytes + 8, bytes + 8 + header_len);
   } catch (const json::parse_error& e) {
     throw std::runtime_error(fmt::format("{}: header is not valid JSON (byte {} of the header)", file, e.byte));
+  } catch (const json::exception& e) {  // a number too large for a double (found by fuzz_safetensors)
+    throw std::runtime_error(fmt::format("{}: header is not valid JSON ({})", file, e.what()));
   }
   if (!header.is_object()) throw std::runtime_error(file + ": header is not a JSON object");
 
@@ -85,16 +87,25 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
       throw where("entry needs dtype, shape and data_offsets");
     TensorInfo info;
     info.name = name;
-    try {
-      info.dtype = entry["dtype"].get<std::string>();
-      info.shape = entry["shape"].get<std::vector<int64_t>>();
-      auto offs = entry["data_offsets"].get<std::vector<uint64_t>>();
-      if (offs.size() != 2) throw where("data_offsets must have two entries");
-      info.begin = offs[0];
-      info.end = offs[1];
-    } catch (const json::exception&) {
-      throw where("dtype, shape or data_offsets has the wrong type");
-    }
+    // Only non-negative integers convert: JSON floats (1.6e25) or negatives would
+    // not fit the integer types (found by fuzz_safetensors).
+    auto counts = [&](const json& a, const char* field) {
+      if (!a.is_array()) throw where(std::string(field) + " must be an array");
+      std::vector<uint64_t> out;
+      for (const auto& v : a) {
+        if (!v.is_number_unsigned() || v.get<uint64_t>() > (uint64_t{1} << 62))
+          throw where(fmt::format("{} entry {} is not a non-negative integer", field, v.dump()));
+        out.push_back(v.get<uint64_t>());
+      }
+      return out;
+    };
+    if (!entry["dtype"].is_string()) throw where("dtype must be a string");
+    info.dtype = entry["dtype"].get<std::string>();
+    for (uint64_t d : counts(entry["shape"], "shape")) info.shape.push_back(static_cast<int64_t>(d));
+    const auto offs = counts(entry["data_offsets"], "data_offsets");
+    if (offs.size() != 2) throw where("data_offsets must have two entries");
+    info.begin = offs[0];
+    info.end = offs[1];
     int64_t esize = 0;
     try {
       esize = element_size(info.dtype);
@@ -102,10 +113,9 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
       throw where("unknown dtype '" + info.dtype + "'");
     }
     uint64_t numel = 1;
-    for (int64_t s : info.shape) {
-      if (s < 0) throw where("negative dimension in shape");
-      numel *= static_cast<uint64_t>(s);
-    }
+    for (int64_t d : info.shape)
+      if (__builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel) || numel > data_size)
+        throw where("shape has more elements than the data section has bytes");
     if (info.end < info.begin || info.end > data_size)
       throw where(fmt::format("data_offsets [{}, {}] outside the data section ({} bytes, file offset {})",
                               info.begin, info.end, data_size, data_start_));

@@ -143,11 +143,7 @@ nlohmann::json Trainer::load_checkpoint(const std::filesystem::path& dir) {
     throw std::runtime_error((dir / "optimizer.pt").string() + ": corrupt optimiser state (" +
                              e.what_without_backtrace() + ")");
   }
-  try {
-    return nlohmann::json::parse(read_text_file(dir / "state.json"));
-  } catch (const nlohmann::json::parse_error& e) {
-    throw std::runtime_error(fmt::format("{}: invalid JSON at byte {}", (dir / "state.json").string(), e.byte));
-  }
+  return parse_json(read_text_file(dir / "state.json"), (dir / "state.json").string());
 }
 
 // ---- small helpers -----------------------------------------------------------

@@ -124,12 +124,7 @@ LlamaWeights load_weights(const std::filesystem::path& dir, const ModelConfig& c
     files[single] = f;
     for (const auto& n : f->names()) where[n] = single;
   } else if (fs::exists(index)) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_text_file(index));
-    } catch (const nlohmann::json::parse_error& e) {
-      throw std::runtime_error(fmt::format("{}: invalid JSON at byte {}", index.string(), e.byte));
-    }
+    const nlohmann::json j = parse_json(read_text_file(index), index.string());
     if (!j.contains("weight_map") || !j["weight_map"].is_object())
       throw std::runtime_error(index.string() + ": missing object 'weight_map'");
     for (const auto& [name, shard] : j["weight_map"].items()) {

@@ -44,6 +44,7 @@ struct HandMade {
   uint32_t tensor_type = 0;                    // F32
   uint64_t tensor_offset = 0;
   uint64_t data_floats = 8;                    // the tensor needs 8
+  uint64_t rows = 2;                           // dims {4, rows}
 };
 
 // Three metadata values (a string, an int32 array, an alignment of 64) and one
@@ -56,7 +57,7 @@ std::string hand_made_gguf(const HandMade& h = {}) {
   b.put<uint32_t>(8).str("llama");
   b.str("test.numbers").put<uint32_t>(9).put<uint32_t>(5).put<uint64_t>(3).put<int32_t>(1).put<int32_t>(-2).put<int32_t>(3);
   b.str("general.alignment").put<uint32_t>(4).put<uint32_t>(64);
-  b.str("w").put<uint32_t>(2).put<uint64_t>(4).put<uint64_t>(2).put<uint32_t>(h.tensor_type).put<uint64_t>(h.tensor_offset);
+  b.str("w").put<uint32_t>(2).put<uint64_t>(4).put<uint64_t>(h.rows).put<uint32_t>(h.tensor_type).put<uint64_t>(h.tensor_offset);
   b.pad_to(64);
   for (uint64_t i = 0; i < h.data_floats; ++i) b.put<float>(static_cast<float>(i));
   return b.s;
@@ -188,6 +189,12 @@ TEST(Gguf, CorruptFilesGiveClearErrors) {
   h = {};
   h.tensor_type = 99;
   expect_bad(hand_made_gguf(h), {"tensor 'w'", "unsupported ggml type 99"});
+  h = {};
+  h.rows = uint64_t{1} << 40;  // 2^42 floats: more than the file holds (and their byte count would overflow)
+  expect_bad(hand_made_gguf(h), {"tensor 'w'", "need more bytes than the file has"});
+  h = {};
+  h.tensor_type = 2;  // Q4_0 needs dims[0] % 32 == 0: 4 is not
+  expect_bad(hand_made_gguf(h), {"tensor 'w'", "not a multiple of Q4_0's block of 32"});
   const std::string whole = hand_made_gguf();
   for (size_t cut : {size_t{3}, size_t{30}, size_t{100}, whole.size() - 1})
     expect_bad(whole.substr(0, cut), {"bad.gguf"});
@@ -294,6 +301,31 @@ TEST(GgufModel, SentencePieceModelSurvivesParseAndSerialize) {
   SentencePieceTokenizer again(m.serialize(), "re-serialized");
   EXPECT_EQ(again.encode(kSample, true), src.tokenizer->encode(kSample, true));
   expect_error([] { SentencePieceModel::parse("\x0a\xff\xff\xff\x0f", "bad.model"); }, {"bad.model", "runs past the end"});
+}
+
+TEST(GgufModel, ByteLevelTokenizerFollowsThePreTokenizerName) {
+  TempDir dir;
+  auto tokenizer_file = [&](const std::string& pre) {
+    GgufWriter w;
+    w.set("tokenizer.ggml.model", GgufValue::string("gpt2"));
+    w.set("tokenizer.ggml.pre", GgufValue::string(pre));
+    w.set("tokenizer.ggml.tokens", GgufValue::array(GgufValueType::kString,
+                                                    {"1", "2", "3", "4", "5", "123", "45", "\xc4\xa0", "<|begin_of_text|>"}));
+    w.set("tokenizer.ggml.token_type", GgufValue::array(GgufValueType::kInt32, {1, 1, 1, 1, 1, 1, 1, 1, 3}));
+    w.set("tokenizer.ggml.merges", GgufValue::array(GgufValueType::kString, {"4 5"}));
+    w.set("tokenizer.ggml.bos_token_id", GgufValue::u32(8));
+    w.write(dir / (pre + ".gguf"));
+    return GgufFile(dir / (pre + ".gguf"));
+  };
+  // Llama 3: digits in threes, whole pieces taken from the vocabulary (ignore_merges).
+  auto llama3 = load_gguf_tokenizer(tokenizer_file("llama-bpe"));
+  EXPECT_EQ(llama3->encode("12345 123", true), (std::vector<int64_t>{8, 5, 6, 7, 5}));
+  EXPECT_EQ(llama3->decode({8, 5, 6, 7, 5}), "12345 123");
+  EXPECT_EQ(llama3->encode("<|begin_of_text|>1"), (std::vector<int64_t>{8, 0}));  // control tokens match verbatim
+  // Qwen2: one digit per piece, so "4 5" never meets its pair.
+  auto qwen2 = load_gguf_tokenizer(tokenizer_file("qwen2"));
+  EXPECT_EQ(qwen2->encode("12345 123"), (std::vector<int64_t>{0, 1, 2, 3, 4, 7, 0, 1, 2}));
+  expect_error([&] { load_gguf_tokenizer(tokenizer_file("falcon")); }, {"falcon.gguf", "tokenizer.ggml.pre 'falcon'"});
 }
 
 TEST(GgufModel, UnsupportedContentIsRefusedByName) {

@@ -87,6 +87,17 @@ TEST(Safetensors, BadFilesNameTheFileAndTheProblem) {
                                    R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
                                    float_bytes({1, 2, 3})));
   expect_error([&] { SafetensorsFile f(path); }, {file, "overlap", "'a'", "'b'"});
+  // Numbers that are not non-negative integers, and shapes whose element count overflows.
+  write_bytes(path, hand_made_file(R"({"w":{"dtype":"F32","shape":[1.6e25],"data_offsets":[0,4]}})", float_bytes({1})));
+  expect_error([&] { SafetensorsFile f(path); }, {file, "'w'", "shape entry", "not a non-negative integer"});
+  write_bytes(path, hand_made_file(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", float_bytes({1})));
+  expect_error([&] { SafetensorsFile f(path); }, {file, "'w'", "not a non-negative integer"});
+  write_bytes(path, hand_made_file(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}})", ""));
+  expect_error([&] { SafetensorsFile f(path); }, {file, "'w'", "more elements than the data section"});
+  write_bytes(path, hand_made_file(R"({"w":{"dtype":"F32","shape":[1e999],"data_offsets":[0,4]}})", float_bytes({1})));
+  expect_error([&] { SafetensorsFile f(path); }, {file, "not valid JSON", "number overflow"});
+  write_bytes(path, hand_made_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4.5]}})", float_bytes({1})));
+  expect_error([&] { SafetensorsFile f(path); }, {file, "'w'", "data_offsets entry"});
   write_bytes(path, hand_made_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", float_bytes({1})));
   expect_error([&] { SafetensorsFile(path).tensor("zz"); }, {file, "missing tensor 'zz'"});
 }

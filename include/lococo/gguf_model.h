@@ -27,6 +27,10 @@ std::string gguf_tensor_name(const std::string& hf_name);
 ModelConfig config_from_gguf(const GgufFile& file);
 // The tokenizer (tokenizer.ggml.model "llama") as a SentencePiece BPE model.
 SentencePieceModel tokenizer_from_gguf(const GgufFile& file);
+// The tokenizer of any supported kind: "llama" (SentencePiece) or "gpt2"
+// (byte-level BPE with tokenizer.ggml.merges; the pre-tokenizer regex chosen by
+// tokenizer.ggml.pre: "default"/"gpt-2", "llama-bpe" (Llama 3), "qwen2").
+std::shared_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& file);
 
 // Config, weights (dequantised, converted to options.dtype) and tokenizer of a GGUF file.
 LoadedModel load_gguf_model(const std::filesystem::path& file, const ModelOptions& options = {});

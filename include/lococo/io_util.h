@@ -30,6 +30,10 @@ std::vector<std::filesystem::path> write_json_and_markdown(const std::filesystem
 // Throws std::runtime_error naming the file.
 std::shared_ptr<void> map_file_private(const std::filesystem::path& path, uint64_t& size);
 
+// Parses JSON text; throws std::runtime_error "<source>: invalid JSON at byte N"
+// (or naming the number that does not fit) instead of nlohmann's exceptions.
+nlohmann::json parse_json(const std::string& text, const std::string& source);
+
 // Reads a whole file; throws std::runtime_error naming the file.
 std::string read_text_file(const std::filesystem::path& path);
 
