@@ -66,6 +66,21 @@ int64_t integer(const GgufFile& f, const std::string& key, std::optional<int64_t
   return static_cast<int64_t>(v);
 }
 
+// String and boolean metadata, checked: a wrong type is an error naming the key,
+// not a JSON exception; a missing key gives `fallback`.
+std::string text_or(const GgufFile& f, const std::string& key, const std::string& fallback) {
+  if (!f.has(key)) return fallback;
+  const auto& v = f.at(key).value;
+  if (!v.is_string()) throw std::runtime_error(fmt::format("{}: metadata '{}' is not a string", f.path().string(), key));
+  return v.get<std::string>();
+}
+bool flag_or(const GgufFile& f, const std::string& key, bool fallback) {
+  if (!f.has(key)) return fallback;
+  const auto& v = f.at(key).value;
+  if (!v.is_boolean()) throw std::runtime_error(fmt::format("{}: metadata '{}' is not a bool", f.path().string(), key));
+  return v.get<bool>();
+}
+
 // The rows of a Q or K projection ([heads * d, ...] or a bias [heads * d]) between
 // Hugging Face's order (per head: first half, second half of d) and llama.cpp's
 // (the halves interleaved).
@@ -127,7 +142,7 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   c.vocab_size = embed->shape()[0];
   c.tie_word_embeddings = f.find("output.weight") == nullptr;
   if (f.has(p + "rope.scaling.type")) {
-    const std::string type = f.at(p + "rope.scaling.type").value.get<std::string>();
+    const std::string type = text_or(f, p + "rope.scaling.type", "none");
     if (type == "linear") {
       c.rope_scaling = {"linear", number(f, p + "rope.scaling.factor")};
     } else if (type != "none") {
@@ -148,8 +163,7 @@ ModelConfig config_from_gguf(const GgufFile& f) {
 
 SentencePieceModel tokenizer_from_gguf(const GgufFile& f) {
   const std::string file = f.path().string();
-  const std::string kind = f.at("tokenizer.ggml.model").value.is_string()
-                               ? f.at("tokenizer.ggml.model").value.get<std::string>() : "";
+  const std::string kind = text_or(f, "tokenizer.ggml.model", "");
   if (kind != "llama")
     throw std::runtime_error(fmt::format("{}: tokenizer.ggml.model '{}' is not supported (llama: SentencePiece)", file, kind));
   const json& tokens = array_of(f, "tokenizer.ggml.tokens", GgufValueType::kString, 0);
@@ -178,9 +192,8 @@ SentencePieceModel tokenizer_from_gguf(const GgufFile& f) {
   m.eos_id = id("tokenizer.ggml.eos_token_id", 2);
   m.pad_id = f.has("tokenizer.ggml.padding_token_id") ? id("tokenizer.ggml.padding_token_id", 0) : -1;
   if (m.pad_id == m.unk_id || m.pad_id == m.bos_id || m.pad_id == m.eos_id) m.pad_id = -1;
-  if (f.has("tokenizer.ggml.add_space_prefix")) m.add_dummy_prefix = f.at("tokenizer.ggml.add_space_prefix").value.get<bool>();
-  m.remove_extra_whitespaces = f.has("tokenizer.ggml.remove_extra_whitespaces") &&
-                               f.at("tokenizer.ggml.remove_extra_whitespaces").value.get<bool>();
+  m.add_dummy_prefix = flag_or(f, "tokenizer.ggml.add_space_prefix", true);
+  m.remove_extra_whitespaces = flag_or(f, "tokenizer.ggml.remove_extra_whitespaces", false);
   if (f.has("tokenizer.ggml.precompiled_charsmap")) {
     for (const auto& b : array_of(f, "tokenizer.ggml.precompiled_charsmap", GgufValueType::kUint8, 0))
       m.precompiled_charsmap.push_back(static_cast<char>(b.get<uint8_t>()));
@@ -191,8 +204,7 @@ SentencePieceModel tokenizer_from_gguf(const GgufFile& f) {
 
 std::shared_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& f) {
   const std::string file = f.path().string();
-  const auto& kind_value = f.at("tokenizer.ggml.model").value;
-  const std::string kind = kind_value.is_string() ? kind_value.get<std::string>() : "";
+  const std::string kind = text_or(f, "tokenizer.ggml.model", "");
   if (kind == "llama") return std::make_shared<SentencePieceTokenizer>(tokenizer_from_gguf(f).serialize(), file + " (tokenizer)");
   if (kind != "gpt2")
     throw std::runtime_error(fmt::format("{}: tokenizer.ggml.model '{}' is not supported (llama, gpt2)", file, kind));
@@ -201,7 +213,7 @@ std::shared_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& f) {
   const json& merges = array_of(f, "tokenizer.ggml.merges", GgufValueType::kString, 0);
   const json* types = f.has("tokenizer.ggml.token_type")
                           ? &array_of(f, "tokenizer.ggml.token_type", GgufValueType::kInt32, tokens.size()) : nullptr;
-  const std::string pre = f.has("tokenizer.ggml.pre") ? f.at("tokenizer.ggml.pre").value.get<std::string>() : "default";
+  const std::string pre = text_or(f, "tokenizer.ggml.pre", "default");
   json j;
   j["model"] = {{"type", "BPE"}, {"vocab", json::object()}, {"merges", merges}, {"ignore_merges", pre == "llama-bpe"}};
   j["added_tokens"] = json::array();
