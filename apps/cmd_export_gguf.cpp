@@ -6,7 +6,6 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "lococo/gguf_model.h"
-#include "lococo/io_util.h"
 
 namespace lococo::cli {
 
@@ -16,7 +15,7 @@ void add_export_gguf_command(CLI::App& root) {
   };
   auto f = std::make_shared<Flags>();
   auto* sub = root.add_subcommand("export-gguf", "Write a model directory as a GGUF file (llama.cpp's format)");
-  sub->add_option("model_dir", f->model_dir, "Model directory (config.json, model.safetensors, tokenizer.model)")
+  sub->add_option("model_dir", f->model_dir, "Model directory (config.json, model.safetensors, tokenizer.model or tokenizer.json)")
       ->required()
       ->check(CLI::ExistingDirectory);
   sub->add_option("out", f->out, "Output .gguf file")->required();
@@ -26,8 +25,7 @@ void add_export_gguf_command(CLI::App& root) {
   register_command(sub, [f] {
     const std::filesystem::path dir = f->model_dir;
     LoadedModel m = load_model_dir(dir);
-    const auto tokenizer_file = dir / "tokenizer.model";
-    const auto tokenizer = SentencePieceModel::parse(read_text_file(tokenizer_file), tokenizer_file.string());
+    const GgufTokenizer tokenizer = gguf_tokenizer_of_dir(dir, m.model->config());
     const GgmlType type = ggml_type_from_name(f->type);
     std::string name = std::filesystem::absolute(dir).lexically_normal().filename().string();
     if (name.empty()) name = std::filesystem::absolute(dir).lexically_normal().parent_path().filename().string();

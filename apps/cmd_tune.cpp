@@ -50,7 +50,10 @@ void add_tune_command(CLI::App& root) {
     ModelConfig config = m.model->config();
     const double trained = static_cast<double>(config.max_position_embeddings);
     const double scale = f->rope_scale > 0 ? f->rope_scale : std::max(1.0, o.cache.chunk * o.segments / trained);
-    if (scale > 1.0) config.rope_scaling = {"linear", scale};
+    if (scale > 1.0) {
+      config.rope_scaling.type = "linear";
+      config.rope_scaling.factor = scale;
+    }
     LlamaModel model(config, m.model->weights());
     LoraOptions lora = f->lora;
     lora.seed = o.seed;

@@ -1,5 +1,6 @@
 #include "lococo/config.h"
 
+#include <cmath>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -91,6 +92,15 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
       read_field(*it, "original_max_position_embeddings", c.rope_scaling.original_max_position, source);
     }
   }
+  // Not a Hugging Face field: how a model loaded from GGUF with
+  // rope_freqs.weight keeps its frequencies when saved as a directory.
+  if (auto it = j.find("rope_frequency_divisors"); it != j.end()) {
+    if (!it->is_array()) throw std::runtime_error(source + ": field 'rope_frequency_divisors' must be an array");
+    for (const auto& v : *it) {
+      if (!v.is_number()) throw std::runtime_error(source + ": field 'rope_frequency_divisors' must hold numbers");
+      c.rope_scaling.frequency_divisors.push_back(v.get<double>());
+    }
+  }
   c.validate(source);
   return c;
 }
@@ -129,6 +139,7 @@ json ModelConfig::to_json() const {
                          {"low_freq_factor", rope_scaling.low_freq_factor},
                          {"high_freq_factor", rope_scaling.high_freq_factor},
                          {"original_max_position_embeddings", rope_scaling.original_max_position}};
+  if (!rope_scaling.frequency_divisors.empty()) j["rope_frequency_divisors"] = rope_scaling.frequency_divisors;
   return j;
 }
 
@@ -163,6 +174,13 @@ void ModelConfig::validate(const std::string& source) const {
         rope_scaling.original_max_position > 0))
     throw std::runtime_error(source + ": rope_scaling (llama3) needs high_freq_factor > low_freq_factor > 0 and a "
                                       "positive original_max_position_embeddings");
+  const auto& divisors = rope_scaling.frequency_divisors;
+  if (!divisors.empty() && static_cast<int64_t>(divisors.size()) != head_dim / 2)
+    throw std::runtime_error(fmt::format("{}: rope_frequency_divisors has {} values, head_dim / 2 = {} expected", source,
+                                         divisors.size(), head_dim / 2));
+  for (double v : divisors)
+    if (!(v > 0) || !std::isfinite(v))
+      throw std::runtime_error(fmt::format("{}: rope_frequency_divisors must be positive and finite (got {})", source, v));
   if (bos_token_id >= vocab_size || eos_token_id >= vocab_size)
     throw std::runtime_error(source + ": bos/eos token id outside the vocabulary");
 }

@@ -239,7 +239,8 @@ std::vector<uint8_t> quantize_q4_0(const float* values, int64_t n) {
     const float inv = d != 0 ? 1.0f / d : 0.0f;
     uint8_t* blk = out.data() + b * 18;
     float_to_half(d, blk);
-    auto level = [&](float v) { return static_cast<uint8_t>(std::clamp<long>(std::lround(v * inv) + 8, 0, 15)); };
+    // ggml's rounding (quantize_row_q4_0_ref): +8.5 then truncate, so files match llama.cpp's bit for bit.
+    auto level = [&](float v) { return static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(v * inv + 8.5f)))); };
     for (int64_t j = 0; j < kBlock / 2; ++j) blk[2 + j] = level(x[j]) | static_cast<uint8_t>(level(x[j + 16]) << 4);
   }
   return out;
@@ -448,9 +449,11 @@ void GgufWriter::write(const std::filesystem::path& path) const {
     };
     const uint64_t data_start = align_up(static_cast<uint64_t>(out.tellp()), alignment);
     pad_to(data_start);
+    // Every tensor, the last included, is padded to the alignment: ggml's
+    // reader expects the data section to be a whole number of aligned blocks.
     for (const auto& t : tensors_) {
-      pad_to(align_up(static_cast<uint64_t>(out.tellp()), alignment));
       out.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(t.data.size()));
+      pad_to(align_up(static_cast<uint64_t>(out.tellp()), alignment));
     }
   });
 }

@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 
 #include "lococo/hf_tokenizer.h"
+#include "lococo/io_util.h"
+#include "lococo/rope.h"
 #include "lococo/weights.h"
 
 namespace lococo {
@@ -108,6 +110,29 @@ const json& array_of(const GgufFile& f, const std::string& key, GgufValueType el
   return v.value;
 }
 
+// The pre-tokenizer patterns of the models llama.cpp names in tokenizer.ggml.pre.
+const char* const kLlama3Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+const char* const kQwen2Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+// What llama.cpp's rope_freqs.weight holds for this config: the divisors that
+// turn plain RoPE frequencies into the scaled ones; empty when there is no
+// per-frequency scaling (none, or linear, which has a metadata key).
+std::vector<double> rope_frequency_divisors(const ModelConfig& c) {
+  if (c.rope_scaling.type != "llama3" && c.rope_scaling.frequency_divisors.empty()) return {};
+  RopeScaling linear_part;
+  if (c.rope_scaling.type == "linear") {
+    linear_part.type = "linear";
+    linear_part.factor = c.rope_scaling.factor;
+  }
+  const std::vector<double> plain = RopeParams{c.rope_theta, linear_part}.inv_freq(c.head_dim);
+  const std::vector<double> scaled = RopeParams::from(c).inv_freq(c.head_dim);
+  std::vector<double> out(plain.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = plain[i] / scaled[i];
+  return out;
+}
+
 }  // namespace
 
 std::string gguf_tensor_name(const std::string& hf) {
@@ -141,20 +166,25 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   if (!embed) throw std::runtime_error(f.path().string() + ": tensor 'token_embd.weight' is missing");
   c.vocab_size = embed->shape()[0];
   c.tie_word_embeddings = f.find("output.weight") == nullptr;
+  c.attention_bias = arch.attention_bias || f.find("blk.0.attn_q.bias") != nullptr;
   if (f.has(p + "rope.scaling.type")) {
     const std::string type = text_or(f, p + "rope.scaling.type", "none");
     if (type == "linear") {
-      c.rope_scaling = {"linear", number(f, p + "rope.scaling.factor")};
+      c.rope_scaling.type = "linear";
+      c.rope_scaling.factor = number(f, p + "rope.scaling.factor");
     } else if (type != "none") {
       throw std::runtime_error(fmt::format("{}: {}rope.scaling.type '{}' is not supported (none, linear)",
                                            f.path().string(), p, type));
     }
   }
   // Llama 3.1+ files carry their llama3 RoPE scaling as per-frequency divisors
-  // in this tensor; running without them would give wrong logits.
-  if (f.find("rope_freqs.weight"))
-    throw std::runtime_error(f.path().string() + ": per-frequency RoPE factors (tensor 'rope_freqs.weight', Llama 3.1+) "
-                                                 "are not supported in GGUF files yet; load the Hugging Face directory");
+  // in this tensor (llama.cpp: theta_i = pos * base^(-2i/d) / rope_freqs[i]).
+  if (const GgufTensorInfo* freqs = f.find("rope_freqs.weight")) {
+    if (freqs->type != GgmlType::kF32 || freqs->shape().size() != 1)
+      throw std::runtime_error(f.path().string() + ": tensor 'rope_freqs.weight' must be a 1-D F32 tensor");
+    const torch::Tensor t = f.tensor("rope_freqs.weight");
+    c.rope_scaling.frequency_divisors.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+  }
   c.bos_token_id = integer(f, "tokenizer.ggml.bos_token_id", 1);
   c.eos_token_id = integer(f, "tokenizer.ggml.eos_token_id", 2);
   c.validate(f.path().string());
@@ -223,14 +253,11 @@ std::shared_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& f) {
     if (type == SentencePieceModel::kControl || type == SentencePieceModel::kUserDefined)  // matched verbatim
       j["added_tokens"].push_back({{"id", i}, {"content", tokens[i]}});
   }
-  // Pre-tokenizer patterns of the models llama.cpp names in tokenizer.ggml.pre.
-  const std::string llama3 = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-  const std::string qwen2 = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
   const json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", pre == "default" || pre == "gpt-2"}};
   if (pre == "default" || pre == "gpt-2") {
     j["pre_tokenizer"] = byte_level;
   } else if (pre == "llama-bpe" || pre == "qwen2") {
-    const json split = {{"type", "Split"}, {"pattern", {{"Regex", pre == "qwen2" ? qwen2 : llama3}}}, {"behavior", "Isolated"}};
+    const json split = {{"type", "Split"}, {"pattern", {{"Regex", pre == "qwen2" ? kQwen2Pattern : kLlama3Pattern}}}, {"behavior", "Isolated"}};
     j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {split, byte_level}}};
   } else {
     throw std::runtime_error(fmt::format("{}: tokenizer.ggml.pre '{}' is not supported (default, gpt-2, llama-bpe, qwen2)", file, pre));
@@ -268,12 +295,13 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, const ModelOption
   return out;
 }
 
-void export_gguf(const LlamaModel& model, const SentencePieceModel& tokenizer, const std::filesystem::path& out,
+void export_gguf(const LlamaModel& model, const GgufTokenizer& tokenizer, const std::filesystem::path& out,
                  GgmlType type, const std::string& name) {
   const ModelConfig& c = model.config();
   const Arch& arch = arch_by_hf(c);
-  if (c.rope_scaling.type != "none" && c.rope_scaling.type != "linear")
-    throw std::invalid_argument("export-gguf: rope scaling '" + c.rope_scaling.type + "' has no GGUF form here");
+  if (arch.attention_bias && (!c.attention_bias || c.num_heads * c.head_dim != c.hidden_size))
+    throw std::invalid_argument(fmt::format("export-gguf: llama.cpp's {} needs q/k/v biases and num_heads x head_dim = "
+                                            "hidden_size ({} x {} vs {})", arch.gguf, c.num_heads, c.head_dim, c.hidden_size));
   const std::string p = std::string(arch.gguf) + ".";
   GgufWriter w;
   // llama.cpp's general.file_type: the "mostly" type of the weights.
@@ -299,38 +327,13 @@ void export_gguf(const LlamaModel& model, const SentencePieceModel& tokenizer, c
     w.set(p + "rope.scaling.factor", GgufValue::f32(c.rope_scaling.factor));
   }
 
-  // The tokenizer, padded with unused pieces up to the embedding rows (llama.cpp
-  // wants one token per row).
-  json tokens = json::array(), scores = json::array(), types = json::array();
-  for (const auto& piece : tokenizer.pieces) {
-    tokens.push_back(piece.text);
-    scores.push_back(piece.score);
-    types.push_back(piece.type);
-  }
-  if (static_cast<int64_t>(tokens.size()) > c.vocab_size)
-    throw std::invalid_argument(fmt::format("export-gguf: the tokenizer has {} pieces, the model {} rows", tokens.size(), c.vocab_size));
-  while (static_cast<int64_t>(tokens.size()) < c.vocab_size) {
-    tokens.push_back(fmt::format("<unused{}>", tokens.size()));
-    scores.push_back(0.0f);
-    types.push_back(static_cast<int>(SentencePieceModel::kUnused));
-  }
-  w.set("tokenizer.ggml.model", GgufValue::string("llama"));
-  w.set("tokenizer.ggml.tokens", GgufValue::array(GgufValueType::kString, tokens));
-  w.set("tokenizer.ggml.scores", GgufValue::array(GgufValueType::kFloat32, scores));
-  w.set("tokenizer.ggml.token_type", GgufValue::array(GgufValueType::kInt32, types));
-  w.set("tokenizer.ggml.unknown_token_id", GgufValue::u32(static_cast<uint32_t>(tokenizer.unk_id)));
-  w.set("tokenizer.ggml.bos_token_id", GgufValue::u32(static_cast<uint32_t>(tokenizer.bos_id)));
-  w.set("tokenizer.ggml.eos_token_id", GgufValue::u32(static_cast<uint32_t>(tokenizer.eos_id)));
-  if (tokenizer.pad_id >= 0) w.set("tokenizer.ggml.padding_token_id", GgufValue::u32(static_cast<uint32_t>(tokenizer.pad_id)));
-  w.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(true));
-  w.set("tokenizer.ggml.add_eos_token", GgufValue::boolean(false));
-  w.set("tokenizer.ggml.add_space_prefix", GgufValue::boolean(tokenizer.add_dummy_prefix));
-  w.set("tokenizer.ggml.remove_extra_whitespaces", GgufValue::boolean(tokenizer.remove_extra_whitespaces));
-  if (!tokenizer.precompiled_charsmap.empty()) {
-    json bytes = json::array();
-    for (char ch : tokenizer.precompiled_charsmap) bytes.push_back(static_cast<uint8_t>(ch));
-    w.set("tokenizer.ggml.precompiled_charsmap", GgufValue::array(GgufValueType::kUint8, bytes));
-  }
+  // llama3 scaling has no metadata form in llama.cpp: its converter writes the
+  // resulting per-frequency divisors as a tensor instead (so does this).
+  const std::vector<double> divisors = rope_frequency_divisors(c);
+  if (!divisors.empty())
+    w.add_tensor("rope_freqs.weight", torch::tensor(divisors, torch::kFloat64).to(torch::kFloat32), GgmlType::kF32);
+
+  for (const auto& [key, value] : tokenizer.keys) w.set(key, value);
 
   LlamaWeights weights = model.weights();  // shallow copies: named() wants non-const access
   for (auto& [hf, t] : weights.named(c)) {
@@ -343,6 +346,134 @@ void export_gguf(const LlamaModel& model, const SentencePieceModel& tokenizer, c
     w.add_tensor(gguf_tensor_name(hf), v, v.dim() == 1 ? GgmlType::kF32 : quantised && !whole_blocks ? GgmlType::kF16 : type);
   }
   w.write(out);
+}
+
+void export_gguf(const LlamaModel& model, const SentencePieceModel& tokenizer, const std::filesystem::path& out,
+                 GgmlType type, const std::string& name) {
+  export_gguf(model, gguf_tokenizer(tokenizer, model.config().vocab_size, true), out, type, name);
+}
+
+// ---- tokenizers as tokenizer.ggml.* keys -----------------------------------------------
+namespace {
+
+// Tokens padded with unused placeholders up to `rows` (llama.cpp wants one
+// token per embedding row, and unique token texts).
+void pad_tokens(json& tokens, json& types, json* scores, int64_t rows, const std::string& source) {
+  if (static_cast<int64_t>(tokens.size()) > rows)
+    throw std::invalid_argument(fmt::format("export-gguf: {} has {} tokens, the model {} embedding rows", source,
+                                            tokens.size(), rows));
+  while (static_cast<int64_t>(tokens.size()) < rows) {
+    tokens.push_back(fmt::format("[PAD{}]", tokens.size()));
+    types.push_back(static_cast<int>(SentencePieceModel::kUnused));
+    if (scores) scores->push_back(-1000.0f);  // never preferred by a score-ordered merge (llama.cpp ignores the type there)
+  }
+}
+
+// llama.cpp's tokenizer.ggml.pre name for a byte-level tokenizer.json's pre-tokenizer.
+std::string pre_tokenizer_name(const json& pre, const std::string& source) {
+  auto is = [](const json& p, const char* type) { return p.is_object() && p.value("type", "") == type; };
+  if (is(pre, "ByteLevel") && pre.value("use_regex", true)) return "gpt-2";
+  if (is(pre, "Sequence") && pre.contains("pretokenizers") && pre["pretokenizers"].size() == 2) {
+    const json& split = pre["pretokenizers"][0];
+    if (is(split, "Split") && is(pre["pretokenizers"][1], "ByteLevel") && split.contains("pattern")) {
+      const std::string regex = split["pattern"].value("Regex", "");
+      if (regex == kLlama3Pattern) return "llama-bpe";
+      if (regex == kQwen2Pattern) return "qwen2";
+    }
+  }
+  throw std::invalid_argument(source + ": the pre-tokenizer matches none llama.cpp names here (GPT-2's ByteLevel, "
+                                       "Llama 3's or Qwen2's Split regex); it has no GGUF form");
+}
+
+}  // namespace
+
+GgufTokenizer gguf_tokenizer(const SentencePieceModel& m, int64_t rows, bool add_bos) {
+  json tokens = json::array(), scores = json::array(), types = json::array();
+  for (const auto& piece : m.pieces) {
+    tokens.push_back(piece.text);
+    scores.push_back(piece.score);
+    types.push_back(piece.type);
+  }
+  pad_tokens(tokens, types, &scores, rows, "the tokenizer");
+  GgufTokenizer t;
+  auto& k = t.keys;
+  k.emplace_back("tokenizer.ggml.model", GgufValue::string("llama"));
+  k.emplace_back("tokenizer.ggml.tokens", GgufValue::array(GgufValueType::kString, tokens));
+  k.emplace_back("tokenizer.ggml.scores", GgufValue::array(GgufValueType::kFloat32, scores));
+  k.emplace_back("tokenizer.ggml.token_type", GgufValue::array(GgufValueType::kInt32, types));
+  k.emplace_back("tokenizer.ggml.unknown_token_id", GgufValue::u32(static_cast<uint32_t>(m.unk_id)));
+  k.emplace_back("tokenizer.ggml.bos_token_id", GgufValue::u32(static_cast<uint32_t>(m.bos_id)));
+  k.emplace_back("tokenizer.ggml.eos_token_id", GgufValue::u32(static_cast<uint32_t>(m.eos_id)));
+  if (m.pad_id >= 0) k.emplace_back("tokenizer.ggml.padding_token_id", GgufValue::u32(static_cast<uint32_t>(m.pad_id)));
+  k.emplace_back("tokenizer.ggml.add_bos_token", GgufValue::boolean(add_bos));
+  k.emplace_back("tokenizer.ggml.add_eos_token", GgufValue::boolean(false));
+  k.emplace_back("tokenizer.ggml.add_space_prefix", GgufValue::boolean(m.add_dummy_prefix));
+  k.emplace_back("tokenizer.ggml.remove_extra_whitespaces", GgufValue::boolean(m.remove_extra_whitespaces));
+  if (!m.precompiled_charsmap.empty()) {
+    json bytes = json::array();
+    for (char ch : m.precompiled_charsmap) bytes.push_back(static_cast<uint8_t>(ch));
+    k.emplace_back("tokenizer.ggml.precompiled_charsmap", GgufValue::array(GgufValueType::kUint8, bytes));
+  }
+  return t;
+}
+
+GgufTokenizer gguf_tokenizer_from_json(const json& j, const std::string& source, int64_t rows, int64_t bos, int64_t eos,
+                                       bool add_bos) {
+  const json* model = j.contains("model") && j["model"].is_object() ? &j["model"] : nullptr;
+  if (!model || model->value("type", "") != "BPE" || !model->contains("vocab") || !(*model)["vocab"].is_object())
+    throw std::invalid_argument(source + ": field 'model' must be a BPE model with a vocab object");
+  const std::string pre = pre_tokenizer_name(j.value("pre_tokenizer", json()), source);
+  // Tokens by id: the vocabulary, then the added tokens (control when special).
+  std::map<int64_t, std::pair<std::string, int>> by_id;
+  for (const auto& [text, id] : (*model)["vocab"].items())
+    by_id[id.get<int64_t>()] = {text, static_cast<int>(SentencePieceModel::kNormal)};
+  for (const auto& a : j.value("added_tokens", json::array()))
+    by_id[a.at("id").get<int64_t>()] = {a.at("content").get<std::string>(),
+                                        a.value("special", false) ? SentencePieceModel::kControl
+                                                                  : SentencePieceModel::kUserDefined};
+  json tokens = json::array(), types = json::array();
+  for (const auto& [id, entry] : by_id) {
+    if (id < 0 || id >= rows)
+      throw std::invalid_argument(fmt::format("{}: token id {} is outside the model's {} embedding rows", source, id, rows));
+    while (static_cast<int64_t>(tokens.size()) < id) {  // a gap in the ids: a placeholder keeps them in place
+      tokens.push_back(fmt::format("[PAD{}]", tokens.size()));
+      types.push_back(static_cast<int>(SentencePieceModel::kUnused));
+    }
+    tokens.push_back(entry.first);
+    types.push_back(entry.second);
+  }
+  pad_tokens(tokens, types, nullptr, rows, source);
+  json merges = json::array();  // "a b", whichever of the two forms tokenizer.json uses
+  for (const auto& m : model->value("merges", json::array()))
+    merges.push_back(m.is_array() ? m.at(0).get<std::string>() + " " + m.at(1).get<std::string>() : m.get<std::string>());
+  GgufTokenizer t;
+  auto& k = t.keys;
+  k.emplace_back("tokenizer.ggml.model", GgufValue::string("gpt2"));
+  k.emplace_back("tokenizer.ggml.pre", GgufValue::string(pre));
+  k.emplace_back("tokenizer.ggml.tokens", GgufValue::array(GgufValueType::kString, tokens));
+  k.emplace_back("tokenizer.ggml.token_type", GgufValue::array(GgufValueType::kInt32, types));
+  k.emplace_back("tokenizer.ggml.merges", GgufValue::array(GgufValueType::kString, merges));
+  if (bos >= 0) k.emplace_back("tokenizer.ggml.bos_token_id", GgufValue::u32(static_cast<uint32_t>(bos)));
+  if (eos >= 0) k.emplace_back("tokenizer.ggml.eos_token_id", GgufValue::u32(static_cast<uint32_t>(eos)));
+  k.emplace_back("tokenizer.ggml.add_bos_token", GgufValue::boolean(add_bos));
+  return t;
+}
+
+GgufTokenizer gguf_tokenizer_of_dir(const std::filesystem::path& dir, const ModelConfig& c) {
+  // tokenizer_config.json's add_bos_token, when it says; SentencePiece models
+  // add BOS and byte-level ones do not unless told (Llama 3's says true).
+  std::optional<bool> add_bos;
+  if (const auto cfg = dir / "tokenizer_config.json"; std::filesystem::exists(cfg)) {
+    const json j = parse_json(read_text_file(cfg), cfg.string());
+    if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) add_bos = j["add_bos_token"].get<bool>();
+  }
+  if (const auto spm = dir / "tokenizer.model"; std::filesystem::exists(spm))
+    return gguf_tokenizer(SentencePieceModel::parse(read_text_file(spm), spm.string()), c.vocab_size, add_bos.value_or(true));
+  const auto hf = dir / "tokenizer.json";
+  if (!std::filesystem::exists(hf))
+    throw std::invalid_argument("export-gguf: " + dir.string() + " has neither tokenizer.model nor tokenizer.json");
+  return gguf_tokenizer_from_json(parse_json(read_text_file(hf), hf.string()), hf.string(), c.vocab_size, c.bos_token_id,
+                                  c.eos_token_id, add_bos.value_or(false));
 }
 
 }  // namespace lococo

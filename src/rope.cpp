@@ -22,6 +22,7 @@ std::vector<double> RopeParams::inv_freq(int64_t head_dim) const {
         f = (1.0 - smooth) * f / s.factor + smooth * f;
       }
     }
+    if (!s.frequency_divisors.empty()) f /= s.frequency_divisors.at(static_cast<size_t>(i));
     out.push_back(f);
   }
   return out;

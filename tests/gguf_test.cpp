@@ -7,6 +7,7 @@
 #include "lococo/gguf.h"
 #include "lococo/gguf_model.h"
 #include "lococo/io_util.h"
+#include "hf_tokenizer_fixtures.h"
 #include "test_util.h"
 
 namespace lococo {
@@ -159,6 +160,21 @@ TEST(Gguf, WriterRoundTripsMetadataAndTensors) {
   EXPECT_TRUE(torch::equal(f.tensor("c"), torch::tensor(q8).view({2, 32})));
   EXPECT_TRUE(torch::equal(f.tensor("e"), torch::tensor(q4).view({2, 32})));
   for (const auto& t : f.tensors()) EXPECT_EQ(t.offset % 32, 0u) << t.name;
+  EXPECT_EQ(std::filesystem::file_size(dir / "x.gguf") % 32, 0u);  // the last tensor is padded too, as ggml writes it
+}
+
+TEST(Gguf, Q4_0RoundsAsGgmlDoes) {
+  // The largest magnitude -8 makes d = 1; ggml rounds x + 8.5 down, so -2.5
+  // lands on -2 (level 6), where rounding half away from zero would give -3.
+  std::vector<float> x(32, 0.0f);
+  x[0] = -8.0f, x[1] = -2.5f, x[2] = 2.5f, x[3] = 0.49f, x[4] = 7.9f;
+  std::vector<float> back(32);
+  dequantize_q4_0(quantize_q4_0(x.data(), 32).data(), 32, back.data());
+  EXPECT_EQ(back[0], -8.0f);
+  EXPECT_EQ(back[1], -2.0f);
+  EXPECT_EQ(back[2], 3.0f);
+  EXPECT_EQ(back[3], 0.0f);
+  EXPECT_EQ(back[4], 7.0f);  // level 15 at most
 }
 
 TEST(Gguf, CorruptFilesGiveClearErrors) {
@@ -244,6 +260,80 @@ TEST(GgufModel, ExportReadsBackToIdenticalTensorsConfigAndLogits) {
     torch::Tensor t = torch::tensor(tokens).unsqueeze(0);
     EXPECT_TRUE(torch::equal(src.model->forward(t, nullptr), back.model->forward(t, nullptr)));
   }
+}
+
+TEST(GgufModel, Llama3ScalingTravelsAsRopeFreqsAndBiasesAsTensors) {
+  // As llama.cpp's converter writes Llama 3.1: no scaling metadata, the
+  // per-frequency divisors in rope_freqs.weight. head_dim 8: wavelengths 6.3,
+  // 63, 628, 6283 against 1000 / 4 and 1000 / 1 hit all three regimes.
+  TempDir dir;
+  ModelConfig c = testing::tiny_config();
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8.0;
+  c.rope_scaling.low_freq_factor = 1.0;
+  c.rope_scaling.high_freq_factor = 4.0;
+  c.rope_scaling.original_max_position = 1000;
+  c.attention_bias = true;  // a Llama with q/k/v biases: found again from the tensors
+  LoadedModel src = spread_model_dir(dir / "m", c);
+  export_gguf(*src.model, tokenizer_of(dir / "m"), dir / "m.gguf", GgmlType::kF32, "test");
+  GgufFile f(dir / "m.gguf");
+  EXPECT_FALSE(f.has("llama.rope.scaling.type"));
+  ASSERT_NE(f.find("rope_freqs.weight"), nullptr);
+  const torch::Tensor divisors = f.tensor("rope_freqs.weight");
+  ASSERT_EQ(divisors.numel(), 4);
+  EXPECT_FLOAT_EQ(divisors[0].item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(divisors[1].item<float>(), 1.0f);
+  const double smooth = (1000 / (2 * M_PI / 0.01) - 1.0) / 3.0;  // the blend at wavelength 628
+  EXPECT_NEAR(divisors[2].item<float>(), 1.0 / ((1 - smooth) / 8 + smooth), 1e-5);
+  EXPECT_FLOAT_EQ(divisors[3].item<float>(), 8.0f);
+
+  LoadedModel back = load_model_dir(dir / "m.gguf");
+  const ModelConfig& bc = back.model->config();
+  EXPECT_TRUE(bc.attention_bias);
+  EXPECT_EQ(bc.rope_scaling.frequency_divisors.size(), 4u);
+  EXPECT_TRUE(torch::equal(back.model->weights().layers[1].k.bias, src.model->weights().layers[1].k.bias));
+  const torch::Tensor t = torch::tensor(src.tokenizer->encode(kSample, true)).unsqueeze(0);
+  EXPECT_TRUE(torch::allclose(src.model->forward(t, nullptr), back.model->forward(t, nullptr), 1e-4, 1e-5));
+  // Saved as a directory, the divisors survive config.json.
+  EXPECT_EQ(ModelConfig::from_json(bc.to_json(), "config.json").rope_scaling.frequency_divisors,
+            bc.rope_scaling.frequency_divisors);
+  nlohmann::json j = bc.to_json();
+  j["rope_frequency_divisors"] = {1.0, 2.0};
+  expect_error([&] { ModelConfig::from_json(j, "config.json"); }, {"config.json", "rope_frequency_divisors has 2 values"});
+}
+
+TEST(GgufModel, ByteLevelTokenizerJsonExportsAsGpt2) {
+  // A model directory whose tokenizer is a Llama 3 style tokenizer.json (17 tokens, 512 embedding rows).
+  TempDir dir;
+  spread_model_dir(dir / "m", testing::tiny_config());
+  std::filesystem::remove(dir / "m" / "tokenizer.model");
+  testing::write_bytes(dir / "m" / "tokenizer.json", testing::llama3_style().dump());
+  testing::write_bytes(dir / "m" / "tokenizer_config.json", R"({"add_bos_token": true})");
+  LoadedModel src = load_model_dir(dir / "m");
+  export_gguf(*src.model, gguf_tokenizer_of_dir(dir / "m", src.model->config()), dir / "m.gguf", GgmlType::kF32, "t");
+
+  GgufFile f(dir / "m.gguf");
+  EXPECT_EQ(f.at("tokenizer.ggml.model").value, "gpt2");
+  EXPECT_EQ(f.at("tokenizer.ggml.pre").value, "llama-bpe");
+  EXPECT_EQ(f.at("tokenizer.ggml.add_bos_token").value, true);
+  const auto& tokens = f.at("tokenizer.ggml.tokens").value;
+  ASSERT_EQ(tokens.size(), 512u);
+  EXPECT_EQ(tokens[14], "'S");
+  EXPECT_EQ(tokens[15], "<|begin_of_text|>");
+  EXPECT_EQ(tokens[17], "[PAD17]");
+  EXPECT_EQ(f.at("tokenizer.ggml.token_type").value[15], SentencePieceModel::kControl);
+  EXPECT_EQ(f.at("tokenizer.ggml.token_type").value[17], SentencePieceModel::kUnused);
+  EXPECT_EQ(f.at("tokenizer.ggml.merges").value, nlohmann::json::array({"' S"}));  // from the pair form
+
+  LoadedModel back = load_model_dir(dir / "m.gguf");
+  const std::string text = "HI'S 12345\n\n";
+  EXPECT_EQ(back.tokenizer->encode(text, true), src.tokenizer->encode(text, true));
+  EXPECT_EQ(back.tokenizer->encode("<|begin_of_text|>HI"), (std::vector<int64_t>{15, 13}));
+  EXPECT_EQ(back.tokenizer->decode(src.tokenizer->encode(text)), text);
+
+  // SentencePiece-style tokenizer.json has no gpt2 form: refused by name.
+  expect_error([&] { gguf_tokenizer_from_json(testing::llama2_style(), "tok.json", 512, 1, 2, true); },
+               {"tok.json", "pre-tokenizer"});
 }
 
 TEST(GgufModel, LlamaQAndKRowsAreStoredInLlamaCppsRopeOrder) {
@@ -340,6 +430,14 @@ TEST(GgufModel, UnsupportedContentIsRefusedByName) {
   v.set("general.architecture", GgufValue::string("llama"));
   v.write(dir / "empty.gguf");
   expect_error([&] { load_model_dir(dir / "empty.gguf"); }, {"empty.gguf", "llama.embedding_length"});
+  // llama.cpp's qwen2 has square q/o projections and biases: anything else cannot load there.
+  ModelConfig q = testing::tiny_config();
+  q.architecture = "Qwen2ForCausalLM";
+  q.attention_bias = true;
+  q.head_dim = 16;  // 4 heads x 16 = 64 != hidden 32
+  LoadedModel wide = spread_model_dir(dir / "q", q);
+  expect_error([&] { export_gguf(*wide.model, tokenizer_of(dir / "q"), dir / "q.gguf", GgmlType::kF32, "t"); },
+               {"export-gguf", "qwen2", "4 x 16 vs 32"});
 }
 
 TEST(GgufModel, CliExportsAndInfoReportsTheFormat) {

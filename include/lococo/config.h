@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -22,6 +23,10 @@ struct RopeScaling {
   double low_freq_factor = 1.0;       // llama3
   double high_freq_factor = 4.0;      // llama3
   int64_t original_max_position = 8192;  // llama3: the context before scaling
+  // Per-frequency divisors [head_dim / 2] given as numbers rather than a rule:
+  // GGUF files keep Llama 3.1's llama3 scaling this way (tensor
+  // rope_freqs.weight). Empty: none. Applied on top of `type`'s rule.
+  std::vector<double> frequency_divisors;
 };
 
 struct ModelConfig {

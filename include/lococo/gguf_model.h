@@ -35,9 +35,29 @@ std::shared_ptr<Tokenizer> load_gguf_tokenizer(const GgufFile& file);
 // Config, weights (dequantised, converted to options.dtype) and tokenizer of a GGUF file.
 LoadedModel load_gguf_model(const std::filesystem::path& file, const ModelOptions& options = {});
 
+// A tokenizer as llama.cpp's tokenizer.ggml.* metadata, its tokens padded
+// with unused placeholders to the model's `rows` embedding rows.
+struct GgufTokenizer {
+  std::vector<std::pair<std::string, GgufValue>> keys;
+};
+// SentencePiece: tokenizer.ggml.model "llama" (tokens, scores, types, ids).
+GgufTokenizer gguf_tokenizer(const SentencePieceModel& tokenizer, int64_t rows, bool add_bos);
+// A byte-level BPE tokenizer.json: "gpt2" with merges and the pre-tokenizer's
+// name ("gpt-2", "llama-bpe", "qwen2"); added tokens are control tokens when
+// special. Throws std::invalid_argument naming `source` for anything else
+// (SentencePiece-style tokenizer.json included: export its tokenizer.model).
+GgufTokenizer gguf_tokenizer_from_json(const nlohmann::json& tokenizer_json, const std::string& source, int64_t rows,
+                                       int64_t bos, int64_t eos, bool add_bos);
+// A model directory's tokenizer: tokenizer.model, else tokenizer.json;
+// add_bos_token from tokenizer_config.json when it is there.
+GgufTokenizer gguf_tokenizer_of_dir(const std::filesystem::path& dir, const ModelConfig& config);
+
 // `lococo export-gguf`: writes `model` as a GGUF v3 file llama.cpp loads
-// (complete metadata, the SentencePiece tokenizer), 2-D weights as `type`
-// (norms and biases stay F32), atomically.
+// (complete metadata, the tokenizer), 2-D weights as `type` (norms and biases
+// stay F32), llama3 RoPE scaling as rope_freqs.weight, atomically.
+void export_gguf(const LlamaModel& model, const GgufTokenizer& tokenizer, const std::filesystem::path& out,
+                 GgmlType type, const std::string& name);
+// The same with a SentencePiece tokenizer (adds BOS).
 void export_gguf(const LlamaModel& model, const SentencePieceModel& tokenizer, const std::filesystem::path& out,
                  GgmlType type, const std::string& name);
 
