@@ -10,7 +10,9 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
+#include "lococo/cpu_features.h"
 #include "lococo/io_util.h"
 
 namespace lococo::cli {
@@ -50,6 +52,9 @@ ModelOptions model_options(const ModelFlags& f) {
 LoadedModel load_model(const ModelFlags& f) {
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   torch::set_num_threads(f.threads > 0 ? f.threads : static_cast<int>(cores));
+  if (torch::get_num_threads() > 1 && blas_threading() == "pthreads")
+    spdlog::warn("OpenBLAS is its pthreads build: its threads compete with libtorch's OpenMP threads and slow both "
+                 "(scripts/setup.sh selects the OpenMP build: libopenblas0-openmp)");
   const std::filesystem::path dir = f.dir.empty() ? default_model_dir() : std::filesystem::path(f.dir);
   if (f.dir.empty() && !std::filesystem::exists(dir / "config.json"))
     throw std::runtime_error(fmt::format("no --model given and the bundled model is not at {} "

@@ -24,6 +24,7 @@
 
 #include "lococo/bench.h"
 #include "lococo/gemv.h"
+#include "lococo/host_memory.h"
 #include "ratio_reporter.h"
 
 namespace lococo {
@@ -53,7 +54,8 @@ void matvec(benchmark::State& state, const Shape& shape, const std::string& kern
   const int64_t bytes = shape.rows * shape.cols * static_cast<int64_t>(c10::elementSize(dtype));
   const int64_t copies = std::max<int64_t>(2, (512LL << 20) / bytes);
   std::vector<torch::Tensor> w;  // copies x [rows, cols]
-  for (int64_t i = 0; i < copies; ++i) w.push_back(torch::randn({shape.rows, shape.cols}).to(dtype));
+  for (int64_t i = 0; i < copies; ++i)  // in weight memory, as a loaded model has it (host_memory.h)
+    w.push_back(empty_weight_tensor({shape.rows, shape.cols}, dtype).copy_(torch::randn({shape.rows, shape.cols})));
   auto x = torch::randn({shape.cols});           // [cols] fp32
   auto y = torch::empty({shape.rows});           // [rows] fp32
   auto x_row = x.to(dtype).view({1, shape.cols});  // [1, cols] for linear

@@ -4,19 +4,19 @@
 # `lococo bench`: prompt tokens/s for a 512-token prompt and generation
 # tokens/s at depths 0 (1 token: the CLI wants a positive depth), 4k and 16k, full cache vs lococo M = 512, each as a
 # fraction of the machine's measured bandwidth and GEMM limits; for fp32 and
-# bf16 weights, and fp32 once more with gemv instead of OpenBLAS's sgemv
-# (LOCOCO_MATVEC=simd) at depth 0 for the side-by-side ratio.
+# bf16 weights, and fp32 once more with OpenBLAS's sgemv instead of gemv
+# (LOCOCO_MATVEC=blas) at depth 0 for the side-by-side ratio.
 #
-#   bash bench/decode_1b.sh            # reports in out/bench/1b-{f32,bf16,f32-gemv}/
+#   bash bench/decode_1b.sh            # reports in out/bench/1b-{f32,bf16,f32-blas}/
 # Environment: LOCOCO (default build/lococo), MODEL (default out/m1b, created
-# if missing: about 4.4 GB), OUT (default out/bench/1b), GEN (default 16).
+# if missing: about 4.4 GB), OUT (default out/bench/1b), GEN (default 32).
 # Run it on an otherwise idle machine: it measures memory bandwidth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOCOCO=${LOCOCO:-build/lococo}
 MODEL=${MODEL:-out/m1b}
 OUT=${OUT:-out/bench/1b}
-GEN=${GEN:-16}
+GEN=${GEN:-32}
 [[ -f $MODEL/model.safetensors ]] || "$LOCOCO" init-model --config configs/llama-1b-shape.json --out "$MODEL" --seed 1
 common=(-m "$MODEL" --policies full,lococo --budget 512 --allow-untrained --prompt 512 --chunk 512 --gen "$GEN"
   --fill random-kv -q)
@@ -24,5 +24,5 @@ for dtype in f32 bf16; do
   "$LOCOCO" bench "${common[@]}" --dtype "$dtype" --context 1,4k,16k --out "$OUT-$dtype"
   cat "$OUT-$dtype/report.md"
 done
-LOCOCO_MATVEC=simd "$LOCOCO" bench "${common[@]}" --dtype f32 --context 1 --out "$OUT-f32-gemv"
-cat "$OUT-f32-gemv/report.md"
+LOCOCO_MATVEC=blas "$LOCOCO" bench "${common[@]}" --dtype f32 --context 1 --out "$OUT-f32-blas"
+cat "$OUT-f32-blas/report.md"

@@ -11,7 +11,9 @@ PACKAGES=(
   libtorch-dev libsentencepiece-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libbenchmark-dev libcpp-httplib-dev gnuplot-nox
   libgloo-dev  # headers of the c10d Gloo process group (distributed training)
-  libopenblas0-pthread  # libtorch's BLAS: without it Debian falls back to the slow reference BLAS
+  # libtorch's BLAS: without OpenBLAS Debian falls back to the slow reference BLAS; the OpenMP build
+  # shares libtorch's OpenMP threads (the pthreads build's own threads spin beside them: 2x slower decoding)
+  libopenblas0-openmp
   clang libclang-rt-14-dev  # libFuzzer + sanitizers for the parser fuzzers (scripts/fuzz.sh)
   libpcre2-dev  # Unicode regular expressions of Hugging Face tokenizer.json pre-tokenizers
 )
@@ -32,6 +34,20 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# Debian picks among installed BLAS builds by priority, which prefers the
+# pthreads build when both are there: select the OpenMP one explicitly.
+multiarch=$(gcc -print-multiarch)
+for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+  target=/usr/lib/$multiarch/openblas-openmp/$lib
+  current=$(update-alternatives --query "$lib-$multiarch" 2>/dev/null | awk '/^Value:/ {print $2}')
+  [[ -e $target && $current != "$target" ]] || continue
+  if [[ $(id -u) -eq 0 ]]; then
+    update-alternatives --quiet --set "$lib-$multiarch" "$target"
+  else
+    echo "setup: $lib points at $current; as root: update-alternatives --set $lib-$multiarch $target" >&2
+  fi
+done
 
 [[ "${1:-}" == "--no-build" ]] && exit 0
 

@@ -1,5 +1,7 @@
 #include "lococo/cpu_features.h"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -75,6 +77,19 @@ SimdLevel parse_simd_level(const std::string& name) {
   if (name == "avx2") return SimdLevel::Avx2;
   if (name == "avx512") return SimdLevel::Avx512;
   throw std::invalid_argument("unknown SIMD level '" + name + "' (expected scalar, avx2 or avx512)");
+}
+
+std::string blas_threading() {
+  // Looked up at run time: OpenBLAS is libtorch's dependency, not ours to link.
+  using GetParallel = int (*)();
+  const auto get = reinterpret_cast<GetParallel>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
+  if (!get) return "unknown";
+  switch (get()) {
+    case 0: return "sequential";
+    case 1: return "pthreads";
+    case 2: return "openmp";
+    default: return "unknown";
+  }
 }
 
 }  // namespace lococo

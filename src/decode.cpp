@@ -34,7 +34,7 @@ void rms_norm_into(const torch::Tensor& x, const torch::Tensor& weight, double e
 }
 
 // out = W x, written straight into `out`, by the kernel matvec_kernel() picks
-// for W (gemv.h). For BLAS: addmv with beta = 0 rather than mv_out, which on
+// for W (gemv.h). For BLAS (LOCOCO_MATVEC=blas): addmv with beta = 0 rather than mv_out, which on
 // this libtorch allocates a temporary per call (measured with
 // tests/alloc_counter.h); beta = 0 ignores out's old contents, NaN included.
 void matvec_into(const torch::Tensor& out, const torch::Tensor& w, const torch::Tensor& x) {

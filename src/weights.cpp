@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "lococo/host_memory.h"
 #include "lococo/io_util.h"
 
 namespace lococo {
@@ -158,9 +159,14 @@ LlamaWeights load_weights_from(const ModelConfig& config, const ModelOptions& op
                                            config_source, fmt::join(t->sizes(), "x")));
     if (!v.is_floating_point())
       throw std::runtime_error(fmt::format("{} has non-float dtype {}", src.origin, c10::toString(v.scalar_type())));
-    // Copy out of the mapping unless it already is the wanted dtype on CPU.
-    *t = v.to(options.device, options.dtype).contiguous();
-    if (t->data_ptr() == v.data_ptr()) *t = t->clone();
+    // Copied out of the mapping (and converted on the way) into memory of our
+    // own: on the CPU, huge-page backed (host_memory.h).
+    if (options.device.is_cpu()) {
+      *t = empty_weight_tensor(v.sizes(), options.dtype);
+      t->copy_(v);
+    } else {
+      *t = v.to(options.device, options.dtype).contiguous();
+    }
   }
   finish_tied(w, config);
   return w;

@@ -5,7 +5,7 @@
 //
 // report.json:
 //   {"kind": "bench", "model": str, "params": int, "weight_bytes": int, "dtype": str,
-//    "threads": int, "prompt": int, "gen": int, "chunk": int, "fill": str,
+//    "threads": int, "blas_threading": str (cpu_features.h), "prompt": int, "gen": int, "chunk": int, "fill": str,
 //    "machine": {"bandwidth_gb_s": num, "gemm_gflop_s": num, "gemm_dtype": str},
 //    "points": [{"policy": str, "budget": int, "cache": str, "depth": int, "slots": int,
 //                "prompt_tokens_per_second": num, "gen_tokens_per_second": num,
@@ -27,10 +27,13 @@
 namespace lococo {
 
 struct MachineLimits {
-  double bandwidth_gb_s = 0;  // read bandwidth of a large (256 MiB) reduction
+  double bandwidth_gb_s = 0;  // read bandwidth of a large (256 MiB) reduction; in run_bench the best of one
+                              // measurement at the start and one beside each point
   double gemm_gflop_s = 0;    // a 2048^3 GEMM in `dtype`
   torch::Dtype dtype = torch::kFloat32;
 };
+// GB/s of a 256 MiB reduction (best of 5) in weight memory (host_memory.h).
+double measure_read_bandwidth();
 // Takes a second or two; uses the current intra-op thread count.
 MachineLimits measure_machine_limits(torch::Dtype dtype = torch::kFloat32);
 
@@ -53,6 +56,7 @@ struct BenchPoint {
   double prompt_tokens_per_second = 0, gen_tokens_per_second = 0;  // generation: decode_step where supported
   double gen_forward_tokens_per_second = 0;                         // generation through forward()
   double prompt_gemm_fraction = 0, gen_bandwidth_fraction = 0;
+  double gen_bytes_per_token = 0;  // weights + the K/V a generated token reads
   int64_t cache_bytes = 0, peak_rss_bytes = 0;
 };
 
@@ -61,6 +65,7 @@ struct BenchReport {
   int64_t params = 0, weight_bytes = 0;
   std::string dtype;
   int threads = 0;
+  std::string blas_threading;  // blas_threading() of cpu_features.h
   BenchOptions options;
   MachineLimits machine;
   std::vector<BenchPoint> points;

@@ -45,6 +45,12 @@ void set_simd_level_cap(SimdLevel cap);
 
 std::string to_string(SimdLevel level);
 
+// How the BLAS libtorch calls runs its threads: "openmp" (OpenBLAS sharing
+// libtorch's OpenMP threads), "pthreads" (OpenBLAS with threads of its own,
+// which keep spinning after each call beside libtorch's: on a small machine
+// both then run at about half speed), "sequential", or "unknown" (not OpenBLAS).
+std::string blas_threading();
+
 // Parses "scalar" | "avx2" | "avx512"; throws std::invalid_argument otherwise.
 SimdLevel parse_simd_level(const std::string& name);
 

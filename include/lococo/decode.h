@@ -5,7 +5,7 @@
 // layer cost as much as the arithmetic of a small model. decode_step() runs the
 // same computation into buffers that a DecodeState allocates once per
 // sequence: projections as matrix-vector products written in place (the
-// kernel matvec_kernel() in gemv.h picks: OpenBLAS for fp32, gemv for bf16), RMSNorm, RoPE, softmax and SwiGLU as short loops
+// kernel matvec_kernel() in gemv.h picks: gemv for fp32 and bf16), RMSNorm, RoPE, softmax and SwiGLU as short loops
 // over those buffers, attention as two batched products over the cache's own
 // storage.
 //

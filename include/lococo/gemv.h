@@ -7,15 +7,20 @@
 // with one bf16 row goes through oneDNN's GEMM at roughly half the bytes/s.
 // These kernels read W in its stored dtype (fp32 or bf16, widened to fp32 in
 // registers, so the sum is accumulated in fp32 exactly as for fp32 weights),
-// four rows at a time against one x vector, the rows split across the
+// row by row against one x vector, the rows split across the
 // intra-op threads. Variants for AVX-512, AVX2+FMA and portable code are
 // compiled into the one binary and chosen at run time (cpu_features.h).
 //
 // bench/bench_gemv.cpp measures them against addmv and linear per shape and
 // dtype; matvec_kernel() below is the one place that picks a kernel. Measured
-// on the development machine (2 threads, 1B shapes, idle): fp32 gemv 28-34
-// GB/s vs OpenBLAS sgemv 39-46 GB/s, so fp32 stays on OpenBLAS; bf16 gemv
-// 22-28 GB/s vs oneDNN linear 19-20 GB/s (and 1.4x in whole-model decoding).
+// on the development machine (2 threads, 1B shapes, idle, OpenMP OpenBLAS):
+// fp32 gemv 41-51 GB/s vs OpenBLAS sgemv 40-51 GB/s (equal or better on every
+// shape), bf16 gemv 32-52 GB/s vs oneDNN linear 15-27 GB/s. So gemv decodes
+// both dtypes; decoding then never enters OpenBLAS, whose pthreads build
+// would keep its own threads spinning beside libtorch's OpenMP ones.
+//
+// The rows are split with at::parallel_for, which runs in parallel only in
+// files compiled with -fopenmp (CMakeLists.txt links OpenMP for that reason).
 #pragma once
 
 #include <cstdint>
@@ -26,7 +31,7 @@ namespace lococo {
 
 // Which implementation computes W x for a weight (chosen by dtype, measured).
 enum class MatvecKernel {
-  Blas,    // at::addmv_out (OpenBLAS sgemv): fp32 only
+  Blas,    // at::addmv_out (OpenBLAS sgemv): fp32 only, and for weights gemv cannot read
   Simd,    // gemv() below: fp32 or bf16
 };
 
@@ -37,8 +42,8 @@ bool gemv_supported(const torch::Tensor& w);
 // Throws std::invalid_argument when !gemv_supported(w).
 void gemv(const torch::Tensor& w, const float* x, float* y);
 
-// The kernel decode uses for this weight: gemv for bf16, OpenBLAS for fp32
-// unless LOCOCO_MATVEC=simd asks for gemv (for side-by-side measurement).
+// The kernel decode uses for this weight: gemv, unless LOCOCO_MATVEC=blas asks
+// for OpenBLAS for fp32 weights (for side-by-side measurement).
 MatvecKernel matvec_kernel(const torch::Tensor& w);
 
 }  // namespace lococo
