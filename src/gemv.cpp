@@ -6,8 +6,6 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
-#include <vector>
 
 #include <ATen/Parallel.h>
 
@@ -17,8 +15,6 @@
 #define LOCOCO_GEMV_X86_VARIANTS 1
 #include <immintrin.h>
 #endif
-
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "load_pairs reads two bf16 values as one little-endian lane");
 
 namespace lococo {
 namespace {
@@ -44,11 +40,6 @@ inline Vec load_tail(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(f
 inline Vec widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
 inline Vec load(const uint16_t* p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
 inline Vec load_tail(const uint16_t* p, int64_t n) { return widen(_mm256_maskz_loadu_epi16(first(n), p)); }
-inline void load_pairs(const uint16_t* p, Vec& even, Vec& odd) {
-  const __m512i v = _mm512_loadu_si512(p);
-  even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-  odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
-}
 inline float hsum(Vec v) { return _mm512_reduce_add_ps(v); }
 #include "gemv_kernels.inc"
 }  // namespace avx512
@@ -66,11 +57,6 @@ inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
 inline Vec load(const uint16_t* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-inline void load_pairs(const uint16_t* p, Vec& even, Vec& odd) {
-  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-  odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
 }
 // AVX2 has no masked 16-bit load; tails (at most 7 values) go through a buffer.
 template <class E>
@@ -107,63 +93,35 @@ inline Vec load(const uint16_t* p) {
 template <class E>
 inline Vec load_tail(const E* p, int64_t) { return load(p); }
 inline float hsum(Vec v) { return v; }
-inline void load_pairs(const uint16_t* p, Vec& even, Vec& odd) {  // p[0] is the low half: little-endian
-  uint32_t lane;
-  std::memcpy(&lane, p, sizeof lane);
-  const uint32_t lo = lane << 16, hi = lane & 0xFFFF0000u;
-  std::memcpy(&even, &lo, sizeof even);
-  std::memcpy(&odd, &hi, sizeof odd);
-}
 #include "gemv_kernels.inc"
 }  // namespace portable
 
-// The kernels of one variant.
-struct Variant {
-  void (*rows_f32)(const float*, int64_t, const float*, const float*, float*, int64_t, int64_t);
-  void (*rows_bf16)(const uint16_t*, int64_t, const float*, const float*, float*, int64_t, int64_t);
-  void (*pair_order)(const float*, int64_t, float*);
-};
-
+// The widest variant the CPU (and the LOCOCO_SIMD cap) allows, for weights of type E.
 template <class E>
-auto rows_of(const Variant& v) {
-  if constexpr (std::is_same_v<E, float>) return v.rows_f32;
-  else return v.rows_bf16;
-}
-
-// The widest variant the CPU (and the LOCOCO_SIMD cap) allows.
-Variant active_variant() {
+auto rows_kernel() -> void (*)(const E*, int64_t, const float*, float*, int64_t, int64_t) {
 #ifdef LOCOCO_GEMV_X86_VARIANTS
   switch (active_simd_level()) {
-    case SimdLevel::Avx512: return {avx512::gemv_rows<float>, avx512::gemv_rows<uint16_t>, avx512::pair_order};
-    case SimdLevel::Avx2: return {avx2::gemv_rows<float>, avx2::gemv_rows<uint16_t>, avx2::pair_order};
+    case SimdLevel::Avx512: return avx512::gemv_rows<E>;
+    case SimdLevel::Avx2: return avx2::gemv_rows<E>;
     case SimdLevel::Scalar: break;
   }
 #endif
-  return {portable::gemv_rows<float>, portable::gemv_rows<uint16_t>, portable::pair_order};
+  return portable::gemv_rows<E>;
 }
 
 // ---- rows across threads -----------------------------------------------------------------
 // Below this many weight bytes one thread does the whole product: waking the
 // pool costs a few microseconds, more than a small matrix takes to stream.
 constexpr int64_t kParallelBytes = 256 * 1024;
-constexpr int64_t kRowBlock = 4;  // thread shares are multiples of this many rows
+constexpr int64_t kRowBlock = 4;  // rows per kernel step; thread shares are multiples of it
 
-template <class E>
-void run_rows(const E* w, int64_t n_rows, int64_t cols, const float* x, float* y) {
-  const Variant v = active_variant();
-  const auto rows = rows_of<E>(v);
-  const float* xp = nullptr;
-  if constexpr (std::is_same_v<E, uint16_t>) {
-    thread_local std::vector<float> pairs;  // x in pair order; grows to the widest x once
-    if (pairs.size() < static_cast<size_t>(cols)) pairs.resize(static_cast<size_t>(cols));
-    v.pair_order(x, cols, pairs.data());
-    xp = pairs.data();
-  }
+template <class E, class Rows>
+void run_rows(Rows rows, const E* w, int64_t n_rows, int64_t cols, const float* x, float* y) {
   const int64_t bytes = n_rows * cols * static_cast<int64_t>(sizeof(E));
-  if (bytes < kParallelBytes || at::get_num_threads() == 1) return rows(w, cols, x, xp, y, 0, n_rows);
+  if (bytes < kParallelBytes || at::get_num_threads() == 1) return rows(w, cols, x, y, 0, n_rows);
   const int64_t blocks = (n_rows + kRowBlock - 1) / kRowBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    rows(w, cols, x, xp, y, b0 * kRowBlock, std::min(n_rows, b1 * kRowBlock));
+    rows(w, cols, x, y, b0 * kRowBlock, std::min(n_rows, b1 * kRowBlock));
   });
 }
 
@@ -180,9 +138,9 @@ void gemv(const torch::Tensor& w, const float* x, float* y) {
                                 std::string(w.defined() ? w.toString() : "undefined") + " " +
                                 (w.defined() ? std::to_string(w.dim()) + "-D" : ""));
   const int64_t rows = w.size(0), cols = w.size(1);
-  if (w.scalar_type() == torch::kFloat32) return run_rows(w.data_ptr<float>(), rows, cols, x, y);
+  if (w.scalar_type() == torch::kFloat32) return run_rows(rows_kernel<float>(), w.data_ptr<float>(), rows, cols, x, y);
   const auto* bits = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());  // bf16 = upper fp32 half
-  run_rows(bits, rows, cols, x, y);
+  run_rows(rows_kernel<uint16_t>(), bits, rows, cols, x, y);
 }
 
 MatvecKernel matvec_kernel(const torch::Tensor& w) {
