@@ -16,6 +16,7 @@ PACKAGES=(
   libopenblas0-openmp
   clang libclang-rt-14-dev  # libFuzzer + sanitizers for the parser fuzzers (scripts/fuzz.sh)
   libpcre2-dev  # Unicode regular expressions of Hugging Face tokenizer.json pre-tokenizers
+  libicu-dev  # Unicode normalization (NFC) of tokenizer.json normalizers
 )
 
 missing=()

@@ -8,6 +8,8 @@
 #include <stdexcept>
 
 #include <fmt/format.h>
+#include <unicode/normalizer2.h>
+#include <unicode/unistr.h>
 #include <nlohmann/json.hpp>
 
 #include "lococo/io_util.h"
@@ -81,6 +83,23 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
 }
 
 std::string type_of(const json& j) { return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : ""; }
+
+// Unicode normalization form C, through ICU (Debian's Unicode library: the
+// composition tables are nothing to write by hand). Text that is already NFC,
+// or is not valid UTF-8 (ICU would replace the bad bytes), comes back as it is.
+std::string nfc(const std::string& text) {
+  UErrorCode status = U_ZERO_ERROR;
+  const icu::Normalizer2* normalizer = icu::Normalizer2::getNFCInstance(status);
+  if (U_FAILURE(status)) throw std::runtime_error(std::string("ICU: no NFC normalizer: ") + u_errorName(status));
+  const icu::UnicodeString in = icu::UnicodeString::fromUTF8(text);
+  if (normalizer->isNormalized(in, status) || U_FAILURE(status)) return text;
+  std::string back;
+  if (in.toUTF8String(back) != text) return text;  // not valid UTF-8
+  const icu::UnicodeString composed = normalizer->normalize(in, status);
+  if (U_FAILURE(status)) return text;
+  std::string out;
+  return composed.toUTF8String(out);
+}
 
 // Flattens a "Sequence" (of normalizers, pre-tokenizers or decoders) into its parts.
 std::vector<json> parts_of(const json& j, const char* list_key) {
@@ -208,7 +227,9 @@ HfBpeTokenizer::HfBpeTokenizer(const json& j, const std::string& source, int64_t
     } else if (t == "Replace" && n.contains("pattern") && n["pattern"].value("String", "") == " " &&
                n.value("content", "") == kMetaspace) {
       // spaces -> "▁": what SentencePiece-style encoding does anyway
-    } else if (t != "NFC") {
+    } else if (t == "NFC") {
+      nfc_ = true;
+    } else {
       fail(fmt::format("normalizer '{}' is not supported (Prepend/Replace of \"▁\", NFC)", t));
     }
   }
@@ -268,7 +289,8 @@ std::vector<int64_t> HfBpeTokenizer::encode(const std::string& text, bool add_bo
   return out;
 }
 
-void HfBpeTokenizer::encode_ordinary(const std::string& text, std::vector<int64_t>& out) const {
+void HfBpeTokenizer::encode_ordinary(const std::string& raw, std::vector<int64_t>& out) const {
+  const std::string text = nfc_ ? nfc(raw) : raw;
   if (byte_level_) {
     for (const std::string& piece : split_ ? split_->split(text) : std::vector<std::string>{text}) {
       std::string mapped;

@@ -67,6 +67,21 @@ TEST(HfTokenizer, Llama2SentencePieceStyleWithByteFallback) {
   EXPECT_FALSE(tok.byte_level());
 }
 
+TEST(HfTokenizer, NfcNormalizerComposesBeforeSplitting) {
+  // "e" + U+0301 (combining acute) is "é" (U+00E9) in NFC: the same ids as the
+  // composed text, bytes C3 A9 -> "Ã©" (24). Without the normalizer the lone
+  // "e" is looked up, and this small vocabulary has none.
+  json j = gpt2_style();
+  j["normalizer"] = {{"type", "NFC"}};
+  HfBpeTokenizer nfc(j, "nfc.json");
+  const std::string composed = "caf\xc3\xa9", decomposed = "cafe\xcc\x81";
+  EXPECT_EQ(nfc.encode(decomposed), nfc.encode(composed));
+  EXPECT_EQ(nfc.encode(composed), (std::vector<int64_t>{23, 8, 24}));
+  EXPECT_EQ(nfc.decode(nfc.encode(decomposed)), composed);
+  HfBpeTokenizer plain(gpt2_style(), "plain.json");
+  expect_error([&] { plain.encode(decomposed); }, {"plain.json", "'e' is not in the vocabulary"});  // left decomposed
+}
+
 TEST(HfTokenizer, ModelDirectoryWithOnlyTokenizerJsonLoadsIt) {
   TempDir dir;
   testing::write_bytes(dir / "tokenizer.json", llama2_style().dump());

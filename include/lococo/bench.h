@@ -8,7 +8,9 @@
 //    "threads": int, "blas_threading": str (cpu_features.h), "prompt": int, "gen": int, "chunk": int, "fill": str,
 //    "machine": {"bandwidth_gb_s": num, "gemm_gflop_s": num, "gemm_dtype": str},
 //    "points": [{"policy": str, "budget": int, "cache": str, "depth": int, "slots": int,
-//                "prompt_tokens_per_second": num, "gen_tokens_per_second": num,
+//                "prompt_tokens_per_second": num,
+//                "gen_tokens_per_second": num (1 / the median time of one token),
+//                "gen_tokens_per_second_mean": num (tokens / total time),
 //                "gen_forward_tokens_per_second": num (the same through forward(), for comparison),
 //                "prompt_gemm_fraction": num, "gen_bandwidth_fraction": num,
 //                "cache_bytes": int, "peak_rss_bytes": int}]}
@@ -55,6 +57,7 @@ struct BenchPoint {
   int64_t depth = 0, slots = 0;
   double prompt_tokens_per_second = 0, gen_tokens_per_second = 0;  // generation: decode_step where supported
   double gen_forward_tokens_per_second = 0;                         // generation through forward()
+  double gen_tokens_per_second_mean = 0;  // tokens / total time (gen_tokens_per_second: 1 / median token time)
   double prompt_gemm_fraction = 0, gen_bandwidth_fraction = 0;
   double gen_bytes_per_token = 0;  // weights + the K/V a generated token reads
   int64_t cache_bytes = 0, peak_rss_bytes = 0;

@@ -16,8 +16,8 @@
 // a piece found whole in the vocabulary as it is.
 // Added tokens (tokenizer.json `added_tokens`, special or not) are matched in
 // the raw text first, longest first, and never take part in merges.
-// Limits: the NFC normalizer (Qwen2) is taken as the identity, i.e. input is
-// expected in NFC already; other normalizers and pre-tokenizers are refused.
+// The NFC normalizer (Qwen2) composes the ordinary text between added tokens
+// (ICU). Other normalizers and pre-tokenizers are refused.
 #pragma once
 
 #include <filesystem>
@@ -58,6 +58,7 @@ class HfBpeTokenizer final : public Tokenizer {
   std::string source_;
   bool byte_level_ = false;       // else SentencePiece-style
   bool prepend_space_ = false;    // SentencePiece-style: "▁" put in front of the text
+  bool nfc_ = false;              // normalizer NFC: text composed before anything else
   bool byte_fallback_ = false;
   bool ignore_merges_ = false;
   bool split_spm_words_ = true;   // no merge joins a symbol to a following "▁": words can be merged alone
