@@ -1,8 +1,11 @@
 #include "lococo/decode.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
+
+#include <ATen/Parallel.h>
 
 #include "lococo/gemv.h"
 #include "lococo/rope.h"
@@ -74,6 +77,46 @@ void softmax_rows(float* s, int64_t rows, int64_t n, float scale) {
     const float inv = static_cast<float>(1.0 / sum);
     for (int64_t j = 0; j < n; ++j) s[j] *= inv;
   }
+}
+
+// attn [Hkv * G * d] = softmax(q K^T / sqrt(d)) V for the G query heads
+// (q [Hkv * G * d]) of each KV head against its S cached slots; probs
+// [Hkv, G, S] keeps the probabilities. KV heads are split across the intra-op
+// threads; K and V are read in blocks of slots that stay in cache while all
+// G queries use them, so each is read from memory once.
+void attend(const KeysValues& kv, const float* q, int64_t G, const torch::Tensor& probs, float* attn) {
+  const int64_t Hkv = kv.keys.size(0), S = kv.keys.size(1), d = kv.keys.size(2);
+  if (kv.keys.stride(2) != 1 || kv.values.stride(2) != 1) {  // rows not contiguous: libtorch's batched products
+    torch::Tensor scores = probs;
+    at::bmm_out(scores, torch::from_blob(const_cast<float*>(q), {Hkv, G, d}), kv.keys.transpose(1, 2));
+    softmax_rows(probs.data_ptr<float>(), Hkv * G, S, static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))));
+    auto out = torch::from_blob(attn, {Hkv, G, d});
+    at::bmm_out(out, probs, kv.values);
+    return;
+  }
+  constexpr int64_t kBlock = 512;  // slots per block: 128 KiB of keys at d = 64
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const float* keys = kv.keys.data_ptr<float>();
+  const float* values = kv.values.data_ptr<float>();
+  float* p = probs.data_ptr<float>();
+  at::parallel_for(0, Hkv, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const float* k = keys + h * kv.keys.stride(0);
+      const float* v = values + h * kv.values.stride(0);
+      float* ph = p + h * G * S;  // [G, S]
+      for (int64_t b = 0; b < S; b += kBlock)
+        for (int64_t g = 0; g < G; ++g)
+          dot_rows(k + b * kv.keys.stride(1), std::min(kBlock, S - b), d, kv.keys.stride(1), q + (h * G + g) * d,
+                   ph + g * S + b);
+      softmax_rows(ph, G, S, scale);
+      float* out = attn + h * G * d;  // [G, d]
+      std::fill(out, out + G * d, 0.0f);
+      for (int64_t b = 0; b < S; b += kBlock)
+        for (int64_t g = 0; g < G; ++g)
+          add_weighted_rows(v + b * kv.values.stride(1), std::min(kBlock, S - b), d, kv.values.stride(1), ph + g * S + b,
+                            out + g * d);
+    }
+  });
 }
 
 // gate = silu(gate) * up, in place.
@@ -166,10 +209,7 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
     // ---- the G query heads of each KV head attend to its S slots ----
     const int64_t S = kv.keys.size(1);
     auto probs = s.scores_for(S).narrow(0, 0, Hq * S).view({Hkv, G, S});           // [Hkv, G, S]
-    at::bmm_out(probs, s.q_.view({Hkv, G, d}), kv.keys.transpose(1, 2));
-    softmax_rows(probs.data_ptr<float>(), Hq, S, static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))));
-    auto attn = s.attn_.view({Hkv, G, d});                                          // [Hkv, G, d]
-    at::bmm_out(attn, probs, kv.values);
+    attend(kv, s.q_.data_ptr<float>(), G, probs, s.attn_.data_ptr<float>());
     const AttentionStatsRequest request = cache.stats_request(i);
     if (request.any()) {
       // One query: its probabilities summed over the G heads are the column

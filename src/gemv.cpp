@@ -22,9 +22,10 @@ namespace {
 // ---- one copy of the kernel per instruction set ---------------------------------------
 #ifdef LOCOCO_GEMV_X86_VARIANTS
 // GCC 12's intrinsic headers make "undefined" vectors as `__m256d __Y = __Y;`,
-// which -Wmaybe-uninitialized reports inside every kernel that inlines them.
+// which -W(maybe-)uninitialized reports inside every kernel that inlines them.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
 namespace avx512 {
@@ -41,6 +42,8 @@ inline Vec widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm51
 inline Vec load(const uint16_t* p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
 inline Vec load_tail(const uint16_t* p, int64_t n) { return widen(_mm256_maskz_loadu_epi16(first(n), p)); }
 inline float hsum(Vec v) { return _mm512_reduce_add_ps(v); }
+inline Vec broadcast(float f) { return _mm512_set1_ps(f); }
+inline void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 #include "gemv_kernels.inc"
 }  // namespace avx512
 #pragma GCC pop_options
@@ -65,6 +68,8 @@ inline Vec load_tail(const E* p, int64_t n) {
   std::memcpy(buf, p, static_cast<size_t>(n) * sizeof(E));
   return load(static_cast<const E*>(buf));
 }
+inline Vec broadcast(float f) { return _mm256_set1_ps(f); }
+inline void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 inline float hsum(Vec v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -93,6 +98,8 @@ inline Vec load(const uint16_t* p) {
 template <class E>
 inline Vec load_tail(const E* p, int64_t) { return load(p); }
 inline float hsum(Vec v) { return v; }
+inline Vec broadcast(float f) { return f; }
+inline void store(float* p, Vec v) { *p = v; }
 #include "gemv_kernels.inc"
 }  // namespace portable
 
@@ -125,7 +132,31 @@ void run_rows(Rows rows, const E* w, int64_t n_rows, int64_t cols, const float* 
   });
 }
 
+// The row kernels of the widest variant allowed.
+struct RowKernels {
+  void (*dot_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
+  void (*add_weighted_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
+};
+RowKernels row_kernels() {
+#ifdef LOCOCO_GEMV_X86_VARIANTS
+  switch (active_simd_level()) {
+    case SimdLevel::Avx512: return {avx512::dot_rows, avx512::add_weighted_rows};
+    case SimdLevel::Avx2: return {avx2::dot_rows, avx2::add_weighted_rows};
+    case SimdLevel::Scalar: break;
+  }
+#endif
+  return {portable::dot_rows, portable::add_weighted_rows};
+}
+
 }  // namespace
+
+void dot_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y) {
+  row_kernels().dot_rows(w, rows, cols, ld, x, y);
+}
+
+void add_weighted_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y) {
+  row_kernels().add_weighted_rows(w, rows, cols, ld, x, y);
+}
 
 bool gemv_supported(const torch::Tensor& w) {
   return w.defined() && w.dim() == 2 && w.device().is_cpu() && w.is_contiguous() &&

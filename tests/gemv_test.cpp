@@ -54,6 +54,33 @@ TEST(Gemv, MatchesDoublePrecisionForEveryVariantAndDtype) {
     }
 }
 
+TEST(Gemv, AttentionRowKernelsMatchDoublePrecision) {
+  // Rows `ld` apart inside a wider buffer, as a cache's slots are: dot_rows gives
+  // W x, add_weighted_rows adds W^T p to what y holds.
+  Restore restore;
+  auto gen = at::detail::createCPUGenerator(11);
+  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {5, 7}, {33, 64}, {300, 80}}) {
+    const int64_t ld = cols + 3;
+    const auto buffer = at::normal(0, 1, {rows, ld}, gen);
+    const auto w = buffer.narrow(1, 0, cols);
+    const auto x = at::normal(0, 1, {cols}, gen), p = at::normal(0, 1, {rows}, gen), y0 = at::normal(0, 1, {cols}, gen);
+    const auto w64 = w.to(torch::kFloat64);
+    const auto want_dots = torch::mv(w64, x.to(torch::kFloat64));
+    const auto want_sum = y0.to(torch::kFloat64) + torch::mv(w64.t(), p.to(torch::kFloat64));
+    const double tol = 1e-5 * std::sqrt(static_cast<double>(std::max(rows, cols))) * 4;
+    for (SimdLevel level : levels_here()) {
+      SCOPED_TRACE(to_string(level) + " " + std::to_string(rows) + "x" + std::to_string(cols));
+      set_simd_level_cap(level);
+      auto dots = torch::full({rows}, std::nanf(""));
+      dot_rows(buffer.data_ptr<float>(), rows, cols, ld, x.data_ptr<float>(), dots.data_ptr<float>());
+      EXPECT_LT((dots.to(torch::kFloat64) - want_dots).abs().max().item<double>(), tol);
+      auto sum = y0.clone();
+      add_weighted_rows(buffer.data_ptr<float>(), rows, cols, ld, p.data_ptr<float>(), sum.data_ptr<float>());
+      EXPECT_LT((sum.to(torch::kFloat64) - want_sum).abs().max().item<double>(), tol);
+    }
+  }
+}
+
 TEST(Gemv, ThreadSplitIsBitIdentical) {
   Restore restore;
   auto gen = at::detail::createCPUGenerator(8);

@@ -42,6 +42,13 @@ bool gemv_supported(const torch::Tensor& w);
 // Throws std::invalid_argument when !gemv_supported(w).
 void gemv(const torch::Tensor& w, const float* x, float* y);
 
+// Single-threaded pieces for attention over cached keys and values (the
+// caller splits heads across threads), fp32 rows `ld` values apart:
+// y [rows] = W x (x [cols]): one query's scores against the keys;
+void dot_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y);
+// y [cols] += sum over r of x[r] W[r, :]: the values weighted by probabilities.
+void add_weighted_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y);
+
 // The kernel decode uses for this weight: gemv, unless LOCOCO_MATVEC=blas asks
 // for OpenBLAS for fp32 weights (for side-by-side measurement).
 MatvecKernel matvec_kernel(const torch::Tensor& w);
