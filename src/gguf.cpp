@@ -6,6 +6,7 @@
 #include <numeric>
 #include <stdexcept>
 
+#include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <fmt/format.h>
@@ -351,6 +352,22 @@ const GgufTensorInfo* GgufFile::find(const std::string& name) const {
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
+namespace {
+
+// An fp32 tensor of `n` values dequantised from 32-value blocks of
+// `block_bytes` each, the blocks split across the intra-op threads.
+torch::Tensor dequantized(const uint8_t* blocks, const std::vector<int64_t>& shape, int64_t n, int64_t block_bytes,
+                          void (*dequantize)(const uint8_t*, int64_t, float*)) {
+  torch::Tensor out = torch::empty(shape);
+  float* values = out.data_ptr<float>();
+  at::parallel_for(0, n / kBlock, 4096, [&](int64_t b0, int64_t b1) {
+    dequantize(blocks + b0 * block_bytes, (b1 - b0) * kBlock, values + b0 * kBlock);
+  });
+  return out;
+}
+
+}  // namespace
+
 torch::Tensor GgufFile::tensor(const std::string& name) const {
   const GgufTensorInfo* t = find(name);
   if (!t) throw std::runtime_error(fmt::format("{}: tensor '{}' is missing", path_.string(), name));
@@ -364,16 +381,8 @@ torch::Tensor GgufFile::tensor(const std::string& name) const {
     case GgmlType::kF32: return view(torch::kFloat32);
     case GgmlType::kF16: return view(torch::kFloat16);
     case GgmlType::kBF16: return view(torch::kBFloat16);
-    case GgmlType::kQ8_0: {
-      torch::Tensor out = torch::empty(t->shape());
-      dequantize_q8_0(base, n, out.data_ptr<float>());
-      return out;
-    }
-    case GgmlType::kQ4_0: {
-      torch::Tensor out = torch::empty(t->shape());
-      dequantize_q4_0(base, n, out.data_ptr<float>());
-      return out;
-    }
+    case GgmlType::kQ8_0: return dequantized(base, t->shape(), n, 34, dequantize_q8_0);
+    case GgmlType::kQ4_0: return dequantized(base, t->shape(), n, 18, dequantize_q4_0);
   }
   throw std::logic_error("unreachable ggml type");
 }
