@@ -5,9 +5,9 @@
 // layer cost as much as the arithmetic of a small model. decode_step() runs the
 // same computation into buffers that a DecodeState allocates once per
 // sequence: projections as matrix-vector products written in place (the
-// kernel matvec_kernel() in gemv.h picks: gemv for fp32 and bf16), RMSNorm, RoPE, softmax and SwiGLU as short loops
-// over those buffers, attention as two batched products over the cache's own
-// storage.
+// kernel matvec_kernel() in gemv.h picks: gemv for fp32 and bf16), RMSNorm,
+// RoPE, softmax and SwiGLU as short loops over those buffers, attention by
+// gemv.h's row kernels over the cache's own storage (KV heads across threads).
 //
 // It applies to fp32 and bf16 CPU weights without LoRA
 // (decode_step_supported()) and an fp32 cache; generate() uses it there and
