@@ -44,12 +44,25 @@ int64_t weight_bytes_per_token(const LlamaWeights& w) {
   return total;
 }
 
-// Multiply-adds x 2 of one token's matmuls (weights) and of its attention over `slots` keys.
-double flops_per_token(const ModelConfig& c, const LlamaWeights& w, double slots) {
+// Multiply-adds x 2 of one token's matmuls with the weights.
+double matmul_flops_per_token(const LlamaWeights& w) {
   double matmul = static_cast<double>(w.lm_head.numel());
   for (const auto& l : w.layers)
     for (const Linear* m : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) matmul += m->weight.numel();
-  return 2 * matmul + 4.0 * c.num_layers * c.num_heads * c.head_dim * slots;
+  return 2 * matmul;
+}
+
+// Multiply-adds x 2 of one token's attention over `slots` keys (scores and the weighted sum).
+double attention_flops_per_token(const ModelConfig& c, double slots) {
+  return 4.0 * c.num_layers * c.num_heads * c.head_dim * slots;
+}
+
+double gemm_gflop_s(torch::Dtype dtype) {
+  const int64_t n = 2048;
+  auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
+  torch::mm(a, b);  // warm-up (oneDNN primitive creation)
+  const double t_mm = best_time(3, [&] { torch::mm(a, b); });
+  return 2.0 * n * n * n / t_mm / 1e9;
 }
 
 int64_t kv_bytes_read(const ModelConfig& c, int64_t slots, torch::Dtype dtype) {
@@ -107,16 +120,14 @@ double measure_read_bandwidth() {
   return big.numel() * 4.0 / t_read / 1e9;
 }
 
-MachineLimits measure_machine_limits(torch::Dtype dtype) {
+MachineLimits measure_machine_limits(torch::Dtype dtype, torch::Dtype attention_dtype) {
   torch::NoGradGuard g;
   MachineLimits m;
   m.dtype = dtype;
+  m.attention_dtype = attention_dtype;
   m.bandwidth_gb_s = measure_read_bandwidth();
-  const int64_t n = 2048;
-  auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
-  torch::mm(a, b);  // warm-up (oneDNN primitive creation)
-  const double t_mm = best_time(3, [&] { torch::mm(a, b); });
-  m.gemm_gflop_s = 2.0 * n * n * n / t_mm / 1e9;
+  m.gemm_gflop_s = gemm_gflop_s(dtype);
+  m.attention_gflop_s = attention_dtype == dtype ? m.gemm_gflop_s : gemm_gflop_s(attention_dtype);
   return m;
 }
 
@@ -159,7 +170,8 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
     for (const Linear* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) rep.params += x->weight.numel();
   rep.params += model.weights().embed.numel() + (c.tie_word_embeddings ? 0 : model.weights().lm_head.numel());
   const auto dtype = model.weights().embed.scalar_type();
-  rep.machine = measure_machine_limits(dtype == torch::kBFloat16 ? torch::kBFloat16 : torch::kFloat32);
+  const auto cache_dtype = o.cache.dtype == torch::kBFloat16 ? torch::kBFloat16 : torch::kFloat32;
+  rep.machine = measure_machine_limits(dtype == torch::kBFloat16 ? torch::kBFloat16 : torch::kFloat32, cache_dtype);
 
   const auto runs = cache_runs(o.policies, {o.budget});
   {  // warm-up: the first forward pays for one-time set-up (allocator, kernels)
@@ -208,8 +220,11 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
       if (p.gen_tokens_per_second == 0) p.gen_tokens_per_second_mean = r.mean;
       if (p.gen_tokens_per_second == 0) p.gen_tokens_per_second = p.gen_forward_tokens_per_second;
       const double prompt_slots = (slots_before + p.slots) / 2.0;  // mean keys a prompt token attends
-      p.prompt_gemm_fraction =
-          p.prompt_tokens_per_second * flops_per_token(c, model.weights(), prompt_slots) / (rep.machine.gemm_gflop_s * 1e9);
+      // The time the GEMM rates allow a prompt token (weights in their dtype,
+      // attention in the cache's) over the time it took.
+      const double limit_seconds = matmul_flops_per_token(model.weights()) / (rep.machine.gemm_gflop_s * 1e9) +
+                                   attention_flops_per_token(c, prompt_slots) / (rep.machine.attention_gflop_s * 1e9);
+      p.prompt_gemm_fraction = p.prompt_tokens_per_second * limit_seconds;
       p.gen_bytes_per_token = rep.weight_bytes + kv_bytes_read(c, cache->slots(0), co.dtype);
       // The machine is shared: its bandwidth is measured again beside every
       // point, and the fractions use the best of all (the limit).
@@ -243,6 +258,8 @@ nlohmann::json BenchReport::to_json() const {
           {"threads", threads}, {"blas_threading", blas_threading}, {"prompt", options.prompt}, {"gen", options.gen}, {"chunk", options.cache.chunk},
           {"fill", options.random_fill ? "random-kv" : "model"},
           {"machine", {{"bandwidth_gb_s", machine.bandwidth_gb_s}, {"gemm_gflop_s", machine.gemm_gflop_s},
+                       {"attention_gflop_s", machine.attention_gflop_s},
+                       {"attention_dtype", dtype_name(machine.attention_dtype)},
                        {"gemm_dtype", dtype_name(machine.dtype)}}},
           {"points", pts}};
 }
@@ -251,10 +268,12 @@ std::string to_markdown(const BenchReport& r) {
   std::ostringstream md;
   md << fmt::format("# lococo bench\n\nModel `{}`: {:.1f}M parameters, {} weights ({:.1f} MiB read per token), {} "
                     "threads (BLAS threading: {}); prompt {} tokens in chunks of {}, {} generated tokens; fill: {}.\n\n"
-                    "Machine: {:.1f} GB/s read bandwidth, {:.0f} GFLOP/s {} GEMM (2048^3).\n\n",
+                    "Machine: {:.1f} GB/s read bandwidth, {:.0f} GFLOP/s {} GEMM (2048^3; attention in {}: {:.0f}). "
+                    "% GEMM peak: the time these rates allow the prompt's flops over the time taken.\n\n",
                     r.model, r.params / 1e6, r.dtype, r.weight_bytes / 1048576.0, r.threads, r.blas_threading, r.options.prompt,
                     r.options.cache.chunk, r.options.gen, r.options.random_fill ? "random K/V" : "model", r.machine.bandwidth_gb_s,
-                    r.machine.gemm_gflop_s, dtype_name(r.machine.dtype));
+                    r.machine.gemm_gflop_s, dtype_name(r.machine.dtype), dtype_name(r.machine.attention_dtype),
+                    r.machine.attention_gflop_s);
   md << "Generation: tokens/s from the median time of one token (mean: tokens / total time).\n\n";
   md << "| policy | depth | slots | prompt tok/s | % GEMM peak | gen tok/s | % bandwidth | gen mean | gen via forward() | "
         "x forward() | KV cache (MiB) | peak RSS (MiB) |\n"

@@ -6,13 +6,16 @@
 // report.json:
 //   {"kind": "bench", "model": str, "params": int, "weight_bytes": int, "dtype": str,
 //    "threads": int, "blas_threading": str (cpu_features.h), "prompt": int, "gen": int, "chunk": int, "fill": str,
-//    "machine": {"bandwidth_gb_s": num, "gemm_gflop_s": num, "gemm_dtype": str},
+//    "machine": {"bandwidth_gb_s": num, "gemm_gflop_s": num, "attention_gflop_s": num,
+//                "attention_dtype": str, "gemm_dtype": str},
 //    "points": [{"policy": str, "budget": int, "cache": str, "depth": int, "slots": int,
 //                "prompt_tokens_per_second": num,
 //                "gen_tokens_per_second": num (1 / the median time of one token),
 //                "gen_tokens_per_second_mean": num (tokens / total time),
 //                "gen_forward_tokens_per_second": num (the same through forward(), for comparison),
-//                "prompt_gemm_fraction": num, "gen_bandwidth_fraction": num,
+//                "prompt_gemm_fraction": num (the time the GEMM rates allow the prompt's matmul
+//                   flops, in the weights' dtype, and attention flops, in the cache's, over the time taken),
+//                "gen_bandwidth_fraction": num,
 //                "cache_bytes": int, "peak_rss_bytes": int}]}
 #pragma once
 
@@ -32,12 +35,14 @@ struct MachineLimits {
   double bandwidth_gb_s = 0;  // read bandwidth of a large (256 MiB) reduction; in run_bench the best of one
                               // measurement at the start and one beside each point
   double gemm_gflop_s = 0;    // a 2048^3 GEMM in `dtype`
+  double attention_gflop_s = 0;               // the same in `attention_dtype`
+  torch::Dtype attention_dtype = torch::kFloat32;  // the KV cache's: attention computes in it
   torch::Dtype dtype = torch::kFloat32;
 };
 // GB/s of a 256 MiB reduction (best of 5) in weight memory (host_memory.h).
 double measure_read_bandwidth();
 // Takes a second or two; uses the current intra-op thread count.
-MachineLimits measure_machine_limits(torch::Dtype dtype = torch::kFloat32);
+MachineLimits measure_machine_limits(torch::Dtype dtype = torch::kFloat32, torch::Dtype attention_dtype = torch::kFloat32);
 
 struct BenchOptions {
   std::vector<int64_t> contexts = {1024, 4096};  // depths: tokens already in the cache
