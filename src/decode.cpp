@@ -86,16 +86,16 @@ void softmax_rows(float* s, int64_t rows, int64_t n, float scale) {
 // G queries use them, so each is read from memory once.
 void attend(const KeysValues& kv, const float* q, int64_t G, const torch::Tensor& probs, float* attn) {
   const int64_t Hkv = kv.keys.size(0), S = kv.keys.size(1), d = kv.keys.size(2);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   if (kv.keys.stride(2) != 1 || kv.values.stride(2) != 1) {  // rows not contiguous: libtorch's batched products
     torch::Tensor scores = probs;
     at::bmm_out(scores, torch::from_blob(const_cast<float*>(q), {Hkv, G, d}), kv.keys.transpose(1, 2));
-    softmax_rows(probs.data_ptr<float>(), Hkv * G, S, static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))));
+    softmax_rows(probs.data_ptr<float>(), Hkv * G, S, scale);
     auto out = torch::from_blob(attn, {Hkv, G, d});
     at::bmm_out(out, probs, kv.values);
     return;
   }
   constexpr int64_t kBlock = 512;  // slots per block: 128 KiB of keys at d = 64
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const float* keys = kv.keys.data_ptr<float>();
   const float* values = kv.values.data_ptr<float>();
   float* p = probs.data_ptr<float>();

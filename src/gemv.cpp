@@ -103,18 +103,27 @@ inline void store(float* p, Vec v) { *p = v; }
 #include "gemv_kernels.inc"
 }  // namespace portable
 
-// The widest variant the CPU (and the LOCOCO_SIMD cap) allows, for weights of type E.
-template <class E>
-auto rows_kernel() -> void (*)(const E*, int64_t, const float*, float*, int64_t, int64_t) {
+// The kernels of one instruction-set variant.
+struct Kernels {
+  void (*rows_f32)(const float*, int64_t, const float*, float*, int64_t, int64_t);
+  void (*rows_bf16)(const uint16_t*, int64_t, const float*, float*, int64_t, int64_t);
+  void (*dot_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
+  void (*add_weighted_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
+};
+#define LOCOCO_GEMV_KERNELS(ns) Kernels{ns::gemv_rows<float>, ns::gemv_rows<uint16_t>, ns::dot_rows, ns::add_weighted_rows}
+
+// The widest variant the CPU (and the LOCOCO_SIMD cap) allows.
+Kernels active_kernels() {
 #ifdef LOCOCO_GEMV_X86_VARIANTS
   switch (active_simd_level()) {
-    case SimdLevel::Avx512: return avx512::gemv_rows<E>;
-    case SimdLevel::Avx2: return avx2::gemv_rows<E>;
+    case SimdLevel::Avx512: return LOCOCO_GEMV_KERNELS(avx512);
+    case SimdLevel::Avx2: return LOCOCO_GEMV_KERNELS(avx2);
     case SimdLevel::Scalar: break;
   }
 #endif
-  return portable::gemv_rows<E>;
+  return LOCOCO_GEMV_KERNELS(portable);
 }
+#undef LOCOCO_GEMV_KERNELS
 
 // ---- rows across threads -----------------------------------------------------------------
 // Below this many weight bytes one thread does the whole product: waking the
@@ -132,30 +141,14 @@ void run_rows(Rows rows, const E* w, int64_t n_rows, int64_t cols, const float* 
   });
 }
 
-// The row kernels of the widest variant allowed.
-struct RowKernels {
-  void (*dot_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
-  void (*add_weighted_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
-};
-RowKernels row_kernels() {
-#ifdef LOCOCO_GEMV_X86_VARIANTS
-  switch (active_simd_level()) {
-    case SimdLevel::Avx512: return {avx512::dot_rows, avx512::add_weighted_rows};
-    case SimdLevel::Avx2: return {avx2::dot_rows, avx2::add_weighted_rows};
-    case SimdLevel::Scalar: break;
-  }
-#endif
-  return {portable::dot_rows, portable::add_weighted_rows};
-}
-
 }  // namespace
 
 void dot_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y) {
-  row_kernels().dot_rows(w, rows, cols, ld, x, y);
+  active_kernels().dot_rows(w, rows, cols, ld, x, y);
 }
 
 void add_weighted_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y) {
-  row_kernels().add_weighted_rows(w, rows, cols, ld, x, y);
+  active_kernels().add_weighted_rows(w, rows, cols, ld, x, y);
 }
 
 bool gemv_supported(const torch::Tensor& w) {
@@ -169,9 +162,9 @@ void gemv(const torch::Tensor& w, const float* x, float* y) {
                                 std::string(w.defined() ? w.toString() : "undefined") + " " +
                                 (w.defined() ? std::to_string(w.dim()) + "-D" : ""));
   const int64_t rows = w.size(0), cols = w.size(1);
-  if (w.scalar_type() == torch::kFloat32) return run_rows(rows_kernel<float>(), w.data_ptr<float>(), rows, cols, x, y);
+  if (w.scalar_type() == torch::kFloat32) return run_rows(active_kernels().rows_f32, w.data_ptr<float>(), rows, cols, x, y);
   const auto* bits = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());  // bf16 = upper fp32 half
-  run_rows(rows_kernel<uint16_t>(), bits, rows, cols, x, y);
+  run_rows(active_kernels().rows_bf16, bits, rows, cols, x, y);
 }
 
 MatvecKernel matvec_kernel(const torch::Tensor& w) {
