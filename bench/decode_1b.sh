@@ -4,10 +4,9 @@
 # `lococo bench`: prompt tokens/s for a 512-token prompt and generation
 # tokens/s at depths 0 (1 token: the CLI wants a positive depth), 4k and 16k, full cache vs lococo M = 512, each as a
 # fraction of the machine's measured bandwidth and GEMM limits; for fp32 and
-# bf16 weights, and fp32 once more with OpenBLAS's sgemv instead of gemv
-# (LOCOCO_MATVEC=blas) at depth 0 for the side-by-side ratio.
+# bf16 weights. (build/bench_gemv compares the kernels with OpenBLAS / oneDNN.)
 #
-#   bash bench/decode_1b.sh            # reports in out/bench/1b-{f32,bf16,f32-blas}/
+#   bash bench/decode_1b.sh            # reports in out/bench/1b-{f32,bf16}/
 # Environment: LOCOCO (default build/lococo), MODEL (default out/m1b, created
 # if missing: about 4.4 GB), OUT (default out/bench/1b), GEN (default 32).
 # Run it on an otherwise idle machine: it measures memory bandwidth.
@@ -24,5 +23,3 @@ for dtype in f32 bf16; do
   "$LOCOCO" bench "${common[@]}" --dtype "$dtype" --context 1,4k,16k --out "$OUT-$dtype"
   cat "$OUT-$dtype/report.md"
 done
-LOCOCO_MATVEC=blas "$LOCOCO" bench "${common[@]}" --dtype f32 --context 1 --out "$OUT-f32-blas"
-cat "$OUT-f32-blas/report.md"

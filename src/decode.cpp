@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 #include <ATen/Parallel.h>
 
 #include "lococo/gemv.h"
 #include "lococo/rope.h"
+#include "lococo/thread_team.h"
 
 namespace lococo {
 namespace {
@@ -36,23 +39,54 @@ void rms_norm_into(const torch::Tensor& x, const torch::Tensor& weight, double e
   });
 }
 
-// out = W x, written straight into `out`, by the kernel matvec_kernel() picks
-// for W (gemv.h). For BLAS (LOCOCO_MATVEC=blas): addmv with beta = 0 rather than mv_out, which on
-// this libtorch allocates a temporary per call (measured with
-// tests/alloc_counter.h); beta = 0 ignores out's old contents, NaN included.
-void matvec_into(const torch::Tensor& out, const torch::Tensor& w, const torch::Tensor& x) {
-  if (matvec_kernel(w) == MatvecKernel::Simd) return gemv(w, x.data_ptr<float>(), out.data_ptr<float>());
-  torch::Tensor o = out;
-  at::addmv_out(o, out, w, x, /*beta=*/0, /*alpha=*/1);
+// ---- blocks of rows that team members claim ----
+// 16 rows: whole cache lines of the output, so no two threads write one line,
+// and 64-176 KiB of weights per block on the 1B shape, long enough runs for
+// the prefetchers and short enough that members finish a matrix together.
+constexpr int64_t kBlockRows = 16;
+
+int64_t row_blocks(const torch::Tensor& w) { return (w.size(0) + kBlockRows - 1) / kBlockRows; }
+
+// Rows [r0, r1) of block b.
+std::pair<int64_t, int64_t> block_rows(const torch::Tensor& w, int64_t b) {
+  return {b * kBlockRows, std::min(w.size(0), (b + 1) * kBlockRows)};
 }
 
-void project_into(const Linear& l, const torch::Tensor& x, const torch::Tensor& out) {
-  matvec_into(out, l.weight, x);
-  if (!l.bias.defined()) return;
-  float* op = out.data_ptr<float>();
-  with_elements(l.bias, [&](const auto* b) {
-    for (int64_t i = 0; i < out.numel(); ++i) op[i] += static_cast<float>(b[i]);
+// Rows `rows` of out = W x + bias, written straight into `out`.
+void project_rows(const Linear& l, const float* x, float* out, std::pair<int64_t, int64_t> rows) {
+  gemv_row_range(l.weight, x, out, rows.first, rows.second);
+  if (l.bias.defined())
+    with_elements(l.bias, [&](const auto* b) {
+      for (int64_t r = rows.first; r < rows.second; ++r) out[r] += static_cast<float>(b[r]);
+    });
+}
+
+// The products of one team step, block by block: every member claims blocks
+// of the first product's rows, then of the second's, ... and calls
+// after(rows) on each block it computed (elementwise work on those rows,
+// which then needs no barrier of its own).
+struct Projection {
+  const Linear& l;
+  const float* x;  // [cols]
+  float* out;      // [rows]
+};
+template <class After>
+void project_blocks(TeamMember& t, std::initializer_list<Projection> ps, After&& after) {
+  int64_t total = 0;
+  for (const Projection& p : ps) total += row_blocks(p.l.weight);
+  t.for_each_block(total, [&](int64_t b) {
+    for (const Projection& p : ps) {
+      if (b < row_blocks(p.l.weight)) {
+        const auto rows = block_rows(p.l.weight, b);
+        project_rows(p.l, p.x, p.out, rows);
+        return after(rows);
+      }
+      b -= row_blocks(p.l.weight);
+    }
   });
+}
+void project_blocks(TeamMember& t, std::initializer_list<Projection> ps) {
+  project_blocks(t, ps, [](std::pair<int64_t, int64_t>) {});
 }
 
 // Rotates each of the `heads` vectors of `x` ([heads * d]) in place: the
@@ -79,57 +113,65 @@ void softmax_rows(float* s, int64_t rows, int64_t n, float scale) {
   }
 }
 
-// attn [Hkv * G * d] = softmax(q K^T / sqrt(d)) V for the G query heads
-// (q [Hkv * G * d]) of each KV head against its S cached slots; probs
-// [Hkv, G, S] keeps the probabilities. KV heads are split across the intra-op
-// threads; K and V are read in blocks of slots that stay in cache while all
-// G queries use them, so each is read from memory once.
-void attend(const KeysValues& kv, const float* q, int64_t G, const torch::Tensor& probs, float* attn) {
+bool rows_contiguous(const KeysValues& kv) { return kv.keys.stride(2) == 1 && kv.values.stride(2) == 1; }
+
+// attn and probs as attend_heads() below, by libtorch's batched products: for
+// caches whose rows are not contiguous.
+void attend_batched(const KeysValues& kv, const float* q, int64_t G, const torch::Tensor& probs, float* attn) {
   const int64_t Hkv = kv.keys.size(0), S = kv.keys.size(1), d = kv.keys.size(2);
+  torch::Tensor scores = probs;
+  at::bmm_out(scores, torch::from_blob(const_cast<float*>(q), {Hkv, G, d}), kv.keys.transpose(1, 2));
+  softmax_rows(probs.data_ptr<float>(), Hkv * G, S, static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))));
+  auto out = torch::from_blob(attn, {Hkv, G, d});
+  at::bmm_out(out, probs, kv.values);
+}
+
+// attn [Hkv * G * d] = softmax(q K^T / sqrt(d)) V for the G query heads
+// (q [Hkv * G * d]) of KV heads [h0, h1) against their S cached slots; probs
+// [Hkv, G, S] keeps the probabilities. K and V are read in blocks of slots
+// that stay in cache while all G queries use them, so each is read from
+// memory once.
+void attend_heads(const KeysValues& kv, const float* q, int64_t G, const torch::Tensor& probs, float* attn,
+                  int64_t h0, int64_t h1) {
+  const int64_t S = kv.keys.size(1), d = kv.keys.size(2);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  if (kv.keys.stride(2) != 1 || kv.values.stride(2) != 1) {  // rows not contiguous: libtorch's batched products
-    torch::Tensor scores = probs;
-    at::bmm_out(scores, torch::from_blob(const_cast<float*>(q), {Hkv, G, d}), kv.keys.transpose(1, 2));
-    softmax_rows(probs.data_ptr<float>(), Hkv * G, S, scale);
-    auto out = torch::from_blob(attn, {Hkv, G, d});
-    at::bmm_out(out, probs, kv.values);
+  constexpr int64_t kBlock = 512;  // slots per block: 128 KiB of keys at d = 64
+  const int64_t k_ld = kv.keys.stride(1), v_ld = kv.values.stride(1);
+  for (int64_t h = h0; h < h1; ++h) {
+    const float* k = kv.keys.data_ptr<float>() + h * kv.keys.stride(0);
+    const float* v = kv.values.data_ptr<float>() + h * kv.values.stride(0);
+    float* ph = probs.data_ptr<float>() + h * G * S;  // [G, S]
+    for (int64_t b = 0; b < S; b += kBlock)
+      for (int64_t g = 0; g < G; ++g)
+        dot_rows(k + b * k_ld, std::min(kBlock, S - b), d, k_ld, q + (h * G + g) * d, ph + g * S + b);
+    softmax_rows(ph, G, S, scale);
+    float* out = attn + h * G * d;  // [G, d]
+    std::fill(out, out + G * d, 0.0f);
+    for (int64_t b = 0; b < S; b += kBlock)
+      for (int64_t g = 0; g < G; ++g)
+        add_weighted_rows(v + b * v_ld, std::min(kBlock, S - b), d, v_ld, ph + g * S + b, out + g * d);
+  }
+}
+
+// The KV heads of the attention that the member claims (all of it on the
+// leader when the rows are not contiguous).
+void attend(TeamMember& t, const KeysValues& kv, const float* q, int64_t G, const torch::Tensor& probs,
+            float* attn) {
+  if (!rows_contiguous(kv)) {
+    if (t.leader()) attend_batched(kv, q, G, probs, attn);
     return;
   }
-  constexpr int64_t kBlock = 512;  // slots per block: 128 KiB of keys at d = 64
-  const float* keys = kv.keys.data_ptr<float>();
-  const float* values = kv.values.data_ptr<float>();
-  float* p = probs.data_ptr<float>();
-  at::parallel_for(0, Hkv, 1, [&](int64_t h0, int64_t h1) {
-    for (int64_t h = h0; h < h1; ++h) {
-      const float* k = keys + h * kv.keys.stride(0);
-      const float* v = values + h * kv.values.stride(0);
-      float* ph = p + h * G * S;  // [G, S]
-      for (int64_t b = 0; b < S; b += kBlock)
-        for (int64_t g = 0; g < G; ++g)
-          dot_rows(k + b * kv.keys.stride(1), std::min(kBlock, S - b), d, kv.keys.stride(1), q + (h * G + g) * d,
-                   ph + g * S + b);
-      softmax_rows(ph, G, S, scale);
-      float* out = attn + h * G * d;  // [G, d]
-      std::fill(out, out + G * d, 0.0f);
-      for (int64_t b = 0; b < S; b += kBlock)
-        for (int64_t g = 0; g < G; ++g)
-          add_weighted_rows(v + b * kv.values.stride(1), std::min(kBlock, S - b), d, kv.values.stride(1), ph + g * S + b,
-                            out + g * d);
-    }
-  });
+  t.for_each_block(kv.keys.size(0), [&](int64_t h) { attend_heads(kv, q, G, probs, attn, h, h + 1); });
 }
 
-// gate = silu(gate) * up, in place.
-void swiglu_in_place(const torch::Tensor& gate, const torch::Tensor& up) {
-  float* g = gate.data_ptr<float>();
-  const float* u = up.data_ptr<float>();
-  for (int64_t i = 0; i < gate.numel(); ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+// gate[r] = silu(gate[r]) * up[r] for r in [r0, r1).
+void swiglu_rows(float* gate, const float* up, std::pair<int64_t, int64_t> rows) {
+  for (int64_t r = rows.first; r < rows.second; ++r) gate[r] = gate[r] / (1.0f + std::exp(-gate[r])) * up[r];
 }
 
-void add_in_place(const torch::Tensor& x, const torch::Tensor& y) {
-  float* a = x.data_ptr<float>();
-  const float* b = y.data_ptr<float>();
-  for (int64_t i = 0; i < x.numel(); ++i) a[i] += b[i];
+// x[r] += y[r] for r in [r0, r1).
+void add_rows(float* x, const float* y, std::pair<int64_t, int64_t> rows) {
+  for (int64_t r = rows.first; r < rows.second; ++r) x[r] += y[r];
 }
 
 }  // namespace
@@ -168,14 +210,57 @@ bool decode_step_supported(const LlamaModel& model) {
   const auto ok = [](const torch::Tensor& t) {
     return t.device().is_cpu() && (t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kBFloat16);
   };
-  if (!ok(w.embed) || !ok(w.lm_head) || !ok(w.final_norm)) return false;
+  if (!ok(w.embed) || !gemv_supported(w.lm_head) || !ok(w.final_norm)) return false;
   for (const auto& l : w.layers) {
     if (!ok(l.attn_norm) || !ok(l.mlp_norm)) return false;
     for (const Linear* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
-      if (lin->lora_a.defined() || !ok(lin->weight) || (lin->bias.defined() && !ok(lin->bias))) return false;
+      if (lin->lora_a.defined() || !gemv_supported(lin->weight) || (lin->bias.defined() && !ok(lin->bias)))
+        return false;
   }
   return true;
 }
+
+// decode_step's serial steps, which read and write DecodeState's buffers.
+struct DecodeSteps {
+// The part of a token's step that one layer's cache does (leader only): RoPE
+// on q and k at the cache's position, the append, and the probability buffer
+// for the S slots it returns.
+static KeysValues rotate_and_append(KvCache& cache, int layer, const ModelConfig& c, DecodeState& s,
+                             torch::Tensor& probs) {
+  const int64_t Hkv = c.num_kv_heads, d = c.head_dim;
+  const double pos = static_cast<double>(cache.chunk_position(layer));
+  for (size_t j = 0; j < s.inv_freq_.size(); ++j) {
+    s.cos_[j] = static_cast<float>(std::cos(pos * s.inv_freq_[j]));
+    s.sin_[j] = static_cast<float>(std::sin(pos * s.inv_freq_[j]));
+  }
+  rope_in_place(s.q_.data_ptr<float>(), c.num_heads, d, s.cos_, s.sin_);
+  s.k_rot_.copy_(s.k_raw_);
+  rope_in_place(s.k_rot_.data_ptr<float>(), Hkv, d, s.cos_, s.sin_);
+  KeysValues kv = cache.append(layer, s.k_raw_.view({Hkv, 1, d}), s.k_rot_.view({Hkv, 1, d}), s.v_.view({Hkv, 1, d}));
+  if (kv.keys.scalar_type() != torch::kFloat32)
+    throw std::invalid_argument(std::string("decode_step: the cache stores ") + c10::toString(kv.keys.scalar_type()) +
+                                " keys; decoding needs an fp32 cache (CacheOptions::dtype)");
+  const int64_t S = kv.keys.size(1);
+  probs = s.scores_for(S).narrow(0, 0, c.num_heads * S).view({Hkv, c.num_heads / Hkv, S});  // [Hkv, G, S]
+  return kv;
+}
+
+// Hands the layer's attention statistics to the cache when it asks for them.
+// One query: its probabilities summed over the G heads are the column sums,
+// the last query's row and the (one-row) observation window alike.
+static void observe_attention(KvCache& cache, int layer, DecodeState& s, const torch::Tensor& probs) {
+  const AttentionStatsRequest request = cache.stats_request(layer);
+  if (!request.any()) return;
+  const int64_t Hkv = probs.size(0), S = probs.size(2);
+  auto colsum = s.colsum_.narrow(0, 0, Hkv * S).view({Hkv, S});  // [Hkv, S]
+  at::sum_out(colsum, probs, {1});
+  AttentionStats stats;
+  if (request.column_sums) stats.column_sums = colsum;
+  if (request.last_query) stats.last_query = colsum;
+  if (request.window > 0) stats.window = colsum.unsqueeze(1);  // [Hkv, 1, S]
+  cache.observe(layer, stats);
+}
+};
 
 const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_t token, DecodeState& s) {
   const ModelConfig& c = model.config();
@@ -184,57 +269,60 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
     throw std::invalid_argument("decode_step: token id " + std::to_string(token) + " outside the vocabulary [0, " +
                                 std::to_string(c.vocab_size) + ")");
   torch::NoGradGuard no_grad;
-  const int64_t Hq = c.num_heads, Hkv = c.num_kv_heads, d = c.head_dim, G = Hq / Hkv;
   s.x_.copy_(w.embed[token]);
-  for (int i = 0; i < c.num_layers; ++i) {
-    const LayerWeights& l = w.layers[i];
-    // ---- attention: q, k, v of the token; RoPE at the cache's position ----
-    rms_norm_into(s.x_, l.attn_norm, c.rms_norm_eps, s.normed_);
-    project_into(l.q, s.normed_, s.q_);
-    project_into(l.k, s.normed_, s.k_raw_);
-    project_into(l.v, s.normed_, s.v_);
-    cache.prepare(i, 1);
-    const double pos = static_cast<double>(cache.chunk_position(i));
-    for (size_t j = 0; j < s.inv_freq_.size(); ++j) {
-      s.cos_[j] = static_cast<float>(std::cos(pos * s.inv_freq_[j]));
-      s.sin_[j] = static_cast<float>(std::sin(pos * s.inv_freq_[j]));
+  // Compressions (when a bounded cache is full) run here, before the team, on
+  // all the intra-op threads; a layer's prepare() reads only its own slots.
+  for (int i = 0; i < c.num_layers; ++i) cache.prepare(i, 1);
+  float* x = s.x_.data_ptr<float>();            // [D]
+  float* normed = s.normed_.data_ptr<float>();  // [D]
+  float* q = s.q_.data_ptr<float>();            // [Hq * d]
+  float* attn = s.attn_.data_ptr<float>();      // [Hq * d]
+  float* out = s.out_.data_ptr<float>();        // [D]
+  float* gate = s.gate_.data_ptr<float>();      // [F]
+  float* up = s.up_.data_ptr<float>();          // [F]
+  const int64_t G = c.num_heads / c.num_kv_heads;
+  KeysValues kv;        // the current layer's keys and values (set by the leader)
+  torch::Tensor probs;  // [Hkv, G, S] its attention probabilities
+  // One team run per token; every step after a sync() sees what all members
+  // wrote before it. Serial steps run on the leader, the calling thread.
+  run_team(at::get_num_threads(), [&](TeamMember& t) {
+    for (int i = 0; i < c.num_layers; ++i) {
+      const LayerWeights& l = w.layers[i];
+      // ---- attention: q, k, v of the token; RoPE at the cache's position ----
+      if (!t.leader_then_sync([&] { rms_norm_into(s.x_, l.attn_norm, c.rms_norm_eps, s.normed_); })) return;
+      float* k = s.k_raw_.data_ptr<float>();
+      float* v = s.v_.data_ptr<float>();
+      project_blocks(t, {{l.q, normed, q}, {l.k, normed, k}, {l.v, normed, v}});
+      if (!t.sync() || !t.leader_then_sync([&] { kv = DecodeSteps::rotate_and_append(cache, i, c, s, probs); })) return;
+      // ---- the G query heads of each KV head attend to its S slots ----
+      attend(t, kv, q, G, probs, attn);
+      if (!t.sync()) return;
+      project_blocks(t, {{l.o, attn, out}}, [&](auto rows) { add_rows(x, out, rows); });
+      if (!t.sync()) return;
+      // ---- SwiGLU MLP ----
+      if (!t.leader_then_sync([&] {
+            DecodeSteps::observe_attention(cache, i, s, probs);
+            rms_norm_into(s.x_, l.mlp_norm, c.rms_norm_eps, s.normed_);
+          }))
+        return;
+      // A block: the same rows of gate and up, and their SwiGLU.
+      t.for_each_block(row_blocks(l.gate.weight), [&](int64_t b) {
+        const auto rows = block_rows(l.gate.weight, b);
+        project_rows(l.gate, normed, gate, rows);
+        project_rows(l.up, normed, up, rows);
+        swiglu_rows(gate, up, rows);
+      });
+      if (!t.sync()) return;
+      project_blocks(t, {{l.down, gate, out}}, [&](auto rows) { add_rows(x, out, rows); });
+      if (!t.sync()) return;
     }
-    rope_in_place(s.q_.data_ptr<float>(), Hq, d, s.cos_, s.sin_);
-    s.k_rot_.copy_(s.k_raw_);
-    rope_in_place(s.k_rot_.data_ptr<float>(), Hkv, d, s.cos_, s.sin_);
-    const KeysValues kv = cache.append(i, s.k_raw_.view({Hkv, 1, d}), s.k_rot_.view({Hkv, 1, d}), s.v_.view({Hkv, 1, d}));
-    if (kv.keys.scalar_type() != torch::kFloat32)
-      throw std::invalid_argument(std::string("decode_step: the cache stores ") + c10::toString(kv.keys.scalar_type()) +
-                                  " keys; decoding needs an fp32 cache (CacheOptions::dtype)");
-    // ---- the G query heads of each KV head attend to its S slots ----
-    const int64_t S = kv.keys.size(1);
-    auto probs = s.scores_for(S).narrow(0, 0, Hq * S).view({Hkv, G, S});           // [Hkv, G, S]
-    attend(kv, s.q_.data_ptr<float>(), G, probs, s.attn_.data_ptr<float>());
-    const AttentionStatsRequest request = cache.stats_request(i);
-    if (request.any()) {
-      // One query: its probabilities summed over the G heads are the column
-      // sums, the last query's row and the (one-row) observation window alike.
-      auto colsum = s.colsum_.narrow(0, 0, Hkv * S).view({Hkv, S});                // [Hkv, S]
-      at::sum_out(colsum, probs, {1});
-      AttentionStats stats;
-      if (request.column_sums) stats.column_sums = colsum;
-      if (request.last_query) stats.last_query = colsum;
-      if (request.window > 0) stats.window = colsum.unsqueeze(1);                   // [Hkv, 1, S]
-      cache.observe(i, stats);
-    }
-    project_into(l.o, s.attn_, s.out_);
-    add_in_place(s.x_, s.out_);
-    // ---- SwiGLU MLP ----
-    rms_norm_into(s.x_, l.mlp_norm, c.rms_norm_eps, s.normed_);
-    project_into(l.gate, s.normed_, s.gate_);
-    project_into(l.up, s.normed_, s.up_);
-    swiglu_in_place(s.gate_, s.up_);
-    project_into(l.down, s.gate_, s.out_);
-    add_in_place(s.x_, s.out_);
-  }
+    if (!t.leader_then_sync([&] { rms_norm_into(s.x_, w.final_norm, c.rms_norm_eps, s.normed_); })) return;
+    t.for_each_block(row_blocks(w.lm_head), [&](int64_t b) {
+      const auto [r0, r1] = block_rows(w.lm_head, b);
+      gemv_row_range(w.lm_head, normed, s.logits_.data_ptr<float>(), r0, r1);
+    });
+  });
   cache.end_chunk(1);
-  rms_norm_into(s.x_, w.final_norm, c.rms_norm_eps, s.normed_);
-  matvec_into(s.logits_, w.lm_head, s.normed_);
   return s.logits_;
 }
 

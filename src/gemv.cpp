@@ -2,7 +2,6 @@
 // them and the split of rows across threads. See gemv.h for why.
 #include "lococo/gemv.h"
 
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -10,6 +9,7 @@
 #include <ATen/Parallel.h>
 
 #include "lococo/cpu_features.h"
+#include "lococo/thread_team.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define LOCOCO_GEMV_X86_VARIANTS 1
@@ -125,20 +125,16 @@ Kernels active_kernels() {
 }
 #undef LOCOCO_GEMV_KERNELS
 
-// ---- rows across threads -----------------------------------------------------------------
-// Below this many weight bytes one thread does the whole product: waking the
-// pool costs a few microseconds, more than a small matrix takes to stream.
+// Below this many weight bytes one thread does the whole product: waking a
+// second thread costs a few microseconds, more than a small matrix takes to stream.
 constexpr int64_t kParallelBytes = 256 * 1024;
-constexpr int64_t kRowBlock = 4;  // rows per kernel step; thread shares are multiples of it
+constexpr int64_t kRowBlock = 16;  // rows per block the threads claim (whole cache lines of y)
 
-template <class E, class Rows>
-void run_rows(Rows rows, const E* w, int64_t n_rows, int64_t cols, const float* x, float* y) {
-  const int64_t bytes = n_rows * cols * static_cast<int64_t>(sizeof(E));
-  if (bytes < kParallelBytes || at::get_num_threads() == 1) return rows(w, cols, x, y, 0, n_rows);
-  const int64_t blocks = (n_rows + kRowBlock - 1) / kRowBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    rows(w, cols, x, y, b0 * kRowBlock, std::min(n_rows, b1 * kRowBlock));
-  });
+void check_supported(const torch::Tensor& w) {
+  if (!gemv_supported(w))
+    throw std::invalid_argument("gemv: weight must be a contiguous 2-D CPU fp32 or bf16 tensor, got " +
+                                std::string(w.defined() ? w.toString() : "undefined") + " " +
+                                (w.defined() ? std::to_string(w.dim()) + "-D" : ""));
 }
 
 }  // namespace
@@ -156,25 +152,23 @@ bool gemv_supported(const torch::Tensor& w) {
          (w.scalar_type() == torch::kFloat32 || w.scalar_type() == torch::kBFloat16);
 }
 
-void gemv(const torch::Tensor& w, const float* x, float* y) {
-  if (!gemv_supported(w))
-    throw std::invalid_argument("gemv: weight must be a contiguous 2-D CPU fp32 or bf16 tensor, got " +
-                                std::string(w.defined() ? w.toString() : "undefined") + " " +
-                                (w.defined() ? std::to_string(w.dim()) + "-D" : ""));
-  const int64_t rows = w.size(0), cols = w.size(1);
-  if (w.scalar_type() == torch::kFloat32) return run_rows(active_kernels().rows_f32, w.data_ptr<float>(), rows, cols, x, y);
+void gemv_row_range(const torch::Tensor& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
+  check_supported(w);
+  const int64_t cols = w.size(1);
+  if (w.scalar_type() == torch::kFloat32)
+    return active_kernels().rows_f32(w.data_ptr<float>(), cols, x, y, row_begin, row_end);
   const auto* bits = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());  // bf16 = upper fp32 half
-  run_rows(active_kernels().rows_bf16, bits, rows, cols, x, y);
+  active_kernels().rows_bf16(bits, cols, x, y, row_begin, row_end);
 }
 
-MatvecKernel matvec_kernel(const torch::Tensor& w) {
-  static const std::string requested = [] {
-    const char* env = std::getenv("LOCOCO_MATVEC");
-    return std::string(env ? env : "");
-  }();
-  if (!gemv_supported(w)) return MatvecKernel::Blas;
-  if (w.scalar_type() == torch::kFloat32 && requested == "blas") return MatvecKernel::Blas;
-  return MatvecKernel::Simd;  // measured as fast as OpenBLAS for fp32, 2x oneDNN for bf16 (gemv.h)
+void gemv(const torch::Tensor& w, const float* x, float* y) {
+  check_supported(w);
+  const int64_t rows = w.size(0);
+  const bool small = w.numel() * static_cast<int64_t>(w.element_size()) < kParallelBytes;
+  const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+  run_team(small ? 1 : at::get_num_threads(), [&](TeamMember& t) {
+    t.for_each_block(blocks, [&](int64_t b) { gemv_row_range(w, x, y, b * kRowBlock, std::min(rows, (b + 1) * kRowBlock)); });
+  });
 }
 
 }  // namespace lococo

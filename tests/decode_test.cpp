@@ -3,6 +3,8 @@
 // tensor storage.
 #include <gtest/gtest.h>
 
+#include <ATen/Parallel.h>
+
 #include "alloc_counter.h"
 #include "lococo/decode.h"
 #include "lococo/generate.h"
@@ -66,6 +68,35 @@ TEST(Decode, StepEqualsForwardForEveryPolicy) {
         ASSERT_EQ(fast->slots(0), plain->slots(0));
       }
     }
+}
+
+// The thread team splits rows and heads differently for every team size (and
+// members steal each other's blocks as they go); no logit may change by a bit.
+TEST(Decode, ThreadCountDoesNotChangeTheLogits) {
+  const int threads_before = at::get_num_threads();
+  const auto c = testing::tiny_config(4, 2);
+  const LlamaModel model = testing::random_model(c, 4);
+  const auto prompt = testing::random_tokens(24, c.vocab_size, 1);
+  const auto next = testing::random_tokens(30, c.vocab_size, 2);
+  torch::NoGradGuard no_grad;
+  for (const char* policy : {"full", "h2o"}) {
+    SCOPED_TRACE(policy);
+    std::vector<torch::Tensor> first;  // logits of each step with one thread
+    for (int threads : {1, 2, 3}) {
+      at::set_num_threads(threads);
+      auto cache = make_cache(c, cache_options(policy, PositionMode::Absolute));
+      model.forward(prompt, cache.get());
+      DecodeState state(c);
+      for (int64_t t = 0; t < next.size(0); ++t) {
+        const auto logits = decode_step(model, *cache, next[t].item<int64_t>(), state).clone();
+        if (threads == 1)
+          first.push_back(logits);
+        else
+          ASSERT_TRUE(torch::equal(logits, first[static_cast<size_t>(t)])) << threads << " threads, step " << t;
+      }
+    }
+  }
+  at::set_num_threads(threads_before);
 }
 
 TEST(Decode, StepEqualsForwardWithBiasAndUntiedHead) {

@@ -4,12 +4,19 @@
 // chunk of hundreds of tokens, but for one token the ~100 allocations per
 // layer cost as much as the arithmetic of a small model. decode_step() runs the
 // same computation into buffers that a DecodeState allocates once per
-// sequence: projections as matrix-vector products written in place (the
-// kernel matvec_kernel() in gemv.h picks: gemv for fp32 and bf16), RMSNorm,
-// RoPE, softmax and SwiGLU as short loops over those buffers, attention by
-// gemv.h's row kernels over the cache's own storage (KV heads across threads).
+// sequence: projections as matrix-vector products written in place (gemv.h's
+// kernels, which stream fp32 and bf16 weights), RMSNorm, RoPE, softmax and
+// SwiGLU as short loops over those buffers, attention by gemv.h's row kernels
+// over the cache's own storage.
 //
-// It applies to fp32 and bf16 CPU weights without LoRA
+// Threads: a token is one run of a thread team (thread_team.h). Every member
+// computes its share of each matrix's rows (and the residual and SwiGLU of
+// those rows), its share of the KV heads in attention; the steps that need
+// all of a vector (RMSNorm, RoPE, the cache's append and statistics) run on
+// the leader between barriers. Compressions run before the team, on all the
+// intra-op threads.
+//
+// It applies to fp32 and bf16 contiguous CPU weights without LoRA
 // (decode_step_supported()) and an fp32 cache; generate() uses it there and
 // forward() elsewhere. Activations stay fp32 with either weight dtype. The
 // logits equal forward()'s within float rounding for fp32 weights
@@ -42,6 +49,7 @@ class DecodeState {
 
  private:
   friend const torch::Tensor& decode_step(const LlamaModel&, KvCache&, int64_t, DecodeState&);
+  friend struct DecodeSteps;  // decode_step's serial steps (decode.cpp)
   torch::Tensor scores_for(int64_t slots);  // [Hq * slots] (grows by doubling, rarely)
 
   int64_t heads_, kv_heads_;  // Hq, Hkv

@@ -12,15 +12,15 @@
 // compiled into the one binary and chosen at run time (cpu_features.h).
 //
 // bench/bench_gemv.cpp measures them against addmv and linear per shape and
-// dtype; matvec_kernel() below is the one place that picks a kernel. Measured
+// dtype, which is why decode_step uses them for every weight. Measured
 // on the development machine (2 threads, 1B shapes, idle, OpenMP OpenBLAS):
 // fp32 gemv 41-51 GB/s vs OpenBLAS sgemv 40-51 GB/s (equal or better on every
 // shape), bf16 gemv 32-52 GB/s vs oneDNN linear 15-27 GB/s. So gemv decodes
 // both dtypes; decoding then never enters OpenBLAS, whose pthreads build
 // would keep its own threads spinning beside libtorch's OpenMP ones.
 //
-// The rows are split with at::parallel_for, which runs in parallel only in
-// files compiled with -fopenmp (CMakeLists.txt links OpenMP for that reason).
+// Threads: gemv() splits the rows across a thread team (thread_team.h);
+// decode_step runs gemv_row_range() inside its own team, one per token.
 #pragma once
 
 #include <cstdint>
@@ -29,18 +29,18 @@
 
 namespace lococo {
 
-// Which implementation computes W x for a weight (chosen by dtype, measured).
-enum class MatvecKernel {
-  Blas,    // at::addmv_out (OpenBLAS sgemv): fp32 only, and for weights gemv cannot read
-  Simd,    // gemv() below: fp32 or bf16
-};
-
 // True when gemv() accepts `w`: a contiguous 2-D CPU tensor, fp32 or bf16.
 bool gemv_supported(const torch::Tensor& w);
 
 // y [rows] = W [rows, cols] x [cols]; x and y fp32, not aliasing W.
+// Rows split across the intra-op threads (one thread below 256 KiB of W).
 // Throws std::invalid_argument when !gemv_supported(w).
 void gemv(const torch::Tensor& w, const float* x, float* y);
+
+// Rows [row_begin, row_end) of y = W x, on the calling thread: decode_step's
+// thread team gives each member a share of the rows. Each row's sum is formed
+// the same way wherever the row falls, so results do not depend on the split.
+void gemv_row_range(const torch::Tensor& w, const float* x, float* y, int64_t row_begin, int64_t row_end);
 
 // Single-threaded pieces for attention over cached keys and values (the
 // caller splits heads across threads), fp32 rows `ld` values apart:
@@ -48,9 +48,5 @@ void gemv(const torch::Tensor& w, const float* x, float* y);
 void dot_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y);
 // y [cols] += sum over r of x[r] W[r, :]: the values weighted by probabilities.
 void add_weighted_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y);
-
-// The kernel decode uses for this weight: gemv, unless LOCOCO_MATVEC=blas asks
-// for OpenBLAS for fp32 weights (for side-by-side measurement).
-MatvecKernel matvec_kernel(const torch::Tensor& w);
 
 }  // namespace lococo

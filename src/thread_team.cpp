@@ -1,0 +1,100 @@
+// The team run and its spinning barrier; thread_team.h says why.
+#include "lococo/thread_team.h"
+
+#include <algorithm>
+#include <thread>
+
+#include <omp.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LOCOCO_CPU_RELAX() _mm_pause()
+#else
+#define LOCOCO_CPU_RELAX() std::atomic_signal_fence(std::memory_order_seq_cst)
+#endif
+
+namespace lococo {
+namespace {
+// Spins before each yield: about 10-50 us, longer than the serial steps
+// between decode's parallel ones, so a dedicated core never yields.
+constexpr int kSpinsBeforeYield = 4096;
+}  // namespace
+
+bool Team::arrive_and_wait(int size) {
+  // The generation is read before arriving: it cannot change until this
+  // member has arrived, so it names the phase this member waits to end.
+  const int generation = generation_.load(std::memory_order_acquire);
+  if (arrived_.fetch_add(1, std::memory_order_acq_rel) == size - 1) {
+    arrived_.store(0, std::memory_order_relaxed);
+    generation_.store(generation + 1, std::memory_order_release);
+    return !failed();
+  }
+  for (int spins = 0; generation_.load(std::memory_order_acquire) == generation;) {
+    if (failed()) return false;
+    if (++spins < kSpinsBeforeYield) {
+      LOCOCO_CPU_RELAX();
+    } else {
+      spins = 0;
+      std::this_thread::yield();
+    }
+  }
+  return !failed();
+}
+
+namespace {
+uint64_t pack(int64_t begin, int64_t end) { return static_cast<uint64_t>(end) << 32 | static_cast<uint64_t>(begin); }
+int64_t begin_of(uint64_t range) { return static_cast<int64_t>(range & 0xffffffffu); }
+int64_t end_of(uint64_t range) { return static_cast<int64_t>(range >> 32); }
+}  // namespace
+
+// A member that arrives at a loop late leaves its previous range (empty:
+// owners drain their own) for thieves to find until then, so they may steal
+// nothing from it: the blocks are still all done, by their owner.
+void Team::set_blocks(int m, int64_t begin, int64_t end) {
+  blocks_[m].range.store(pack(begin, end), std::memory_order_release);
+}
+
+int64_t Team::take_own(int m) {
+  const uint64_t before = blocks_[m].range.fetch_add(1, std::memory_order_acq_rel);
+  return begin_of(before) < end_of(before) ? begin_of(before) : -1;
+}
+
+int64_t Team::steal(int m, int size) {
+  for (int k = 1; k < size; ++k) {
+    std::atomic<uint64_t>& victim = blocks_[(m + k) % size].range;
+    uint64_t range = victim.load(std::memory_order_acquire);
+    while (begin_of(range) < end_of(range))
+      if (victim.compare_exchange_weak(range, pack(begin_of(range), end_of(range) - 1), std::memory_order_acq_rel))
+        return end_of(range) - 1;
+  }
+  return -1;
+}
+
+void Team::fail(std::exception_ptr error) {
+  {
+    std::lock_guard<std::mutex> lock(error_mutex_);
+    if (!error_) error_ = std::move(error);
+  }
+  failed_.store(true, std::memory_order_release);
+}
+
+void run_team(int threads, void (*body)(void* context, TeamMember& member), void* context) {
+  Team team;
+  const auto member = [&](int index, int size) {
+    TeamMember m(team, index, size);
+    try {
+      body(context, m);
+    } catch (...) {
+      team.fail(std::current_exception());
+    }
+  };
+  if (threads <= 1 || omp_in_parallel()) {
+    member(0, 1);
+  } else {
+#pragma omp parallel num_threads(std::min(threads, Team::kMaxMembers))
+    member(omp_get_thread_num(), omp_get_num_threads());
+  }
+  if (team.error()) std::rethrow_exception(team.error());
+}
+
+}  // namespace lococo
