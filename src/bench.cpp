@@ -206,6 +206,7 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
       // Generation: one token at a time, each the argmax of the last logits;
       // decode_step (what generate() uses) and, side by side, forward().
       int64_t token = 0;
+      p.bandwidth_gb_s = measure_read_bandwidth();
       if (decode_step_supported(model)) {
         DecodeState state(c);
         const TokenRates r = time_tokens(o.gen, [&] { token = greedy_token(decode_step(model, *cache, token, state)); }, tick);
@@ -226,9 +227,9 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
                                    attention_flops_per_token(c, prompt_slots) / (rep.machine.attention_gflop_s * 1e9);
       p.prompt_gemm_fraction = p.prompt_tokens_per_second * limit_seconds;
       p.gen_bytes_per_token = rep.weight_bytes + kv_bytes_read(c, cache->slots(0), co.dtype);
-      // The machine is shared: its bandwidth is measured again beside every
-      // point, and the fractions use the best of all (the limit).
-      rep.machine.bandwidth_gb_s = std::max(rep.machine.bandwidth_gb_s, measure_read_bandwidth());
+      // The machine is shared: its bandwidth is measured again beside every point.
+      p.bandwidth_gb_s = std::max(p.bandwidth_gb_s, measure_read_bandwidth());
+      rep.machine.bandwidth_gb_s = std::max(rep.machine.bandwidth_gb_s, p.bandwidth_gb_s);
       p.cache = cache->describe();
       p.cache_bytes = cache->bytes();
       p.peak_rss_bytes = peak_rss_bytes();
@@ -236,8 +237,10 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
     }
   }
   bar.finish();
-  for (auto& p : rep.points)
-    p.gen_bandwidth_fraction = p.gen_tokens_per_second * p.gen_bytes_per_token / (rep.machine.bandwidth_gb_s * 1e9);
+  for (auto& p : rep.points) {
+    p.gen_bandwidth_fraction = p.gen_tokens_per_second * p.gen_bytes_per_token / (p.bandwidth_gb_s * 1e9);
+    p.gen_bandwidth_fraction_of_best = p.gen_tokens_per_second * p.gen_bytes_per_token / (rep.machine.bandwidth_gb_s * 1e9);
+  }
   return rep;
 }
 
@@ -252,7 +255,8 @@ nlohmann::json BenchReport::to_json() const {
                    {"gen_tokens_per_second_mean", p.gen_tokens_per_second_mean},
                    {"gen_forward_tokens_per_second", p.gen_forward_tokens_per_second},
                    {"prompt_gemm_fraction", p.prompt_gemm_fraction},
-                   {"gen_bandwidth_fraction", p.gen_bandwidth_fraction}, {"cache_bytes", p.cache_bytes},
+                   {"bandwidth_gb_s", p.bandwidth_gb_s}, {"gen_bandwidth_fraction", p.gen_bandwidth_fraction},
+                   {"gen_bandwidth_fraction_of_best", p.gen_bandwidth_fraction_of_best}, {"cache_bytes", p.cache_bytes},
                    {"peak_rss_bytes", p.peak_rss_bytes}});
   return {{"kind", "bench"}, {"model", model}, {"params", params}, {"weight_bytes", weight_bytes}, {"dtype", dtype},
           {"threads", threads}, {"blas_threading", blas_threading}, {"prompt", options.prompt}, {"gen", options.gen}, {"chunk", options.cache.chunk},
@@ -268,21 +272,24 @@ std::string to_markdown(const BenchReport& r) {
   std::ostringstream md;
   md << fmt::format("# lococo bench\n\nModel `{}`: {:.1f}M parameters, {} weights ({:.1f} MiB read per token), {} "
                     "threads (BLAS threading: {}); prompt {} tokens in chunks of {}, {} generated tokens; fill: {}.\n\n"
-                    "Machine: {:.1f} GB/s read bandwidth, {:.0f} GFLOP/s {} GEMM (2048^3; attention in {}: {:.0f}). "
+                    "Machine: {:.1f} GB/s read bandwidth (best in the run), {:.0f} GFLOP/s {} GEMM (2048^3; attention in {}: {:.0f}). "
                     "% GEMM peak: the time these rates allow the prompt's flops over the time taken.\n\n",
                     r.model, r.params / 1e6, r.dtype, r.weight_bytes / 1048576.0, r.threads, r.blas_threading, r.options.prompt,
                     r.options.cache.chunk, r.options.gen, r.options.random_fill ? "random K/V" : "model", r.machine.bandwidth_gb_s,
                     r.machine.gemm_gflop_s, dtype_name(r.machine.dtype), dtype_name(r.machine.attention_dtype),
                     r.machine.attention_gflop_s);
-  md << "Generation: tokens/s from the median time of one token (mean: tokens / total time).\n\n";
-  md << "| policy | depth | slots | prompt tok/s | % GEMM peak | gen tok/s | % bandwidth | gen mean | gen via forward() | "
-        "x forward() | KV cache (MiB) | peak RSS (MiB) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  md << "Generation: tokens/s from the median time of one token (mean: tokens / total time); % bandwidth: bytes "
+        "read per token (weights + K/V) x tokens/s over the read bandwidth measured beside the point (GB/s column), "
+        "and over the best in the run.\n\n";
+  md << "| policy | depth | slots | prompt tok/s | % GEMM peak | gen tok/s | GB/s | % bandwidth | % of best | gen mean | "
+        "gen via forward() | x forward() | KV cache (MiB) | peak RSS (MiB) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& p : r.points)
-    md << fmt::format("| {} | {} | {} | {:.1f} | {:.0f}% | {:.2f} | {:.0f}% | {:.2f} | {:.2f} | {:.2f} | {:.1f} | {:.0f} |\n",
+    md << fmt::format("| {} | {} | {} | {:.1f} | {:.0f}% | {:.2f} | {:.1f} | {:.0f}% | {:.0f}% | {:.2f} | {:.2f} | {:.2f} "
+                      "| {:.1f} | {:.0f} |\n",
                       p.run.budget ? fmt::format("{} M={}", p.run.policy, p.run.budget) : p.run.policy, p.depth, p.slots,
-                      p.prompt_tokens_per_second, 100 * p.prompt_gemm_fraction, p.gen_tokens_per_second,
-                      100 * p.gen_bandwidth_fraction, p.gen_tokens_per_second_mean, p.gen_forward_tokens_per_second,
+                      p.prompt_tokens_per_second, 100 * p.prompt_gemm_fraction, p.gen_tokens_per_second, p.bandwidth_gb_s,
+                      100 * p.gen_bandwidth_fraction, 100 * p.gen_bandwidth_fraction_of_best, p.gen_tokens_per_second_mean, p.gen_forward_tokens_per_second,
                       p.gen_tokens_per_second / p.gen_forward_tokens_per_second, p.cache_bytes / 1048576.0,
                       p.peak_rss_bytes / 1048576.0);
   return md.str();

@@ -16,6 +16,8 @@
 namespace lococo {
 namespace {
 
+constexpr int64_t kAttentionBlock = 512;  // slots per block: 128 KiB of keys at d = 64
+
 torch::Tensor f32(int64_t n) { return torch::zeros({n}, torch::kFloat32); }
 
 // Calls f with a typed pointer to t's elements: float, or at::BFloat16 (which
@@ -117,51 +119,67 @@ bool rows_contiguous(const KeysValues& kv) { return kv.keys.stride(2) == 1 && kv
 
 // attn and probs as attend_heads() below, by libtorch's batched products: for
 // caches whose rows are not contiguous.
-void attend_batched(const KeysValues& kv, const float* q, int64_t G, const torch::Tensor& probs, float* attn) {
+void attend_batched(const KeysValues& kv, const RopeParams& rope, const float* q, int64_t G, const torch::Tensor& probs,
+                    float* attn) {
   const int64_t Hkv = kv.keys.size(0), S = kv.keys.size(1), d = kv.keys.size(2);
   torch::Tensor scores = probs;
-  at::bmm_out(scores, torch::from_blob(const_cast<float*>(q), {Hkv, G, d}), kv.keys.transpose(1, 2));
+  const torch::Tensor keys = kv.rotate_at_slot_index ? apply_rope(kv.keys.unsqueeze(0), 0, rope)[0] : kv.keys;
+  at::bmm_out(scores, torch::from_blob(const_cast<float*>(q), {Hkv, G, d}), keys.transpose(1, 2));
   softmax_rows(probs.data_ptr<float>(), Hkv * G, S, static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))));
   auto out = torch::from_blob(attn, {Hkv, G, d});
   at::bmm_out(out, probs, kv.values);
 }
 
+// Keys that decode_step rotates itself (`Cache` positions): the angles of
+// slots 0..S-1 ([S, d/2] each) and the member's scratch for a rotated block.
+struct SlotRotation {
+  const float* cos = nullptr;  // nullptr: the keys are rotated already
+  const float* sin = nullptr;
+  float* block = nullptr;      // [kAttentionBlock, d]
+};
+
 // attn [Hkv * G * d] = softmax(q K^T / sqrt(d)) V for the G query heads
-// (q [Hkv * G * d]) of KV heads [h0, h1) against their S cached slots; probs
-// [Hkv, G, S] keeps the probabilities. K and V are read in blocks of slots
-// that stay in cache while all G queries use them, so each is read from
-// memory once.
-void attend_heads(const KeysValues& kv, const float* q, int64_t G, const torch::Tensor& probs, float* attn,
-                  int64_t h0, int64_t h1) {
+// (q [Hkv * G * d]) of KV head h against its S cached slots; probs [Hkv, G, S]
+// keeps the probabilities. K and V are read in blocks of slots that stay in
+// cache while all G queries use them, so each is read from memory once (and
+// keys stored before RoPE are rotated once per block, into rot.block).
+void attend_head(const KeysValues& kv, const SlotRotation& rot, const float* q, int64_t G, const torch::Tensor& probs,
+                 float* attn, int64_t h) {
   const int64_t S = kv.keys.size(1), d = kv.keys.size(2);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  constexpr int64_t kBlock = 512;  // slots per block: 128 KiB of keys at d = 64
+  constexpr int64_t kBlock = kAttentionBlock;
   const int64_t k_ld = kv.keys.stride(1), v_ld = kv.values.stride(1);
-  for (int64_t h = h0; h < h1; ++h) {
-    const float* k = kv.keys.data_ptr<float>() + h * kv.keys.stride(0);
-    const float* v = kv.values.data_ptr<float>() + h * kv.values.stride(0);
-    float* ph = probs.data_ptr<float>() + h * G * S;  // [G, S]
-    for (int64_t b = 0; b < S; b += kBlock)
-      for (int64_t g = 0; g < G; ++g)
-        dot_rows(k + b * k_ld, std::min(kBlock, S - b), d, k_ld, q + (h * G + g) * d, ph + g * S + b);
-    softmax_rows(ph, G, S, scale);
-    float* out = attn + h * G * d;  // [G, d]
-    std::fill(out, out + G * d, 0.0f);
-    for (int64_t b = 0; b < S; b += kBlock)
-      for (int64_t g = 0; g < G; ++g)
-        add_weighted_rows(v + b * v_ld, std::min(kBlock, S - b), d, v_ld, ph + g * S + b, out + g * d);
+  const float* k = kv.keys.data_ptr<float>() + h * kv.keys.stride(0);
+  const float* v = kv.values.data_ptr<float>() + h * kv.values.stride(0);
+  float* ph = probs.data_ptr<float>() + h * G * S;  // [G, S]
+  for (int64_t b = 0; b < S; b += kBlock) {
+    const int64_t n = std::min(kBlock, S - b);
+    const float* kb = k + b * k_ld;
+    int64_t kb_ld = k_ld;
+    if (rot.cos) {
+      rope_rows(kb, n, d, k_ld, rot.cos + b * (d / 2), rot.sin + b * (d / 2), rot.block);
+      kb = rot.block;
+      kb_ld = d;
+    }
+    for (int64_t g = 0; g < G; ++g) dot_rows(kb, n, d, kb_ld, q + (h * G + g) * d, ph + g * S + b);
   }
+  softmax_rows(ph, G, S, scale);
+  float* out = attn + h * G * d;  // [G, d]
+  std::fill(out, out + G * d, 0.0f);
+  for (int64_t b = 0; b < S; b += kBlock)
+    for (int64_t g = 0; g < G; ++g)
+      add_weighted_rows(v + b * v_ld, std::min(kBlock, S - b), d, v_ld, ph + g * S + b, out + g * d);
 }
 
-// The KV heads of the attention that the member claims (all of it on the
+// The KV heads of the attention that the member takes (all of it on the
 // leader when the rows are not contiguous).
-void attend(TeamMember& t, const KeysValues& kv, const float* q, int64_t G, const torch::Tensor& probs,
-            float* attn) {
+void attend(TeamMember& t, const KeysValues& kv, const SlotRotation& rot, const RopeParams& rope, const float* q,
+            int64_t G, const torch::Tensor& probs, float* attn) {
   if (!rows_contiguous(kv)) {
-    if (t.leader()) attend_batched(kv, q, G, probs, attn);
+    if (t.leader()) attend_batched(kv, rope, q, G, probs, attn);
     return;
   }
-  t.for_each_block(kv.keys.size(0), [&](int64_t h) { attend_heads(kv, q, G, probs, attn, h, h + 1); });
+  t.for_each_block(kv.keys.size(0), [&](int64_t h) { attend_head(kv, rot, q, G, probs, attn, h); });
 }
 
 // gate[r] = silu(gate[r]) * up[r] for r in [r0, r1).
@@ -205,6 +223,30 @@ torch::Tensor DecodeState::scores_for(int64_t slots) {
   return scores_;
 }
 
+void DecodeState::slot_angles_for(int64_t slots) {
+  const int64_t half = static_cast<int64_t>(inv_freq_.size());
+  if (slot_cos_.defined() && slot_cos_.size(0) >= slots) return;
+  const int64_t cap = std::max<int64_t>(slots, slot_cos_.defined() ? 2 * slot_cos_.size(0) : 0);
+  slot_cos_ = torch::empty({cap, half});
+  slot_sin_ = torch::empty({cap, half});
+  float* c = slot_cos_.data_ptr<float>();
+  float* s = slot_sin_.data_ptr<float>();
+  for (int64_t p = 0; p < cap; ++p)  // as the query's angles: in double, then rounded
+    for (int64_t j = 0; j < half; ++j) {
+      c[p * half + j] = static_cast<float>(std::cos(static_cast<double>(p) * inv_freq_[j]));
+      s[p * half + j] = static_cast<float>(std::sin(static_cast<double>(p) * inv_freq_[j]));
+    }
+}
+
+void DecodeState::key_blocks_for(int members) {
+  const int64_t d = 2 * static_cast<int64_t>(inv_freq_.size());
+  if (!key_blocks_.defined() || key_blocks_.size(0) < members) key_blocks_ = torch::empty({members, kAttentionBlock, d});
+}
+
+float* DecodeState::key_block(int member) {
+  return key_blocks_.data_ptr<float>() + member * key_blocks_.size(1) * key_blocks_.size(2);
+}
+
 bool decode_step_supported(const LlamaModel& model) {
   const LlamaWeights& w = model.weights();
   const auto ok = [](const torch::Tensor& t) {
@@ -236,11 +278,13 @@ static KeysValues rotate_and_append(KvCache& cache, int layer, const ModelConfig
   rope_in_place(s.q_.data_ptr<float>(), c.num_heads, d, s.cos_, s.sin_);
   s.k_rot_.copy_(s.k_raw_);
   rope_in_place(s.k_rot_.data_ptr<float>(), Hkv, d, s.cos_, s.sin_);
-  KeysValues kv = cache.append(layer, s.k_raw_.view({Hkv, 1, d}), s.k_rot_.view({Hkv, 1, d}), s.v_.view({Hkv, 1, d}));
+  KeysValues kv = cache.append(layer, s.k_raw_.view({Hkv, 1, d}), s.k_rot_.view({Hkv, 1, d}), s.v_.view({Hkv, 1, d}),
+                               /*rotate_keys=*/false);
   if (kv.keys.scalar_type() != torch::kFloat32)
     throw std::invalid_argument(std::string("decode_step: the cache stores ") + c10::toString(kv.keys.scalar_type()) +
                                 " keys; decoding needs an fp32 cache (CacheOptions::dtype)");
   const int64_t S = kv.keys.size(1);
+  if (kv.rotate_at_slot_index) s.slot_angles_for(std::max(S, cache.capacity(layer)));  // all the cache can hold
   probs = s.scores_for(S).narrow(0, 0, c.num_heads * S).view({Hkv, c.num_heads / Hkv, S});  // [Hkv, G, S]
   return kv;
 }
@@ -281,11 +325,14 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
   float* gate = s.gate_.data_ptr<float>();      // [F]
   float* up = s.up_.data_ptr<float>();          // [F]
   const int64_t G = c.num_heads / c.num_kv_heads;
+  const RopeParams rope = RopeParams::from(c);
+  const int threads = at::get_num_threads();
+  s.key_blocks_for(std::min(threads, Team::kMaxMembers));
   KeysValues kv;        // the current layer's keys and values (set by the leader)
   torch::Tensor probs;  // [Hkv, G, S] its attention probabilities
   // One team run per token; every step after a sync() sees what all members
   // wrote before it. Serial steps run on the leader, the calling thread.
-  run_team(at::get_num_threads(), [&](TeamMember& t) {
+  run_team(threads, [&](TeamMember& t) {
     for (int i = 0; i < c.num_layers; ++i) {
       const LayerWeights& l = w.layers[i];
       // ---- attention: q, k, v of the token; RoPE at the cache's position ----
@@ -295,7 +342,10 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
       project_blocks(t, {{l.q, normed, q}, {l.k, normed, k}, {l.v, normed, v}});
       if (!t.sync() || !t.leader_then_sync([&] { kv = DecodeSteps::rotate_and_append(cache, i, c, s, probs); })) return;
       // ---- the G query heads of each KV head attend to its S slots ----
-      attend(t, kv, q, G, probs, attn);
+      SlotRotation rot;
+      if (kv.rotate_at_slot_index)
+        rot = {s.slot_cos_.data_ptr<float>(), s.slot_sin_.data_ptr<float>(), s.key_block(t.index())};
+      attend(t, kv, rot, rope, q, G, probs, attn);
       if (!t.sync()) return;
       project_blocks(t, {{l.o, attn, out}}, [&](auto rows) { add_rows(x, out, rows); });
       if (!t.sync()) return;

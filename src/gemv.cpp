@@ -34,6 +34,8 @@ constexpr int64_t kLanes = 16;
 inline Vec zero() { return _mm512_setzero_ps(); }
 inline Vec fma(Vec a, Vec b, Vec acc) { return _mm512_fmadd_ps(a, b, acc); }
 inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+inline Vec mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+inline Vec fms(Vec a, Vec b, Vec c) { return _mm512_fmsub_ps(a, b, c); }
 inline __mmask16 first(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
 inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
 inline Vec load_tail(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(first(n), p); }
@@ -56,6 +58,8 @@ constexpr int64_t kLanes = 8;
 inline Vec zero() { return _mm256_setzero_ps(); }
 inline Vec fma(Vec a, Vec b, Vec acc) { return _mm256_fmadd_ps(a, b, acc); }
 inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+inline Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+inline Vec fms(Vec a, Vec b, Vec c) { return _mm256_fmsub_ps(a, b, c); }
 inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
 inline Vec load(const uint16_t* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -88,6 +92,8 @@ constexpr int64_t kLanes = 1;
 inline Vec zero() { return 0.0f; }
 inline Vec fma(Vec a, Vec b, Vec acc) { return acc + a * b; }
 inline Vec add(Vec a, Vec b) { return a + b; }
+inline Vec mul(Vec a, Vec b) { return a * b; }
+inline Vec fms(Vec a, Vec b, Vec c) { return a * b - c; }
 inline Vec load(const float* p) { return *p; }
 inline Vec load(const uint16_t* p) {
   const uint32_t bits = static_cast<uint32_t>(*p) << 16;
@@ -109,8 +115,10 @@ struct Kernels {
   void (*rows_bf16)(const uint16_t*, int64_t, const float*, float*, int64_t, int64_t);
   void (*dot_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
   void (*add_weighted_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
+  void (*rope_rows)(const float*, int64_t, int64_t, int64_t, const float*, const float*, float*);
 };
-#define LOCOCO_GEMV_KERNELS(ns) Kernels{ns::gemv_rows<float>, ns::gemv_rows<uint16_t>, ns::dot_rows, ns::add_weighted_rows}
+#define LOCOCO_GEMV_KERNELS(ns) \
+  Kernels{ns::gemv_rows<float>, ns::gemv_rows<uint16_t>, ns::dot_rows, ns::add_weighted_rows, ns::rope_rows}
 
 // The widest variant the CPU (and the LOCOCO_SIMD cap) allows.
 Kernels active_kernels() {
@@ -145,6 +153,10 @@ void dot_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const floa
 
 void add_weighted_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y) {
   active_kernels().add_weighted_rows(w, rows, cols, ld, x, y);
+}
+
+void rope_rows(const float* k, int64_t rows, int64_t d, int64_t ld, const float* cos, const float* sin, float* out) {
+  active_kernels().rope_rows(k, rows, d, ld, cos, sin, out);
 }
 
 bool gemv_supported(const torch::Tensor& w) {

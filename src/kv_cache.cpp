@@ -76,7 +76,8 @@ void SlotCache::ensure_capacity(int i, int64_t needed) {
   grow(l.positions, -1.0);
 }
 
-KeysValues SlotCache::append(int i, const torch::Tensor& k_raw, const torch::Tensor& k_rot, const torch::Tensor& v) {
+KeysValues SlotCache::append(int i, const torch::Tensor& k_raw, const torch::Tensor& k_rot, const torch::Tensor& v,
+                             bool rotate_keys) {
   LayerSlots& l = layers_[i];
   const int64_t n = k_rot.size(1);
   TORCH_CHECK(k_rot.dim() == 3 && k_rot.size(0) == config_.num_kv_heads && k_rot.size(2) == config_.head_dim,
@@ -102,6 +103,7 @@ KeysValues SlotCache::append(int i, const torch::Tensor& k_raw, const torch::Ten
   const bool differentiable =
       torch::GradMode::is_enabled() && (k_rot.requires_grad() || v.requires_grad() || l.live_k.defined());
   torch::Tensor keys, values;
+  bool rotate_at_slot_index = false;
   if (differentiable) {
     // Training: keep the chunk's (and a fresh compression's) autograd history.
     auto prefix_k = l.live_k.defined() ? l.live_k : l.k.narrow(1, 0, start);
@@ -110,12 +112,13 @@ KeysValues SlotCache::append(int i, const torch::Tensor& k_raw, const torch::Ten
     keys = torch::cat({prefix_k.to(k_rot.scalar_type()), k_rot}, 1);
     values = torch::cat({prefix_v.to(v.scalar_type()), v}, 1);
   } else {
-    keys = options_.positions == PositionMode::Cache ? rotated_slots(i, l.len) : l.k.narrow(1, 0, l.len);
+    rotate_at_slot_index = options_.positions == PositionMode::Cache && !rotate_keys;
+    keys = options_.positions == PositionMode::Cache && rotate_keys ? rotated_slots(i, l.len) : l.k.narrow(1, 0, l.len);
     values = l.v.narrow(1, 0, l.len);
   }
   l.live_k = torch::Tensor();
   l.live_v = torch::Tensor();
-  return {keys, values};
+  return {keys, values, rotate_at_slot_index};
 }
 
 torch::Tensor SlotCache::rotated_slots(int i, int64_t len) {

@@ -278,6 +278,8 @@ TEST(Bench, RandomFillKeepsBoundedCachesBoundedAndReportsEveryPoint) {
   for (const auto& p : r.points) {
     EXPECT_GT(p.gen_tokens_per_second, 0);
     EXPECT_GT(p.gen_bandwidth_fraction, 0);
+    EXPECT_LE(p.bandwidth_gb_s, r.machine.bandwidth_gb_s);  // the run's best is the best of the points'
+    EXPECT_LE(p.gen_bandwidth_fraction_of_best, p.gen_bandwidth_fraction);
   }
   EXPECT_GT(r.machine.bandwidth_gb_s, 0);
   EXPECT_GT(r.machine.gemm_gflop_s, 0);

@@ -81,6 +81,32 @@ TEST(Gemv, AttentionRowKernelsMatchDoublePrecision) {
   }
 }
 
+TEST(Gemv, RopeRowsRotateEachRowByItsAngles) {
+  // Keys `ld` apart; row r turns by angles (r + 1) * f_j, in apply_rope()'s
+  // pairing (j with j + d/2). Reference in double precision.
+  Restore restore;
+  auto gen = at::detail::createCPUGenerator(12);
+  for (int64_t d : {6, 64, 80}) {
+    const int64_t rows = 37, half = d / 2, ld = d + 5;
+    const auto keys = at::normal(0, 1, {rows, ld}, gen);
+    auto angles = torch::empty({rows, half}, torch::kFloat64);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < half; ++j) angles[r][j] = (r + 1) * std::pow(10000.0, -2.0 * j / d);
+    const auto cos = angles.cos().to(torch::kFloat32), sin = angles.sin().to(torch::kFloat32);
+    const auto k64 = keys.narrow(1, 0, d).to(torch::kFloat64);
+    const auto x1 = k64.narrow(1, 0, half), x2 = k64.narrow(1, half, half);
+    const auto c64 = cos.to(torch::kFloat64), s64 = sin.to(torch::kFloat64);
+    const auto want = torch::cat({x1 * c64 - x2 * s64, x2 * c64 + x1 * s64}, 1);
+    for (SimdLevel level : levels_here()) {
+      SCOPED_TRACE(to_string(level) + " d=" + std::to_string(d));
+      set_simd_level_cap(level);
+      auto out = torch::full({rows, d}, std::nanf(""));
+      rope_rows(keys.data_ptr<float>(), rows, d, ld, cos.data_ptr<float>(), sin.data_ptr<float>(), out.data_ptr<float>());
+      EXPECT_LT((out.to(torch::kFloat64) - want).abs().max().item<double>(), 1e-5);
+    }
+  }
+}
+
 TEST(Gemv, ThreadSplitIsBitIdentical) {
   Restore restore;
   auto gen = at::detail::createCPUGenerator(8);

@@ -15,7 +15,10 @@
 //                "gen_forward_tokens_per_second": num (the same through forward(), for comparison),
 //                "prompt_gemm_fraction": num (the time the GEMM rates allow the prompt's matmul
 //                   flops, in the weights' dtype, and attention flops, in the cache's, over the time taken),
-//                "gen_bandwidth_fraction": num,
+//                "bandwidth_gb_s": num (read bandwidth measured beside this point: the best of one
+//                   read just before and one just after its generation),
+//                "gen_bandwidth_fraction": num (weights + K/V read per token x tokens/s over that),
+//                "gen_bandwidth_fraction_of_best": num (the same over machine.bandwidth_gb_s),
 //                "cache_bytes": int, "peak_rss_bytes": int}]}
 #pragma once
 
@@ -32,8 +35,8 @@
 namespace lococo {
 
 struct MachineLimits {
-  double bandwidth_gb_s = 0;  // read bandwidth of a large (256 MiB) reduction; in run_bench the best of one
-                              // measurement at the start and one beside each point
+  double bandwidth_gb_s = 0;  // read bandwidth of a large (256 MiB) reduction; in run_bench the best of all
+                              // measurements in the run (at the start and beside each point)
   double gemm_gflop_s = 0;    // a 2048^3 GEMM in `dtype`
   double attention_gflop_s = 0;               // the same in `attention_dtype`
   torch::Dtype attention_dtype = torch::kFloat32;  // the KV cache's: attention computes in it
@@ -63,7 +66,12 @@ struct BenchPoint {
   double prompt_tokens_per_second = 0, gen_tokens_per_second = 0;  // generation: decode_step where supported
   double gen_forward_tokens_per_second = 0;                         // generation through forward()
   double gen_tokens_per_second_mean = 0;  // tokens / total time (gen_tokens_per_second: 1 / median token time)
-  double prompt_gemm_fraction = 0, gen_bandwidth_fraction = 0;
+  double prompt_gemm_fraction = 0;
+  // A shared machine's bandwidth moves from minute to minute, so a point's
+  // generation is held to the bandwidth measured beside it (and, stricter, to
+  // the best measured in the whole run).
+  double bandwidth_gb_s = 0;  // best of a read just before and one just after the generation
+  double gen_bandwidth_fraction = 0, gen_bandwidth_fraction_of_best = 0;
   double gen_bytes_per_token = 0;  // weights + the K/V a generated token reads
   int64_t cache_bytes = 0, peak_rss_bytes = 0;
 };

@@ -51,6 +51,9 @@ class DecodeState {
   friend const torch::Tensor& decode_step(const LlamaModel&, KvCache&, int64_t, DecodeState&);
   friend struct DecodeSteps;  // decode_step's serial steps (decode.cpp)
   torch::Tensor scores_for(int64_t slots);  // [Hq * slots] (grows by doubling, rarely)
+  void slot_angles_for(int64_t slots);      // slot_cos_/slot_sin_ cover `slots` positions (grows by doubling)
+  float* key_block(int member);             // member's scratch rows (key_blocks_ sized by key_blocks_for)
+  void key_blocks_for(int members);         // (grows, rarely)
 
   int64_t heads_, kv_heads_;  // Hq, Hkv
 
@@ -69,6 +72,10 @@ class DecodeState {
   torch::Tensor logits_;   // [V]
   std::vector<double> inv_freq_;       // [d / 2] RoPE frequencies
   std::vector<float> cos_, sin_;       // [d / 2] at the current position
+  // Keys stored before RoPE (`Cache` positions) are rotated inside attention,
+  // slot i at position i, a block of slots at a time per team member.
+  torch::Tensor slot_cos_, slot_sin_;  // [capacity, d / 2] angles of positions 0, 1, ...
+  torch::Tensor key_blocks_;           // [members, kAttentionBlock, d] rotated keys
 };
 
 // True when decode_step can run this model (fp32 or bf16 CPU weights, no LoRA).

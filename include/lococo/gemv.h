@@ -46,7 +46,10 @@ void gemv_row_range(const torch::Tensor& w, const float* x, float* y, int64_t ro
 // caller splits heads across threads), fp32 rows `ld` values apart:
 // y [rows] = W x (x [cols]): one query's scores against the keys;
 void dot_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y);
-// y [cols] += sum over r of x[r] W[r, :]: the values weighted by probabilities.
+// y [cols] += sum over r of x[r] W[r, :]: the values weighted by probabilities;
 void add_weighted_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y);
+// out [rows, d] (contiguous) = rows of k rotated by RoPE, row r at the angles
+// cos[r, :], sin[r, :] ([rows, d / 2] each): keys stored before RoPE.
+void rope_rows(const float* k, int64_t rows, int64_t d, int64_t ld, const float* cos, const float* sin, float* out);
 
 }  // namespace lococo

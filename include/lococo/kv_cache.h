@@ -57,6 +57,9 @@ struct CacheOptions {
 struct KeysValues {
   torch::Tensor keys;
   torch::Tensor values;
+  // Set only by append(..., rotate_keys = false) with `Cache` positions: keys
+  // are as stored, before RoPE, and slot i is to be rotated at position i.
+  bool rotate_at_slot_index = false;
 };
 
 class KvCache {
@@ -66,9 +69,12 @@ class KvCache {
   virtual void prepare(int layer, int64_t n_new) = 0;
   virtual int64_t chunk_position(int layer) const = 0;
   // k_raw, k_rot, v: [Hkv, n_new, d]. Returns [Hkv, slots + n_new, d], views that
-  // stay valid until the next append (of any layer).
+  // stay valid until the next append (of any layer). rotate_keys = false lets
+  // a cache that stores keys before RoPE hand them over unrotated (see
+  // KeysValues): decode_step rotates them inside its threaded attention
+  // instead of having every slot rotated again, on one thread, every token.
   virtual KeysValues append(int layer, const torch::Tensor& k_raw, const torch::Tensor& k_rot,
-                            const torch::Tensor& v) = 0;
+                            const torch::Tensor& v, bool rotate_keys = true) = 0;
   virtual AttentionStatsRequest stats_request(int layer) const = 0;
   virtual void observe(int layer, const AttentionStats& stats) = 0;
   virtual void end_chunk(int64_t n_new) = 0;
@@ -98,7 +104,7 @@ class SlotCache : public KvCache {
 
   int64_t chunk_position(int layer) const override;
   KeysValues append(int layer, const torch::Tensor& k_raw, const torch::Tensor& k_rot,
-                    const torch::Tensor& v) override;
+                    const torch::Tensor& v, bool rotate_keys = true) override;
   void end_chunk(int64_t n_new) override;
   int64_t slots(int layer) const override { return layers_[layer].len; }
   int64_t capacity(int layer) const override { return layers_[layer].k.size(1); }
