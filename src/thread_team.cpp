@@ -18,6 +18,22 @@ namespace {
 // Spins before each yield: about 10-50 us, longer than the serial steps
 // between decode's parallel ones, so a dedicated core never yields.
 constexpr int kSpinsBeforeYield = 4096;
+
+// One wait step of a spinning loop: a pause, and now and then a yield.
+class Backoff {
+ public:
+  void wait() {
+    if (++spins_ < kSpinsBeforeYield) {
+      LOCOCO_CPU_RELAX();
+    } else {
+      spins_ = 0;
+      std::this_thread::yield();
+    }
+  }
+
+ private:
+  int spins_ = 0;
+};
 }  // namespace
 
 bool Team::arrive_and_wait(int size) {
@@ -29,15 +45,8 @@ bool Team::arrive_and_wait(int size) {
     generation_.store(generation + 1, std::memory_order_release);
     return !failed();
   }
-  for (int spins = 0; generation_.load(std::memory_order_acquire) == generation;) {
+  for (Backoff backoff; generation_.load(std::memory_order_acquire) == generation; backoff.wait())
     if (failed()) return false;
-    if (++spins < kSpinsBeforeYield) {
-      LOCOCO_CPU_RELAX();
-    } else {
-      spins = 0;
-      std::this_thread::yield();
-    }
-  }
   return !failed();
 }
 
@@ -47,11 +56,9 @@ int64_t begin_of(uint64_t range) { return static_cast<int64_t>(range & 0xfffffff
 int64_t end_of(uint64_t range) { return static_cast<int64_t>(range >> 32); }
 }  // namespace
 
-// A member that arrives at a loop late leaves its previous range (empty:
-// owners drain their own) for thieves to find until then, so they may steal
-// nothing from it: the blocks are still all done, by their owner.
-void Team::set_blocks(int m, int64_t begin, int64_t end) {
-  blocks_[m].range.store(pack(begin, end), std::memory_order_release);
+void Team::set_blocks(int m, int64_t loop, int64_t begin, int64_t end) {
+  blocks_[m].range.store(pack(begin, end), std::memory_order_relaxed);
+  blocks_[m].loop.store(loop, std::memory_order_release);  // publishes the range
 }
 
 int64_t Team::take_own(int m) {
@@ -59,9 +66,15 @@ int64_t Team::take_own(int m) {
   return begin_of(before) < end_of(before) ? begin_of(before) : -1;
 }
 
-int64_t Team::steal(int m, int size) {
+int64_t Team::steal(int m, int size, int64_t loop) {
   for (int k = 1; k < size; ++k) {
-    std::atomic<uint64_t>& victim = blocks_[(m + k) % size].range;
+    Blocks& v = blocks_[(m + k) % size];
+    // A member that has not begun this loop still shows the last one's
+    // (drained) range; its blocks are this loop's only once it has begun.
+    // (No member can be a loop ahead: a sync() separates loops.)
+    for (Backoff backoff; v.loop.load(std::memory_order_acquire) < loop; backoff.wait())
+      if (failed()) return -1;
+    std::atomic<uint64_t>& victim = v.range;
     uint64_t range = victim.load(std::memory_order_acquire);
     while (begin_of(range) < end_of(range))
       if (victim.compare_exchange_weak(range, pack(begin_of(range), end_of(range) - 1), std::memory_order_acq_rel))

@@ -47,12 +47,13 @@ class Team {
   bool arrive_and_wait(int size);
   static constexpr int kMaxMembers = 64;  // run_team uses at most this many threads
 
-  // Member m's blocks of the current loop are [begin, end).
-  void set_blocks(int m, int64_t begin, int64_t end);
+  // Member m's blocks of its loop number `loop` (1, 2, ...) are [begin, end).
+  void set_blocks(int m, int64_t loop, int64_t begin, int64_t end);
   // The next block of member m's own range, or -1 when it has none left.
   int64_t take_own(int m);
-  // A block from the end of another member's range, or -1 when none is left.
-  int64_t steal(int m, int size);
+  // A block from the end of another member's range in loop `loop`, or -1 when
+  // none is left. Waits for members that have not begun that loop yet.
+  int64_t steal(int m, int size, int64_t loop);
   void fail(std::exception_ptr error);
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   std::exception_ptr error() const { return error_; }
@@ -65,6 +66,7 @@ class Team {
   // safely on one word. Each on its own cache line.
   struct alignas(64) Blocks {
     std::atomic<uint64_t> range{0};
+    std::atomic<int64_t> loop{0};  // the loop `range` belongs to
   };
   Blocks blocks_[kMaxMembers];
   std::atomic<bool> failed_{false};
@@ -86,9 +88,9 @@ class TeamMember {
   // between two loops.
   template <class F>
   void for_each_block(int64_t n, F&& f) {
-    team_->set_blocks(index_, n * index_ / size_, n * (index_ + 1) / size_);
+    team_->set_blocks(index_, ++loops_, n * index_ / size_, n * (index_ + 1) / size_);
     for (int64_t b = team_->take_own(index_); b >= 0; b = team_->take_own(index_)) f(b);
-    for (int64_t b = team_->steal(index_, size_); b >= 0; b = team_->steal(index_, size_)) f(b);
+    for (int64_t b = team_->steal(index_, size_, loops_); b >= 0; b = team_->steal(index_, size_, loops_)) f(b);
   }
 
   // Waits for every member; false when the team failed (return then).
@@ -109,6 +111,7 @@ class TeamMember {
  private:
   Team* team_;
   int index_, size_;
+  int64_t loops_ = 0;  // for_each_block loops begun
 };
 
 // The untyped form of run_team (a callable and its context), so that a run
