@@ -66,21 +66,25 @@ int64_t Team::take_own(int m) {
   return begin_of(before) < end_of(before) ? begin_of(before) : -1;
 }
 
-int64_t Team::steal(int m, int size, int64_t loop) {
+bool Team::steal(int m, int size, int64_t loop) {
   for (int k = 1; k < size; ++k) {
     Blocks& v = blocks_[(m + k) % size];
     // A member that has not begun this loop still shows the last one's
     // (drained) range; its blocks are this loop's only once it has begun.
     // (No member can be a loop ahead: a sync() separates loops.)
     for (Backoff backoff; v.loop.load(std::memory_order_acquire) < loop; backoff.wait())
-      if (failed()) return -1;
-    std::atomic<uint64_t>& victim = v.range;
-    uint64_t range = victim.load(std::memory_order_acquire);
-    while (begin_of(range) < end_of(range))
-      if (victim.compare_exchange_weak(range, pack(begin_of(range), end_of(range) - 1), std::memory_order_acq_rel))
-        return end_of(range) - 1;
+      if (failed()) return false;
+    uint64_t range = v.range.load(std::memory_order_acquire);
+    while (begin_of(range) < end_of(range)) {
+      const int64_t middle = begin_of(range) + (end_of(range) - begin_of(range)) / 2;
+      if (v.range.compare_exchange_weak(range, pack(begin_of(range), middle), std::memory_order_acq_rel)) {
+        // Only m takes from the front of its own range, and it is not taking now.
+        blocks_[m].range.store(pack(middle, end_of(range)), std::memory_order_release);
+        return true;
+      }
+    }
   }
-  return -1;
+  return false;
 }
 
 void Team::fail(std::exception_ptr error) {

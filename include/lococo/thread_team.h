@@ -17,8 +17,9 @@
 //
 // The work of a parallel step is a range of blocks. Each member takes the
 // blocks of its own contiguous share in order (one sequential stream through
-// memory, the prefetchers' best case) and, when done, steals blocks from the
-// far end of a share not yet finished. On a shared machine one core often
+// memory, the prefetchers' best case) and, when done, steals the back half of
+// what another member has left, which it then works through in order as its
+// own (and which others may steal from in turn). On a shared machine one core often
 // streams memory slower than the other: with fixed halves the faster one
 // waited at every barrier (14% of all cycles in the barrier, measured), and
 // handing out every block from one counter interleaved the two streams and
@@ -51,9 +52,10 @@ class Team {
   void set_blocks(int m, int64_t loop, int64_t begin, int64_t end);
   // The next block of member m's own range, or -1 when it has none left.
   int64_t take_own(int m);
-  // A block from the end of another member's range in loop `loop`, or -1 when
-  // none is left. Waits for members that have not begun that loop yet.
-  int64_t steal(int m, int size, int64_t loop);
+  // Moves the back half of another member's remaining range in loop `loop`
+  // into member m's own range; false when none is left. Waits for members
+  // that have not begun that loop yet.
+  bool steal(int m, int size, int64_t loop);
   void fail(std::exception_ptr error);
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   std::exception_ptr error() const { return error_; }
@@ -89,8 +91,9 @@ class TeamMember {
   template <class F>
   void for_each_block(int64_t n, F&& f) {
     team_->set_blocks(index_, ++loops_, n * index_ / size_, n * (index_ + 1) / size_);
-    for (int64_t b = team_->take_own(index_); b >= 0; b = team_->take_own(index_)) f(b);
-    for (int64_t b = team_->steal(index_, size_, loops_); b >= 0; b = team_->steal(index_, size_, loops_)) f(b);
+    do {
+      for (int64_t b = team_->take_own(index_); b >= 0; b = team_->take_own(index_)) f(b);
+    } while (team_->steal(index_, size_, loops_));
   }
 
   // Waits for every member; false when the team failed (return then).
