@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <ATen/Parallel.h>
 
@@ -91,6 +92,15 @@ void project_blocks(TeamMember& t, std::initializer_list<Projection> ps) {
   project_blocks(t, ps, [](std::pair<int64_t, int64_t>) {});
 }
 
+// cos[j], sin[j] = cos, sin of pos * inv_freq[j], in double then rounded: the
+// angles of the token's q and k and of the cache slots rotated in attention.
+void rope_angles(double pos, const std::vector<double>& inv_freq, float* cos, float* sin) {
+  for (size_t j = 0; j < inv_freq.size(); ++j) {
+    cos[j] = static_cast<float>(std::cos(pos * inv_freq[j]));
+    sin[j] = static_cast<float>(std::sin(pos * inv_freq[j]));
+  }
+}
+
 // Rotates each of the `heads` vectors of `x` ([heads * d]) in place: the
 // first and second halves are the pairs, as apply_rope() does.
 void rope_in_place(float* x, int64_t heads, int64_t d, const std::vector<float>& cos, const std::vector<float>& sin) {
@@ -119,11 +129,12 @@ bool rows_contiguous(const KeysValues& kv) { return kv.keys.stride(2) == 1 && kv
 
 // attn and probs as attend_heads() below, by libtorch's batched products: for
 // caches whose rows are not contiguous.
-void attend_batched(const KeysValues& kv, const RopeParams& rope, const float* q, int64_t G, const torch::Tensor& probs,
+void attend_batched(const KeysValues& kv, const ModelConfig& c, const float* q, int64_t G, const torch::Tensor& probs,
                     float* attn) {
   const int64_t Hkv = kv.keys.size(0), S = kv.keys.size(1), d = kv.keys.size(2);
   torch::Tensor scores = probs;
-  const torch::Tensor keys = kv.rotate_at_slot_index ? apply_rope(kv.keys.unsqueeze(0), 0, rope)[0] : kv.keys;
+  const torch::Tensor keys =
+      kv.rotate_at_slot_index ? apply_rope(kv.keys.unsqueeze(0), 0, RopeParams::from(c))[0] : kv.keys;
   at::bmm_out(scores, torch::from_blob(const_cast<float*>(q), {Hkv, G, d}), keys.transpose(1, 2));
   softmax_rows(probs.data_ptr<float>(), Hkv * G, S, static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))));
   auto out = torch::from_blob(attn, {Hkv, G, d});
@@ -173,10 +184,10 @@ void attend_head(const KeysValues& kv, const SlotRotation& rot, const float* q, 
 
 // The KV heads of the attention that the member takes (all of it on the
 // leader when the rows are not contiguous).
-void attend(TeamMember& t, const KeysValues& kv, const SlotRotation& rot, const RopeParams& rope, const float* q,
+void attend(TeamMember& t, const KeysValues& kv, const SlotRotation& rot, const ModelConfig& c, const float* q,
             int64_t G, const torch::Tensor& probs, float* attn) {
   if (!rows_contiguous(kv)) {
-    if (t.leader()) attend_batched(kv, rope, q, G, probs, attn);
+    if (t.leader()) attend_batched(kv, c, q, G, probs, attn);
     return;
   }
   t.for_each_block(kv.keys.size(0), [&](int64_t h) { attend_head(kv, rot, q, G, probs, attn, h); });
@@ -229,13 +240,9 @@ void DecodeState::slot_angles_for(int64_t slots) {
   const int64_t cap = std::max<int64_t>(slots, slot_cos_.defined() ? 2 * slot_cos_.size(0) : 0);
   slot_cos_ = torch::empty({cap, half});
   slot_sin_ = torch::empty({cap, half});
-  float* c = slot_cos_.data_ptr<float>();
-  float* s = slot_sin_.data_ptr<float>();
-  for (int64_t p = 0; p < cap; ++p)  // as the query's angles: in double, then rounded
-    for (int64_t j = 0; j < half; ++j) {
-      c[p * half + j] = static_cast<float>(std::cos(static_cast<double>(p) * inv_freq_[j]));
-      s[p * half + j] = static_cast<float>(std::sin(static_cast<double>(p) * inv_freq_[j]));
-    }
+  for (int64_t p = 0; p < cap; ++p)
+    rope_angles(static_cast<double>(p), inv_freq_, slot_cos_.data_ptr<float>() + p * half,
+                slot_sin_.data_ptr<float>() + p * half);
 }
 
 void DecodeState::key_blocks_for(int members) {
@@ -264,46 +271,42 @@ bool decode_step_supported(const LlamaModel& model) {
 
 // decode_step's serial steps, which read and write DecodeState's buffers.
 struct DecodeSteps {
-// The part of a token's step that one layer's cache does (leader only): RoPE
-// on q and k at the cache's position, the append, and the probability buffer
-// for the S slots it returns.
-static KeysValues rotate_and_append(KvCache& cache, int layer, const ModelConfig& c, DecodeState& s,
-                             torch::Tensor& probs) {
-  const int64_t Hkv = c.num_kv_heads, d = c.head_dim;
-  const double pos = static_cast<double>(cache.chunk_position(layer));
-  for (size_t j = 0; j < s.inv_freq_.size(); ++j) {
-    s.cos_[j] = static_cast<float>(std::cos(pos * s.inv_freq_[j]));
-    s.sin_[j] = static_cast<float>(std::sin(pos * s.inv_freq_[j]));
+  // The part of a token's step that one layer's cache does (leader only): RoPE
+  // on q and k at the cache's position, the append, and the probability buffer
+  // for the S slots it returns.
+  static KeysValues rotate_and_append(KvCache& cache, int layer, const ModelConfig& c, DecodeState& s,
+                                      torch::Tensor& probs) {
+    const int64_t Hkv = c.num_kv_heads, d = c.head_dim;
+    rope_angles(static_cast<double>(cache.chunk_position(layer)), s.inv_freq_, s.cos_.data(), s.sin_.data());
+    rope_in_place(s.q_.data_ptr<float>(), c.num_heads, d, s.cos_, s.sin_);
+    s.k_rot_.copy_(s.k_raw_);
+    rope_in_place(s.k_rot_.data_ptr<float>(), Hkv, d, s.cos_, s.sin_);
+    KeysValues kv = cache.append(layer, s.k_raw_.view({Hkv, 1, d}), s.k_rot_.view({Hkv, 1, d}), s.v_.view({Hkv, 1, d}),
+                                 /*rotate_keys=*/false);
+    if (kv.keys.scalar_type() != torch::kFloat32)
+      throw std::invalid_argument(std::string("decode_step: the cache stores ") + c10::toString(kv.keys.scalar_type()) +
+                                  " keys; decoding needs an fp32 cache (CacheOptions::dtype)");
+    const int64_t S = kv.keys.size(1);
+    if (kv.rotate_at_slot_index) s.slot_angles_for(std::max(S, cache.capacity(layer)));  // all the cache can hold
+    probs = s.scores_for(S).narrow(0, 0, c.num_heads * S).view({Hkv, c.num_heads / Hkv, S});  // [Hkv, G, S]
+    return kv;
   }
-  rope_in_place(s.q_.data_ptr<float>(), c.num_heads, d, s.cos_, s.sin_);
-  s.k_rot_.copy_(s.k_raw_);
-  rope_in_place(s.k_rot_.data_ptr<float>(), Hkv, d, s.cos_, s.sin_);
-  KeysValues kv = cache.append(layer, s.k_raw_.view({Hkv, 1, d}), s.k_rot_.view({Hkv, 1, d}), s.v_.view({Hkv, 1, d}),
-                               /*rotate_keys=*/false);
-  if (kv.keys.scalar_type() != torch::kFloat32)
-    throw std::invalid_argument(std::string("decode_step: the cache stores ") + c10::toString(kv.keys.scalar_type()) +
-                                " keys; decoding needs an fp32 cache (CacheOptions::dtype)");
-  const int64_t S = kv.keys.size(1);
-  if (kv.rotate_at_slot_index) s.slot_angles_for(std::max(S, cache.capacity(layer)));  // all the cache can hold
-  probs = s.scores_for(S).narrow(0, 0, c.num_heads * S).view({Hkv, c.num_heads / Hkv, S});  // [Hkv, G, S]
-  return kv;
-}
 
-// Hands the layer's attention statistics to the cache when it asks for them.
-// One query: its probabilities summed over the G heads are the column sums,
-// the last query's row and the (one-row) observation window alike.
-static void observe_attention(KvCache& cache, int layer, DecodeState& s, const torch::Tensor& probs) {
-  const AttentionStatsRequest request = cache.stats_request(layer);
-  if (!request.any()) return;
-  const int64_t Hkv = probs.size(0), S = probs.size(2);
-  auto colsum = s.colsum_.narrow(0, 0, Hkv * S).view({Hkv, S});  // [Hkv, S]
-  at::sum_out(colsum, probs, {1});
-  AttentionStats stats;
-  if (request.column_sums) stats.column_sums = colsum;
-  if (request.last_query) stats.last_query = colsum;
-  if (request.window > 0) stats.window = colsum.unsqueeze(1);  // [Hkv, 1, S]
-  cache.observe(layer, stats);
-}
+  // Hands the layer's attention statistics to the cache when it asks for them.
+  // One query: its probabilities summed over the G heads are the column sums,
+  // the last query's row and the (one-row) observation window alike.
+  static void observe_attention(KvCache& cache, int layer, DecodeState& s, const torch::Tensor& probs) {
+    const AttentionStatsRequest request = cache.stats_request(layer);
+    if (!request.any()) return;
+    const int64_t Hkv = probs.size(0), S = probs.size(2);
+    auto colsum = s.colsum_.narrow(0, 0, Hkv * S).view({Hkv, S});  // [Hkv, S]
+    at::sum_out(colsum, probs, {1});
+    AttentionStats stats;
+    if (request.column_sums) stats.column_sums = colsum;
+    if (request.last_query) stats.last_query = colsum;
+    if (request.window > 0) stats.window = colsum.unsqueeze(1);  // [Hkv, 1, S]
+    cache.observe(layer, stats);
+  }
 };
 
 const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_t token, DecodeState& s) {
@@ -320,12 +323,13 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
   float* x = s.x_.data_ptr<float>();            // [D]
   float* normed = s.normed_.data_ptr<float>();  // [D]
   float* q = s.q_.data_ptr<float>();            // [Hq * d]
+  float* k = s.k_raw_.data_ptr<float>();        // [Hkv * d]
+  float* v = s.v_.data_ptr<float>();            // [Hkv * d]
   float* attn = s.attn_.data_ptr<float>();      // [Hq * d]
   float* out = s.out_.data_ptr<float>();        // [D]
   float* gate = s.gate_.data_ptr<float>();      // [F]
   float* up = s.up_.data_ptr<float>();          // [F]
   const int64_t G = c.num_heads / c.num_kv_heads;
-  const RopeParams rope = RopeParams::from(c);
   const int threads = at::get_num_threads();
   s.key_blocks_for(std::min(threads, Team::kMaxMembers));
   KeysValues kv;        // the current layer's keys and values (set by the leader)
@@ -337,15 +341,13 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
       const LayerWeights& l = w.layers[i];
       // ---- attention: q, k, v of the token; RoPE at the cache's position ----
       if (!t.leader_then_sync([&] { rms_norm_into(s.x_, l.attn_norm, c.rms_norm_eps, s.normed_); })) return;
-      float* k = s.k_raw_.data_ptr<float>();
-      float* v = s.v_.data_ptr<float>();
       project_blocks(t, {{l.q, normed, q}, {l.k, normed, k}, {l.v, normed, v}});
       if (!t.sync() || !t.leader_then_sync([&] { kv = DecodeSteps::rotate_and_append(cache, i, c, s, probs); })) return;
       // ---- the G query heads of each KV head attend to its S slots ----
       SlotRotation rot;
       if (kv.rotate_at_slot_index)
         rot = {s.slot_cos_.data_ptr<float>(), s.slot_sin_.data_ptr<float>(), s.key_block(t.index())};
-      attend(t, kv, rot, rope, q, G, probs, attn);
+      attend(t, kv, rot, c, q, G, probs, attn);
       if (!t.sync()) return;
       project_blocks(t, {{l.o, attn, out}}, [&](auto rows) { add_rows(x, out, rows); });
       if (!t.sync()) return;

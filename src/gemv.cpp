@@ -138,13 +138,6 @@ Kernels active_kernels() {
 constexpr int64_t kParallelBytes = 256 * 1024;
 constexpr int64_t kRowBlock = 16;  // rows per block the threads claim (whole cache lines of y)
 
-void check_supported(const torch::Tensor& w) {
-  if (!gemv_supported(w))
-    throw std::invalid_argument("gemv: weight must be a contiguous 2-D CPU fp32 or bf16 tensor, got " +
-                                std::string(w.defined() ? w.toString() : "undefined") + " " +
-                                (w.defined() ? std::to_string(w.dim()) + "-D" : ""));
-}
-
 }  // namespace
 
 void dot_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, const float* x, float* y) {
@@ -165,7 +158,6 @@ bool gemv_supported(const torch::Tensor& w) {
 }
 
 void gemv_row_range(const torch::Tensor& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
-  check_supported(w);
   const int64_t cols = w.size(1);
   if (w.scalar_type() == torch::kFloat32)
     return active_kernels().rows_f32(w.data_ptr<float>(), cols, x, y, row_begin, row_end);
@@ -174,7 +166,10 @@ void gemv_row_range(const torch::Tensor& w, const float* x, float* y, int64_t ro
 }
 
 void gemv(const torch::Tensor& w, const float* x, float* y) {
-  check_supported(w);
+  if (!gemv_supported(w))
+    throw std::invalid_argument("gemv: weight must be a contiguous 2-D CPU fp32 or bf16 tensor, got " +
+                                std::string(w.defined() ? w.toString() : "undefined") + " " +
+                                (w.defined() ? std::to_string(w.dim()) + "-D" : ""));
   const int64_t rows = w.size(0);
   const bool small = w.numel() * static_cast<int64_t>(w.element_size()) < kParallelBytes;
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;

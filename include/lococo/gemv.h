@@ -40,6 +40,8 @@ void gemv(const torch::Tensor& w, const float* x, float* y);
 // Rows [row_begin, row_end) of y = W x, on the calling thread: decode_step's
 // thread team gives each member a share of the rows. Each row's sum is formed
 // the same way wherever the row falls, so results do not depend on the split.
+// Precondition, not checked per call (it runs once per block of rows):
+// gemv_supported(w), which decode_step_supported() checks for every weight.
 void gemv_row_range(const torch::Tensor& w, const float* x, float* y, int64_t row_begin, int64_t row_end);
 
 // Single-threaded pieces for attention over cached keys and values (the
