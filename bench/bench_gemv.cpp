@@ -4,14 +4,17 @@
 //   blas-f32     at::addmv_out, fp32 weights (OpenBLAS sgemv)
 //   gemv-f32     lococo::gemv, fp32 weights
 //   linear-bf16  torch::linear with one bf16 row (oneDNN)
-//   gemv-bf16    lococo::gemv, bf16 weights widened in registers
+//   gemv-bf16w   lococo::gemv, bf16 weights widened to fp32 in registers (the
+//                AVX-512 variant without BF16: LOCOCO_SIMD=avx512)
+//   gemv-bf16    lococo::gemv, bf16 weights and x by vdpbf16ps where the CPU
+//                has AVX512_BF16 (the same as gemv-bf16w elsewhere)
 //
 // Every benchmark cycles through enough copies of its matrix (>= 512 MiB) that
 // each product streams W from memory, as decoding does; two untimed passes
 // over the copies come first. The table after the
 // runs gives GB/s of weights read, that as a fraction of the machine's read
 // bandwidth (measured the way `lococo bench` does), and gemv's speed-up over
-// the library kernel of the same dtype.
+// the library kernel of the same dtype (and of vdpbf16ps over widening).
 //
 //   build/bench_gemv [--benchmark_filter=...] [--benchmark_out=gemv.json --benchmark_out_format=json]
 #include <cstdio>
@@ -23,6 +26,7 @@
 #include <torch/torch.h>
 
 #include "lococo/bench.h"
+#include "lococo/cpu_features.h"
 #include "lococo/gemv.h"
 #include "lococo/host_memory.h"
 #include "ratio_reporter.h"
@@ -42,7 +46,7 @@ const std::vector<Shape>& shapes() {
 }
 
 const std::vector<std::string>& kernels() {
-  static const std::vector<std::string> k = {"blas-f32", "gemv-f32", "linear-bf16", "gemv-bf16"};
+  static const std::vector<std::string> k = {"blas-f32", "gemv-f32", "linear-bf16", "gemv-bf16w", "gemv-bf16"};
   return k;
 }
 
@@ -50,6 +54,8 @@ bool is_bf16(const std::string& kernel) { return kernel.find("bf16") != std::str
 
 void matvec(benchmark::State& state, const Shape& shape, const std::string& kernel) {
   torch::NoGradGuard no_grad;
+  // gemv-bf16w: the widest variant below AVX512_BF16's dot product.
+  set_simd_level_cap(kernel == "gemv-bf16w" ? std::min(detected_simd_level(), SimdLevel::Avx512) : SimdLevel::Avx512Bf16);
   const auto dtype = is_bf16(kernel) ? torch::kBFloat16 : torch::kFloat32;
   const int64_t bytes = shape.rows * shape.cols * static_cast<int64_t>(c10::elementSize(dtype));
   const int64_t copies = std::max<int64_t>(2, (512LL << 20) / bytes);
@@ -99,7 +105,7 @@ int main(int argc, char** argv) {
               torch::get_num_threads());
   std::printf("%-8s", "shape");
   for (const auto& k : kernels()) std::printf(" %18s", k.c_str());
-  std::printf(" %10s %10s\n", "f32 gain", "bf16 gain");
+  std::printf(" %10s %10s %10s\n", "f32 gain", "bf16 gain", "dp gain");
   for (const auto& s : shapes()) {
     bool measured = false;
     for (const auto& k : kernels()) measured = measured || reporter.of(key(s, k)) > 0;
@@ -114,7 +120,8 @@ int main(int argc, char** argv) {
       const double a = reporter.of(key(s, ours)), b = reporter.of(key(s, lib));
       return a > 0 && b > 0 ? b / a : 0.0;
     };
-    std::printf(" %9.2fx %9.2fx\n", gain("gemv-f32", "blas-f32"), gain("gemv-bf16", "linear-bf16"));
+    std::printf(" %9.2fx %9.2fx %9.2fx\n", gain("gemv-f32", "blas-f32"), gain("gemv-bf16", "linear-bf16"),
+                gain("gemv-bf16", "gemv-bf16w"));
   }
   benchmark::Shutdown();
   return 0;

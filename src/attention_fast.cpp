@@ -128,7 +128,7 @@ constexpr int kVecBytes = 16, kAccRegs = 8, kMaxNV = 2;  // SSE2 / NEON-sized ve
 template <class T>
 Kernels<T> kernels_for(SimdLevel level) {
 #ifdef LOCOCO_ATTENTION_X86_VARIANTS
-  if (level == SimdLevel::Avx512) return avx512::kernel_table<T>();
+  if (level >= SimdLevel::Avx512) return avx512::kernel_table<T>();
   if (level == SimdLevel::Avx2) return avx2::kernel_table<T>();
 #endif
   return portable::kernel_table<T>();
@@ -155,7 +155,7 @@ Dims dims_of(const torch::Tensor& q, const torch::Tensor& k, bool keep_probs = f
 template <class T>
 Kernels<T> kernels_for(const Dims& a) {
   SimdLevel level = active_simd_level();
-  if (level == SimdLevel::Avx512 && a.G * a.q_block * static_cast<int64_t>(sizeof(T)) <= 32) level = SimdLevel::Avx2;
+  if (level >= SimdLevel::Avx512 && a.G * a.q_block * static_cast<int64_t>(sizeof(T)) <= 32) level = SimdLevel::Avx2;
   return kernels_for<T>(level);
 }
 

@@ -87,38 +87,73 @@ void fill_with_model(const LlamaModel& model, KvCache& cache, int64_t n, int64_t
   }
 }
 
-// Tokens per second of `n` calls of `step`, each timed: the median (the
-// headline: a shared machine's bursts of contention, and a cache's
-// compression landing on one of few tokens, move it least) and the mean.
-struct TokenRates {
-  double median = 0, mean = 0;
+// The median of `v` (of its two middle values when even); 0 when empty.
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t mid = v.size() / 2;
+  return v.size() % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+// `n` calls of `step`, each timed alone; `between()` runs untimed before the
+// first and after each, and its values are kept beside the calls' times.
+struct TokenTimes {
+  std::vector<double> seconds;  // [n] one call each
+  std::vector<double> beside;   // [n + 1] between()'s values, call i between i and i + 1 (empty without between)
+  // Tokens/s: from the median time (the headline: a shared machine's bursts
+  // of contention, and a cache's compression landing on one of few tokens,
+  // move it least) and tokens / total time.
+  double median_rate() const { return 1.0 / median(seconds); }
+  double mean_rate() const {
+    double total = 0;
+    for (double s : seconds) total += s;
+    return static_cast<double>(seconds.size()) / total;
+  }
 };
 template <class Step>
-TokenRates time_tokens(int64_t n, Step&& step, const std::function<void(int64_t)>& tick) {
-  std::vector<double> seconds;
+TokenTimes time_tokens(int64_t n, Step&& step, const std::function<double()>& between,
+                       const std::function<void(int64_t)>& tick) {
+  TokenTimes times;
+  if (between) times.beside.push_back(between());
   for (int64_t i = 0; i < n; ++i) {
     const auto t0 = Clock::now();
     step();
-    seconds.push_back(seconds_since(t0));
+    times.seconds.push_back(seconds_since(t0));
+    if (between) times.beside.push_back(between());
     tick(1);
   }
-  double total = 0;
-  for (double s : seconds) total += s;
-  std::sort(seconds.begin(), seconds.end());
-  const size_t mid = seconds.size() / 2;
-  const double median = seconds.size() % 2 ? seconds[mid] : (seconds[mid - 1] + seconds[mid]) / 2;
-  return {1.0 / median, static_cast<double>(n) / total};
+  return times;
+}
+
+// The median over generated tokens of (bytes / the token's time) over the
+// better of the bandwidths read just before and just after it: each token held
+// to the machine of its moment (and to the faster of its two neighbours, as a
+// single read can land on a burst of another tenant's traffic).
+double median_bandwidth_fraction(const TokenTimes& t, double bytes_per_token) {
+  std::vector<double> fractions;
+  for (size_t i = 0; i < t.seconds.size() && i + 1 < t.beside.size(); ++i)
+    fractions.push_back(bytes_per_token / t.seconds[i] / (std::max(t.beside[i], t.beside[i + 1]) * 1e9));
+  return median(fractions);
 }
 
 }  // namespace
 
-double measure_read_bandwidth() {
+ReadProbe::ReadProbe() : buffer_(empty_weight_tensor({64, 1 << 20}, torch::kFloat32).fill_(1)) {}
+
+double ReadProbe::gb_s() {
   torch::NoGradGuard g;
-  // 256 MiB in the same memory as the weights (huge pages where the kernel gives them).
-  auto big = empty_weight_tensor({64, 1 << 20}, torch::kFloat32).fill_(1);
-  const double t_read = best_time(5, [&] { big.sum().item<float>(); });
-  return big.numel() * 4.0 / t_read / 1e9;
+  const auto t0 = Clock::now();
+  buffer_.sum().item<float>();
+  return static_cast<double>(buffer_.nbytes()) / seconds_since(t0) / 1e9;
 }
+
+double ReadProbe::best_gb_s(int reps) {
+  double best = 0;
+  for (int r = 0; r < reps; ++r) best = std::max(best, gb_s());
+  return best;
+}
+
+double measure_read_bandwidth() { return ReadProbe().best_gb_s(5); }
 
 MachineLimits measure_machine_limits(torch::Dtype dtype, torch::Dtype attention_dtype) {
   torch::NoGradGuard g;
@@ -184,6 +219,7 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
   Progress bar("bench", work * static_cast<int64_t>(runs.size()), "tok", o.progress);
   int64_t done = 0;
   torch::NoGradGuard g;
+  ReadProbe probe;  // the machine is shared: its bandwidth is read between generated tokens
   for (const auto& run : runs) {
     const CacheOptions co = run_cache_options(o.cache, run, m.dir);
     for (int64_t depth : o.contexts) {
@@ -204,22 +240,24 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
       p.prompt_tokens_per_second = o.prompt / seconds_since(t0);
       p.slots = cache->slots(0);
       // Generation: one token at a time, each the argmax of the last logits;
-      // decode_step (what generate() uses) and, side by side, forward().
+      // decode_step (what generate() uses) and, side by side, forward(). The
+      // bandwidth is read before and after every token of the headline path.
       int64_t token = 0;
-      p.bandwidth_gb_s = measure_read_bandwidth();
-      if (decode_step_supported(model)) {
+      const bool fast = decode_step_supported(model);
+      const auto read = [&] { return probe.gb_s(); };
+      TokenTimes gen;
+      if (fast) {
         DecodeState state(c);
-        const TokenRates r = time_tokens(o.gen, [&] { token = greedy_token(decode_step(model, *cache, token, state)); }, tick);
-        p.gen_tokens_per_second = r.median;
-        p.gen_tokens_per_second_mean = r.mean;
+        gen = time_tokens(o.gen, [&] { token = greedy_token(decode_step(model, *cache, token, state)); }, read, tick);
       }
-      const TokenRates r = time_tokens(o.gen, [&] {
+      const TokenTimes forward = time_tokens(o.gen, [&] {
         auto logits = model.forward(torch::tensor({token}), cache.get(), LogitsFor::Last);  // [1, 1, V]
         token = greedy_token(logits.reshape({-1}));
-      }, tick);
-      p.gen_forward_tokens_per_second = r.median;
-      if (p.gen_tokens_per_second == 0) p.gen_tokens_per_second_mean = r.mean;
-      if (p.gen_tokens_per_second == 0) p.gen_tokens_per_second = p.gen_forward_tokens_per_second;
+      }, fast ? std::function<double()>() : read, tick);
+      if (!fast) gen = forward;
+      p.gen_forward_tokens_per_second = forward.median_rate();
+      p.gen_tokens_per_second = gen.median_rate();
+      p.gen_tokens_per_second_mean = gen.mean_rate();
       const double prompt_slots = (slots_before + p.slots) / 2.0;  // mean keys a prompt token attends
       // The time the GEMM rates allow a prompt token (weights in their dtype,
       // attention in the cache's) over the time it took.
@@ -227,9 +265,9 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
                                    attention_flops_per_token(c, prompt_slots) / (rep.machine.attention_gflop_s * 1e9);
       p.prompt_gemm_fraction = p.prompt_tokens_per_second * limit_seconds;
       p.gen_bytes_per_token = rep.weight_bytes + kv_bytes_read(c, cache->slots(0), co.dtype);
-      // The machine is shared: its bandwidth is measured again beside every point.
-      p.bandwidth_gb_s = std::max(p.bandwidth_gb_s, measure_read_bandwidth());
-      rep.machine.bandwidth_gb_s = std::max(rep.machine.bandwidth_gb_s, p.bandwidth_gb_s);
+      p.bandwidth_gb_s = median(gen.beside);
+      p.gen_bandwidth_fraction = median_bandwidth_fraction(gen, p.gen_bytes_per_token);
+      for (double b : gen.beside) rep.machine.bandwidth_gb_s = std::max(rep.machine.bandwidth_gb_s, b);
       p.cache = cache->describe();
       p.cache_bytes = cache->bytes();
       p.peak_rss_bytes = peak_rss_bytes();
@@ -238,7 +276,6 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
   }
   bar.finish();
   for (auto& p : rep.points) {
-    p.gen_bandwidth_fraction = p.gen_tokens_per_second * p.gen_bytes_per_token / (p.bandwidth_gb_s * 1e9);
     p.gen_bandwidth_fraction_of_best = p.gen_tokens_per_second * p.gen_bytes_per_token / (rep.machine.bandwidth_gb_s * 1e9);
   }
   return rep;
@@ -278,9 +315,10 @@ std::string to_markdown(const BenchReport& r) {
                     r.options.cache.chunk, r.options.gen, r.options.random_fill ? "random K/V" : "model", r.machine.bandwidth_gb_s,
                     r.machine.gemm_gflop_s, dtype_name(r.machine.dtype), dtype_name(r.machine.attention_dtype),
                     r.machine.attention_gflop_s);
-  md << "Generation: tokens/s from the median time of one token (mean: tokens / total time); % bandwidth: bytes "
-        "read per token (weights + K/V) x tokens/s over the read bandwidth measured beside the point (GB/s column), "
-        "and over the best in the run.\n\n";
+  md << "Generation: tokens/s from the median time of one token (mean: tokens / total time). The read bandwidth "
+        "is measured between generated tokens (GB/s column: the median); % bandwidth: the median over tokens of "
+        "the bytes a token reads (weights + K/V) / its time / the better of the reads just before and after it; "
+        "% of best: bytes per token x tokens/s over the best read in the run.\n\n";
   md << "| policy | depth | slots | prompt tok/s | % GEMM peak | gen tok/s | GB/s | % bandwidth | % of best | gen mean | "
         "gen via forward() | x forward() | KV cache (MiB) | peak RSS (MiB) |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";

@@ -23,6 +23,7 @@ CpuFeatures detect() {
   f.avx512bw = __builtin_cpu_supports("avx512bw");
   f.avx512dq = __builtin_cpu_supports("avx512dq");
   f.avx512vl = __builtin_cpu_supports("avx512vl");
+  f.avx512bf16 = __builtin_cpu_supports("avx512bf16");
 #endif
   return f;
 }
@@ -32,11 +33,11 @@ CpuFeatures detect() {
 // be pinned to a narrower variant without recompiling.
 SimdLevel initial_cap() {
   const char* env = std::getenv("LOCOCO_SIMD");
-  if (!env || !*env) return SimdLevel::Avx512;
+  if (!env || !*env) return SimdLevel::Avx512Bf16;
   try {
     return parse_simd_level(env);
   } catch (const std::invalid_argument&) {
-    return SimdLevel::Avx512;  // an unknown value must not stop the program; it means "no cap"
+    return SimdLevel::Avx512Bf16;  // an unknown value must not stop the program; it means "no cap"
   }
 }
 
@@ -54,7 +55,8 @@ const CpuFeatures& cpu_features() {
 
 SimdLevel detected_simd_level() {
   const CpuFeatures& f = cpu_features();
-  if (f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx2 && f.fma) return SimdLevel::Avx512;
+  if (f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx2 && f.fma)
+    return f.avx512bf16 ? SimdLevel::Avx512Bf16 : SimdLevel::Avx512;
   if (f.avx2 && f.fma) return SimdLevel::Avx2;
   return SimdLevel::Scalar;
 }
@@ -68,6 +70,7 @@ std::string to_string(SimdLevel level) {
     case SimdLevel::Scalar: return "scalar";
     case SimdLevel::Avx2: return "avx2";
     case SimdLevel::Avx512: return "avx512";
+    case SimdLevel::Avx512Bf16: return "avx512bf16";
   }
   return "unknown";
 }
@@ -76,7 +79,8 @@ SimdLevel parse_simd_level(const std::string& name) {
   if (name == "scalar") return SimdLevel::Scalar;
   if (name == "avx2") return SimdLevel::Avx2;
   if (name == "avx512") return SimdLevel::Avx512;
-  throw std::invalid_argument("unknown SIMD level '" + name + "' (expected scalar, avx2 or avx512)");
+  if (name == "avx512bf16") return SimdLevel::Avx512Bf16;
+  throw std::invalid_argument("unknown SIMD level '" + name + "' (expected scalar, avx2, avx512 or avx512bf16)");
 }
 
 std::string blas_threading() {

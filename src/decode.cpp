@@ -55,8 +55,14 @@ std::pair<int64_t, int64_t> block_rows(const torch::Tensor& w, int64_t b) {
   return {b * kBlockRows, std::min(w.size(0), (b + 1) * kBlockRows)};
 }
 
+// Rows [r0, r1) of x rounded to bf16 into the same rows of out: the form in
+// which products with bf16 weights read x (gemv.h).
+void round_rows(const float* x, uint16_t* out, std::pair<int64_t, int64_t> rows) {
+  round_to_bf16(x + rows.first, rows.second - rows.first, out + rows.first);
+}
+
 // Rows `rows` of out = W x + bias, written straight into `out`.
-void project_rows(const Linear& l, const float* x, float* out, std::pair<int64_t, int64_t> rows) {
+void project_rows(const Linear& l, const GemvInput& x, float* out, std::pair<int64_t, int64_t> rows) {
   gemv_row_range(l.weight, x, out, rows.first, rows.second);
   if (l.bias.defined())
     with_elements(l.bias, [&](const auto* b) {
@@ -70,8 +76,8 @@ void project_rows(const Linear& l, const float* x, float* out, std::pair<int64_t
 // which then needs no barrier of its own).
 struct Projection {
   const Linear& l;
-  const float* x;  // [cols]
-  float* out;      // [rows]
+  GemvInput x;  // [cols]
+  float* out;   // [rows]
 };
 template <class After>
 void project_blocks(TeamMember& t, std::initializer_list<Projection> ps, After&& after) {
@@ -183,14 +189,21 @@ void attend_head(const KeysValues& kv, const SlotRotation& rot, const float* q, 
 }
 
 // The KV heads of the attention that the member takes (all of it on the
-// leader when the rows are not contiguous).
+// leader when the rows are not contiguous), and their output in bf16 too.
 void attend(TeamMember& t, const KeysValues& kv, const SlotRotation& rot, const ModelConfig& c, const float* q,
-            int64_t G, const torch::Tensor& probs, float* attn) {
+            int64_t G, const torch::Tensor& probs, float* attn, uint16_t* attn_bf16) {
+  const int64_t Hkv = kv.keys.size(0), width = G * kv.keys.size(2);  // width: one KV head's output
   if (!rows_contiguous(kv)) {
-    if (t.leader()) attend_batched(kv, c, q, G, probs, attn);
+    if (t.leader()) {
+      attend_batched(kv, c, q, G, probs, attn);
+      round_rows(attn, attn_bf16, {0, Hkv * width});
+    }
     return;
   }
-  t.for_each_block(kv.keys.size(0), [&](int64_t h) { attend_head(kv, rot, q, G, probs, attn, h); });
+  t.for_each_block(Hkv, [&](int64_t h) {
+    attend_head(kv, rot, q, G, probs, attn, h);
+    round_rows(attn, attn_bf16, {h * width, (h + 1) * width});
+  });
 }
 
 // gate[r] = silu(gate[r]) * up[r] for r in [r0, r1).
@@ -219,9 +232,15 @@ DecodeState::DecodeState(const ModelConfig& c)
       gate_(f32(c.intermediate_size)),
       up_(f32(c.intermediate_size)),
       logits_(f32(c.vocab_size)),
+      normed_bf16_(static_cast<size_t>(c.hidden_size)),
+      attn_bf16_(static_cast<size_t>(c.num_heads * c.head_dim)),
+      gate_bf16_(static_cast<size_t>(c.intermediate_size)),
       cos_(c.head_dim / 2),
       sin_(c.head_dim / 2) {
   inv_freq_ = RopeParams::from(c).inv_freq(c.head_dim);
+  k_raw_3d_ = k_raw_.view({kv_heads_, 1, c.head_dim});
+  k_rot_3d_ = k_rot_.view({kv_heads_, 1, c.head_dim});
+  v_3d_ = v_.view({kv_heads_, 1, c.head_dim});
   scores_for(1024);
 }
 
@@ -271,6 +290,12 @@ bool decode_step_supported(const LlamaModel& model) {
 
 // decode_step's serial steps, which read and write DecodeState's buffers.
 struct DecodeSteps {
+  // normed = RMSNorm(x) with `weight`, in fp32 and in bf16 (what products read).
+  static void normalize(const torch::Tensor& weight, double eps, DecodeState& s) {
+    rms_norm_into(s.x_, weight, eps, s.normed_);
+    round_to_bf16(s.normed_.data_ptr<float>(), s.normed_.numel(), s.normed_bf16_.data());
+  }
+
   // The part of a token's step that one layer's cache does (leader only): RoPE
   // on q and k at the cache's position, the append, and the probability buffer
   // for the S slots it returns.
@@ -279,10 +304,9 @@ struct DecodeSteps {
     const int64_t Hkv = c.num_kv_heads, d = c.head_dim;
     rope_angles(static_cast<double>(cache.chunk_position(layer)), s.inv_freq_, s.cos_.data(), s.sin_.data());
     rope_in_place(s.q_.data_ptr<float>(), c.num_heads, d, s.cos_, s.sin_);
-    s.k_rot_.copy_(s.k_raw_);
+    std::memcpy(s.k_rot_.data_ptr<float>(), s.k_raw_.data_ptr<float>(), Hkv * d * sizeof(float));
     rope_in_place(s.k_rot_.data_ptr<float>(), Hkv, d, s.cos_, s.sin_);
-    KeysValues kv = cache.append(layer, s.k_raw_.view({Hkv, 1, d}), s.k_rot_.view({Hkv, 1, d}), s.v_.view({Hkv, 1, d}),
-                                 /*rotate_keys=*/false);
+    KeysValues kv = cache.append(layer, s.k_raw_3d_, s.k_rot_3d_, s.v_3d_, /*rotate_keys=*/false);
     if (kv.keys.scalar_type() != torch::kFloat32)
       throw std::invalid_argument(std::string("decode_step: the cache stores ") + c10::toString(kv.keys.scalar_type()) +
                                   " keys; decoding needs an fp32 cache (CacheOptions::dtype)");
@@ -321,7 +345,6 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
   // all the intra-op threads; a layer's prepare() reads only its own slots.
   for (int i = 0; i < c.num_layers; ++i) cache.prepare(i, 1);
   float* x = s.x_.data_ptr<float>();            // [D]
-  float* normed = s.normed_.data_ptr<float>();  // [D]
   float* q = s.q_.data_ptr<float>();            // [Hq * d]
   float* k = s.k_raw_.data_ptr<float>();        // [Hkv * d]
   float* v = s.v_.data_ptr<float>();            // [Hkv * d]
@@ -329,6 +352,10 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
   float* out = s.out_.data_ptr<float>();        // [D]
   float* gate = s.gate_.data_ptr<float>();      // [F]
   float* up = s.up_.data_ptr<float>();          // [F]
+  // The products' inputs, fp32 and rounded to bf16 (gemv.h).
+  const GemvInput normed{s.normed_.data_ptr<float>(), s.normed_bf16_.data()};  // [D]
+  const GemvInput attn_in{attn, s.attn_bf16_.data()};                           // [Hq * d]
+  const GemvInput gate_in{gate, s.gate_bf16_.data()};                           // [F]
   const int64_t G = c.num_heads / c.num_kv_heads;
   const int threads = at::get_num_threads();
   s.key_blocks_for(std::min(threads, Team::kMaxMembers));
@@ -340,21 +367,21 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
     for (int i = 0; i < c.num_layers; ++i) {
       const LayerWeights& l = w.layers[i];
       // ---- attention: q, k, v of the token; RoPE at the cache's position ----
-      if (!t.leader_then_sync([&] { rms_norm_into(s.x_, l.attn_norm, c.rms_norm_eps, s.normed_); })) return;
+      if (!t.leader_then_sync([&] { DecodeSteps::normalize(l.attn_norm, c.rms_norm_eps, s); })) return;
       project_blocks(t, {{l.q, normed, q}, {l.k, normed, k}, {l.v, normed, v}});
       if (!t.sync() || !t.leader_then_sync([&] { kv = DecodeSteps::rotate_and_append(cache, i, c, s, probs); })) return;
       // ---- the G query heads of each KV head attend to its S slots ----
       SlotRotation rot;
       if (kv.rotate_at_slot_index)
         rot = {s.slot_cos_.data_ptr<float>(), s.slot_sin_.data_ptr<float>(), s.key_block(t.index())};
-      attend(t, kv, rot, c, q, G, probs, attn);
+      attend(t, kv, rot, c, q, G, probs, attn, s.attn_bf16_.data());
       if (!t.sync()) return;
-      project_blocks(t, {{l.o, attn, out}}, [&](auto rows) { add_rows(x, out, rows); });
+      project_blocks(t, {{l.o, attn_in, out}}, [&](auto rows) { add_rows(x, out, rows); });
       if (!t.sync()) return;
       // ---- SwiGLU MLP ----
       if (!t.leader_then_sync([&] {
             DecodeSteps::observe_attention(cache, i, s, probs);
-            rms_norm_into(s.x_, l.mlp_norm, c.rms_norm_eps, s.normed_);
+            DecodeSteps::normalize(l.mlp_norm, c.rms_norm_eps, s);
           }))
         return;
       // A block: the same rows of gate and up, and their SwiGLU.
@@ -363,12 +390,13 @@ const torch::Tensor& decode_step(const LlamaModel& model, KvCache& cache, int64_
         project_rows(l.gate, normed, gate, rows);
         project_rows(l.up, normed, up, rows);
         swiglu_rows(gate, up, rows);
+        round_rows(gate, s.gate_bf16_.data(), rows);
       });
       if (!t.sync()) return;
-      project_blocks(t, {{l.down, gate, out}}, [&](auto rows) { add_rows(x, out, rows); });
+      project_blocks(t, {{l.down, gate_in, out}}, [&](auto rows) { add_rows(x, out, rows); });
       if (!t.sync()) return;
     }
-    if (!t.leader_then_sync([&] { rms_norm_into(s.x_, w.final_norm, c.rms_norm_eps, s.normed_); })) return;
+    if (!t.leader_then_sync([&] { DecodeSteps::normalize(w.final_norm, c.rms_norm_eps, s); })) return;
     t.for_each_block(row_blocks(w.lm_head), [&](int64_t b) {
       const auto [r0, r1] = block_rows(w.lm_head, b);
       gemv_row_range(w.lm_head, normed, s.logits_.data_ptr<float>(), r0, r1);

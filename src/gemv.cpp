@@ -5,6 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <ATen/Parallel.h>
 
@@ -18,6 +19,20 @@
 
 namespace lococo {
 namespace {
+
+// f rounded to bf16, to nearest with ties to even (as torch's conversion does);
+// a NaN stays a (quiet) NaN. Denormals are kept, not flushed.
+inline uint16_t round_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// x [n] -> out [n] by round_bf16, one value at a time (the compiler may vectorise it).
+inline void round_to_bf16_scalar(const float* x, int64_t n, uint16_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = round_bf16(x[i]);
+}
 
 // ---- one copy of the kernel per instruction set ---------------------------------------
 #ifdef LOCOCO_GEMV_X86_VARIANTS
@@ -47,7 +62,52 @@ inline float hsum(Vec v) { return _mm512_reduce_add_ps(v); }
 inline Vec broadcast(float f) { return _mm512_set1_ps(f); }
 inline void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 #include "gemv_kernels.inc"
+// round_bf16 sixteen values at a time, bit for bit the same.
+inline void round_to_bf16(const float* x, int64_t n, uint16_t* out) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const __m512i bits = _mm512_loadu_si512(x + i);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i top = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), odd), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(_mm512_castsi512_ps(bits), _mm512_castsi512_ps(bits), _CMP_UNORD_Q);
+    top = _mm512_mask_or_epi32(top, nan, _mm512_srli_epi32(bits, 16), _mm512_set1_epi32(0x40));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm512_cvtepi32_epi16(top));
+  }
+  round_to_bf16_scalar(x + i, n - i, out + i);
+}
 }  // namespace avx512
+#pragma GCC pop_options
+
+// The bf16 x bf16 product with AVX512_BF16: vdpbf16ps multiplies 32 pairs of
+// bf16 (exactly) and adds each lane's two products to an fp32 accumulator, one
+// instruction per 64 bytes of W where widening takes three. Measured beside the
+// widening kernel (2 threads, 23 MB matrices, alternating): 95-100% of the
+// machine's read rate against 88-92%.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma")
+namespace avx512bf16 {
+inline __m512bh pairs(const uint16_t* p) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p)); }
+inline __m512bh pairs_tail(const uint16_t* p, int64_t n) {  // the first n < 32 values, the rest 0
+  return reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(static_cast<__mmask32>((1ull << n) - 1), p));
+}
+inline float dot_row(const uint16_t* w, const uint16_t* x, int64_t cols) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 64 <= cols; c += 64) {
+    a0 = _mm512_dpbf16_ps(a0, pairs(w + c), pairs(x + c));
+    a1 = _mm512_dpbf16_ps(a1, pairs(w + c + 32), pairs(x + c + 32));
+  }
+  if (c + 32 <= cols) {
+    a0 = _mm512_dpbf16_ps(a0, pairs(w + c), pairs(x + c));
+    c += 32;
+  }
+  if (c < cols) a1 = _mm512_dpbf16_ps(a1, pairs_tail(w + c, cols - c), pairs_tail(x + c, cols - c));
+  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+void gemv_rows(const uint16_t* w, int64_t cols, const uint16_t* x, float* y, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) y[r] = dot_row(w + r * cols, x, cols);
+}
+}  // namespace avx512bf16
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -81,6 +141,7 @@ inline float hsum(Vec v) {
   return _mm_cvtss_f32(s);
 }
 #include "gemv_kernels.inc"
+inline void round_to_bf16(const float* x, int64_t n, uint16_t* out) { round_to_bf16_scalar(x, n, out); }
 }  // namespace avx2
 #pragma GCC pop_options
 #pragma GCC diagnostic pop
@@ -107,23 +168,31 @@ inline float hsum(Vec v) { return v; }
 inline Vec broadcast(float f) { return f; }
 inline void store(float* p, Vec v) { *p = v; }
 #include "gemv_kernels.inc"
+inline void round_to_bf16(const float* x, int64_t n, uint16_t* out) { round_to_bf16_scalar(x, n, out); }
 }  // namespace portable
 
 // The kernels of one instruction-set variant.
 struct Kernels {
   void (*rows_f32)(const float*, int64_t, const float*, float*, int64_t, int64_t);
-  void (*rows_bf16)(const uint16_t*, int64_t, const float*, float*, int64_t, int64_t);
+  void (*rows_bf16)(const uint16_t*, int64_t, const uint16_t*, float*, int64_t, int64_t);
+  void (*round_to_bf16)(const float*, int64_t, uint16_t*);
   void (*dot_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
   void (*add_weighted_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
   void (*rope_rows)(const float*, int64_t, int64_t, int64_t, const float*, const float*, float*);
 };
-#define LOCOCO_GEMV_KERNELS(ns) \
-  Kernels{ns::gemv_rows<float>, ns::gemv_rows<uint16_t>, ns::dot_rows, ns::add_weighted_rows, ns::rope_rows}
+#define LOCOCO_GEMV_KERNELS(ns)                                                                                 \
+  Kernels{ns::gemv_rows<float, float>, ns::gemv_rows<uint16_t, uint16_t>, ns::round_to_bf16, ns::dot_rows, \
+          ns::add_weighted_rows, ns::rope_rows}
 
 // The widest variant the CPU (and the LOCOCO_SIMD cap) allows.
 Kernels active_kernels() {
 #ifdef LOCOCO_GEMV_X86_VARIANTS
   switch (active_simd_level()) {
+    case SimdLevel::Avx512Bf16: {
+      Kernels k = LOCOCO_GEMV_KERNELS(avx512);
+      k.rows_bf16 = avx512bf16::gemv_rows;
+      return k;
+    }
     case SimdLevel::Avx512: return LOCOCO_GEMV_KERNELS(avx512);
     case SimdLevel::Avx2: return LOCOCO_GEMV_KERNELS(avx2);
     case SimdLevel::Scalar: break;
@@ -157,12 +226,14 @@ bool gemv_supported(const torch::Tensor& w) {
          (w.scalar_type() == torch::kFloat32 || w.scalar_type() == torch::kBFloat16);
 }
 
-void gemv_row_range(const torch::Tensor& w, const float* x, float* y, int64_t row_begin, int64_t row_end) {
+void round_to_bf16(const float* x, int64_t n, uint16_t* out) { active_kernels().round_to_bf16(x, n, out); }
+
+void gemv_row_range(const torch::Tensor& w, const GemvInput& x, float* y, int64_t row_begin, int64_t row_end) {
   const int64_t cols = w.size(1);
   if (w.scalar_type() == torch::kFloat32)
-    return active_kernels().rows_f32(w.data_ptr<float>(), cols, x, y, row_begin, row_end);
+    return active_kernels().rows_f32(w.data_ptr<float>(), cols, x.f32, y, row_begin, row_end);
   const auto* bits = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());  // bf16 = upper fp32 half
-  active_kernels().rows_bf16(bits, cols, x, y, row_begin, row_end);
+  active_kernels().rows_bf16(bits, cols, x.bf16, y, row_begin, row_end);
 }
 
 void gemv(const torch::Tensor& w, const float* x, float* y) {
@@ -170,11 +241,17 @@ void gemv(const torch::Tensor& w, const float* x, float* y) {
     throw std::invalid_argument("gemv: weight must be a contiguous 2-D CPU fp32 or bf16 tensor, got " +
                                 std::string(w.defined() ? w.toString() : "undefined") + " " +
                                 (w.defined() ? std::to_string(w.dim()) + "-D" : ""));
-  const int64_t rows = w.size(0);
+  const int64_t rows = w.size(0), cols = w.size(1);
+  std::vector<uint16_t> rounded;  // [cols] x in bf16, for bf16 weights
+  if (w.scalar_type() == torch::kBFloat16) {
+    rounded.resize(static_cast<size_t>(cols));
+    round_to_bf16(x, cols, rounded.data());
+  }
+  const GemvInput input{x, rounded.data()};
   const bool small = w.numel() * static_cast<int64_t>(w.element_size()) < kParallelBytes;
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
   run_team(small ? 1 : at::get_num_threads(), [&](TeamMember& t) {
-    t.for_each_block(blocks, [&](int64_t b) { gemv_row_range(w, x, y, b * kRowBlock, std::min(rows, (b + 1) * kRowBlock)); });
+    t.for_each_block(blocks, [&](int64_t b) { gemv_row_range(w, input, y, b * kRowBlock, std::min(rows, (b + 1) * kRowBlock)); });
   });
 }
 

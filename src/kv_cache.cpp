@@ -1,5 +1,6 @@
 #include "lococo/kv_cache.h"
 
+#include <cstring>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -76,6 +77,27 @@ void SlotCache::ensure_capacity(int i, int64_t needed) {
   grow(l.positions, -1.0);
 }
 
+bool SlotCache::write_one_slot(LayerSlots& l, int64_t slot, const torch::Tensor& k, const torch::Tensor& v) const {
+  const auto plain = [](const torch::Tensor& t) {
+    return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
+  };
+  if (!plain(l.k) || !plain(l.v) || !plain(l.scores) || !l.positions.is_contiguous() || !plain(k) || !plain(v) ||
+      k.requires_grad() || v.requires_grad())
+    return false;
+  const int64_t H = l.k.size(0), cap = l.k.size(1), d = l.k.size(2);
+  float* kd = l.k.data_ptr<float>();  // [H, cap, d]
+  float* vd = l.v.data_ptr<float>();
+  float* scores = l.scores.data_ptr<float>();          // [H, cap]
+  int64_t* positions = l.positions.data_ptr<int64_t>();  // [H, cap]
+  for (int64_t h = 0; h < H; ++h) {
+    std::memcpy(kd + (h * cap + slot) * d, k.data_ptr<float>() + h * d, d * sizeof(float));
+    std::memcpy(vd + (h * cap + slot) * d, v.data_ptr<float>() + h * d, d * sizeof(float));
+    scores[h * cap + slot] = 0;
+    positions[h * cap + slot] = seen_;
+  }
+  return true;
+}
+
 KeysValues SlotCache::append(int i, const torch::Tensor& k_raw, const torch::Tensor& k_rot, const torch::Tensor& v,
                              bool rotate_keys) {
   LayerSlots& l = layers_[i];
@@ -86,15 +108,14 @@ KeysValues SlotCache::append(int i, const torch::Tensor& k_raw, const torch::Ten
   const int64_t pos0 = chunk_position(i);
   ensure_capacity(i, start + n);
   const torch::Tensor& k_store = options_.positions == PositionMode::Absolute ? k_rot : k_raw;
-  {
+  if (n == 1 && write_one_slot(l, start, k_store, v)) {
+    // decoding: written through pointers (a dozen libtorch ops cost more than the copy)
+  } else {
     torch::NoGradGuard no_grad;  // the stored cache is always detached (truncated backprop)
     l.k.narrow(1, start, n).copy_(k_store);
     l.v.narrow(1, start, n).copy_(v);
     l.scores.narrow(1, start, n).zero_();
-    if (n == 1)  // decoding: no temporary (decode_step allocates nothing)
-      l.positions.narrow(1, start, 1).fill_(seen_);
-    else
-      l.positions.narrow(1, start, n).copy_(
+    l.positions.narrow(1, start, n).copy_(
           torch::arange(seen_, seen_ + n, l.positions.options()).expand({l.positions.size(0), n}));
   }
   l.len = start + n;

@@ -18,6 +18,8 @@ namespace {
 // Spins before each yield: about 10-50 us, longer than the serial steps
 // between decode's parallel ones, so a dedicated core never yields.
 constexpr int kSpinsBeforeYield = 4096;
+// A member claims this fraction of what it has left at a time (thread_team.h).
+constexpr int64_t kShareDivisor = 4;
 
 // One wait step of a spinning loop: a pause, and now and then a yield.
 class Backoff {
@@ -61,9 +63,17 @@ void Team::set_blocks(int m, int64_t loop, int64_t begin, int64_t end) {
   blocks_[m].loop.store(loop, std::memory_order_release);  // publishes the range
 }
 
-int64_t Team::take_own(int m) {
-  const uint64_t before = blocks_[m].range.fetch_add(1, std::memory_order_acq_rel);
-  return begin_of(before) < end_of(before) ? begin_of(before) : -1;
+std::pair<int64_t, int64_t> Team::take_own(int m) {
+  std::atomic<uint64_t>& range = blocks_[m].range;
+  // A thief may shrink the range between this read and the claim; the claim
+  // returns the range as it was and keeps only what was still there.
+  const uint64_t now = range.load(std::memory_order_acquire);
+  const int64_t left = end_of(now) - begin_of(now);
+  if (left <= 0) return {0, 0};
+  const int64_t share = std::max<int64_t>(1, left / kShareDivisor);
+  const uint64_t before = range.fetch_add(static_cast<uint64_t>(share), std::memory_order_acq_rel);
+  const int64_t first = begin_of(before);
+  return {first, std::max(first, std::min(first + share, end_of(before)))};
 }
 
 bool Team::steal(int m, int size, int64_t loop) {

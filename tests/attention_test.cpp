@@ -69,7 +69,7 @@ void for_each_simd_level(F body) {
     set_simd_level_cap(level);
     body();
   }
-  set_simd_level_cap(SimdLevel::Avx512);
+  set_simd_level_cap(SimdLevel::Avx512Bf16);
 }
 
 // Runs `body` with `n` intra-op threads, restoring the count after.
@@ -300,7 +300,7 @@ TEST(Attention, SimdLevelsParseAndCap) {
   EXPECT_THROW(parse_simd_level("sse9"), std::invalid_argument);
   set_simd_level_cap(SimdLevel::Scalar);
   EXPECT_EQ(active_simd_level(), SimdLevel::Scalar);
-  set_simd_level_cap(SimdLevel::Avx512);
+  set_simd_level_cap(SimdLevel::Avx512Bf16);
   EXPECT_EQ(active_simd_level(), detected_simd_level());
 }
 

@@ -130,9 +130,12 @@ TEST(Decode, SupportedForFp32AndBf16WithoutLora) {
   EXPECT_THROW(decode_step(testing::random_model(c), *narrow_cache, 1, state), std::invalid_argument);
 }
 
-// bf16 weights: decode_step widens them exactly and keeps fp32 activations, so
-// its logits equal the fp32 computation on the same (bf16-rounded) values.
-TEST(Decode, Bf16WeightsGiveTheFp32LogitsOfTheirValues) {
+// bf16 weights: decode_step's products read bf16 weights and their input
+// vector rounded to bf16, summed in fp32; everything else stays fp32. Against
+// the fp32 computation on the same (bf16-rounded) weights its logits stay
+// within 5% of the largest logit (measured here: 0.2-2.9%), and closer than
+// forward()'s bf16 arithmetic (bf16 activations throughout: 1-45%) on every token.
+TEST(Decode, Bf16WeightsStayCloserToFp32ThanBf16Forward) {
   auto c = testing::tiny_config(4, 2);
   c.attention_bias = true;
   c.tie_word_embeddings = false;
@@ -146,13 +149,19 @@ TEST(Decode, Bf16WeightsGiveTheFp32LogitsOfTheirValues) {
   const LlamaModel bf16 = with_dtype(random, c, torch::kBFloat16);
   const LlamaModel rounded = with_dtype(bf16, c, torch::kFloat32);
   torch::NoGradGuard no_grad;
-  auto [plain, fast] = prefilled_pair(rounded, "lococo-hh", testing::random_tokens(32, c.vocab_size, 6));
+  const auto prompt = testing::random_tokens(32, c.vocab_size, 6);
+  auto [plain, fast] = prefilled_pair(rounded, "lococo-hh", prompt);
+  auto slow = prefilled_pair(bf16, "lococo-hh", prompt).first;
   DecodeState state(c);
   const auto next = testing::random_tokens(30, c.vocab_size, 7);
   for (int64_t t = 0; t < next.size(0); ++t) {
     const int64_t token = next[t].item<int64_t>();
     const auto want = rounded.forward(torch::tensor({token}), plain.get(), LogitsFor::Last).flatten();
-    testing::expect_close(decode_step(bf16, *fast, token, state), want, 1e-5, 1e-5);
+    const auto via_forward = bf16.forward(torch::tensor({token}), slow.get(), LogitsFor::Last).flatten();
+    const auto& got = decode_step(bf16, *fast, token, state);
+    testing::expect_close(got, want, 0.05, 1e-3);
+    EXPECT_LT((got - want).abs().max().item<double>(), (via_forward.to(torch::kFloat32) - want).abs().max().item<double>())
+        << "token " << t;
   }
 }
 

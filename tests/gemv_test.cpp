@@ -1,8 +1,14 @@
 // gemv: every instruction-set variant computes W x for fp32 and bf16 weights
-// within float rounding of a double-precision reference, for shapes with
+// (x read in bf16 against bf16 weights, rounded as torch rounds it) within
+// float rounding of a double-precision reference, for shapes with
 // ragged rows (not a multiple of 4) and columns (not a multiple of a vector),
 // and the split across threads does not change a single bit.
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <iterator>
+#include <limits>
+#include <vector>
 
 #include <ATen/Parallel.h>
 
@@ -16,14 +22,14 @@ namespace {
 struct Restore {
   int threads = at::get_num_threads();
   ~Restore() {
-    set_simd_level_cap(SimdLevel::Avx512);
+    set_simd_level_cap(SimdLevel::Avx512Bf16);
     at::set_num_threads(threads);
   }
 };
 
 std::vector<SimdLevel> levels_here() {
   std::vector<SimdLevel> out;
-  for (SimdLevel l : {SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512})
+  for (SimdLevel l : {SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512, SimdLevel::Avx512Bf16})
     if (l <= detected_simd_level()) out.push_back(l);
   return out;
 }
@@ -41,8 +47,10 @@ TEST(Gemv, MatchesDoublePrecisionForEveryVariantAndDtype) {
     for (torch::Dtype dtype : {torch::kFloat32, torch::kBFloat16}) {
       const auto w = at::normal(0, 1, {rows, cols}, gen).to(dtype);
       const auto x = at::normal(0, 1, {cols}, gen);
-      // The reference sees exactly the stored weights (bf16 widens exactly).
-      const auto want = torch::mv(w.to(torch::kFloat64), x.to(torch::kFloat64));
+      // The reference sees exactly the stored weights (bf16 widens exactly)
+      // and, for bf16 weights, x rounded to bf16 as the kernels read it.
+      const auto x_read = dtype == torch::kBFloat16 ? x.to(torch::kBFloat16) : x;
+      const auto want = torch::mv(w.to(torch::kFloat64), x_read.to(torch::kFloat64));
       const double tol = 1e-5 * std::sqrt(static_cast<double>(cols)) * (x.abs().max().item<double>() + 1);
       for (SimdLevel level : levels_here()) {
         SCOPED_TRACE(to_string(level) + " " + c10::toString(dtype) + " " + std::to_string(rows) + "x" +
@@ -103,6 +111,33 @@ TEST(Gemv, RopeRowsRotateEachRowByItsAngles) {
       auto out = torch::full({rows, d}, std::nanf(""));
       rope_rows(keys.data_ptr<float>(), rows, d, ld, cos.data_ptr<float>(), sin.data_ptr<float>(), out.data_ptr<float>());
       EXPECT_LT((out.to(torch::kFloat64) - want).abs().max().item<double>(), 1e-5);
+    }
+  }
+}
+
+// round_to_bf16 gives torch's bf16 conversion bit for bit (nearest, ties to
+// even) in every variant, for ties, denormals, infinities and NaN too.
+TEST(Gemv, RoundToBf16IsTorchsConversion) {
+  Restore restore;
+  auto gen = at::detail::createCPUGenerator(9);
+  auto x = at::normal(0, 100, {1000}, gen);
+  const float specials[] = {0.0f, -0.0f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 3.0e-39f, -1.0e-40f,
+                            std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::max(), std::nanf("")};
+  for (size_t i = 0; i < std::size(specials); ++i) x[static_cast<int64_t>(i)] = specials[i];
+  const auto want = x.to(torch::kBFloat16);
+  const auto* want_bits = reinterpret_cast<const uint16_t*>(want.data_ptr<at::BFloat16>());
+  for (SimdLevel level : levels_here()) {
+    SCOPED_TRACE(to_string(level));
+    set_simd_level_cap(level);
+    for (int64_t n : {int64_t{1000}, int64_t{7}}) {  // vectors and a tail
+      std::vector<uint16_t> got(static_cast<size_t>(n));
+      round_to_bf16(x.data_ptr<float>(), n, got.data());
+      for (int64_t i = 0; i < n; ++i)
+        if (std::isnan(x[i].item<float>()))
+          EXPECT_TRUE(std::isnan(c10::BFloat16(got[i], c10::BFloat16::from_bits()))) << i;
+        else
+          EXPECT_EQ(got[i], want_bits[i]) << "x[" << i << "] = " << x[i].item<float>();
     }
   }
 }

@@ -15,9 +15,10 @@
 //                "gen_forward_tokens_per_second": num (the same through forward(), for comparison),
 //                "prompt_gemm_fraction": num (the time the GEMM rates allow the prompt's matmul
 //                   flops, in the weights' dtype, and attention flops, in the cache's, over the time taken),
-//                "bandwidth_gb_s": num (read bandwidth measured beside this point: the best of one
-//                   read just before and one just after its generation),
-//                "gen_bandwidth_fraction": num (weights + K/V read per token x tokens/s over that),
+//                "bandwidth_gb_s": num (the median of the read bandwidths measured between
+//                   generated tokens),
+//                "gen_bandwidth_fraction": num (the median over generated tokens of the weights + K/V
+//                   a token reads / its time / the better of the reads just before and after it),
 //                "gen_bandwidth_fraction_of_best": num (the same over machine.bandwidth_gb_s),
 //                "cache_bytes": int, "peak_rss_bytes": int}]}
 #pragma once
@@ -42,7 +43,19 @@ struct MachineLimits {
   torch::Dtype attention_dtype = torch::kFloat32;  // the KV cache's: attention computes in it
   torch::Dtype dtype = torch::kFloat32;
 };
-// GB/s of a 256 MiB reduction (best of 5) in weight memory (host_memory.h).
+// The machine's read bandwidth now: a reduction over 256 MiB in weight memory
+// (host_memory.h), allocated once. A shared machine's bandwidth moves from
+// minute to minute (35-80 GB/s on the development machine), so run_bench
+// reads it between generated tokens and holds each token to the reads beside it.
+class ReadProbe {
+ public:
+  ReadProbe();
+  double gb_s();                // one read
+  double best_gb_s(int reps);   // the best of `reps` reads
+ private:
+  torch::Tensor buffer_;  // [64, 2^20] fp32
+};
+// ReadProbe().best_gb_s(5).
 double measure_read_bandwidth();
 // Takes a second or two; uses the current intra-op thread count.
 MachineLimits measure_machine_limits(torch::Dtype dtype = torch::kFloat32, torch::Dtype attention_dtype = torch::kFloat32);
@@ -67,10 +80,10 @@ struct BenchPoint {
   double gen_forward_tokens_per_second = 0;                         // generation through forward()
   double gen_tokens_per_second_mean = 0;  // tokens / total time (gen_tokens_per_second: 1 / median token time)
   double prompt_gemm_fraction = 0;
-  // A shared machine's bandwidth moves from minute to minute, so a point's
-  // generation is held to the bandwidth measured beside it (and, stricter, to
-  // the best measured in the whole run).
-  double bandwidth_gb_s = 0;  // best of a read just before and one just after the generation
+  // A shared machine's bandwidth moves from minute to minute, so each token
+  // of a point's generation is held to the bandwidth read just before and after it
+  // (and, stricter, the point's tokens/s to the best read in the whole run).
+  double bandwidth_gb_s = 0;  // median of the reads between generated tokens
   double gen_bandwidth_fraction = 0, gen_bandwidth_fraction_of_best = 0;
   double gen_bytes_per_token = 0;  // weights + the K/V a generated token reads
   int64_t cache_bytes = 0, peak_rss_bytes = 0;

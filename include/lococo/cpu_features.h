@@ -7,7 +7,7 @@
 //
 // The level can be capped, to test or benchmark the narrower variants on a
 // machine that has the wider ones: `set_simd_level_cap(...)` or, at start-up,
-// the environment variable LOCOCO_SIMD=scalar|avx2|avx512.
+// the environment variable LOCOCO_SIMD=scalar|avx2|avx512|avx512bf16.
 #pragma once
 
 #include <string>
@@ -19,6 +19,7 @@ enum class SimdLevel {
   Scalar = 0,  // portable code (the compiler's baseline vectors, e.g. SSE2 / NEON)
   Avx2 = 1,    // AVX2 + FMA
   Avx512 = 2,  // AVX-512 F/BW/DQ/VL
+  Avx512Bf16 = 3,  // and AVX512_BF16's dot product of bf16 pairs (vdpbf16ps)
 };
 
 struct CpuFeatures {
@@ -28,6 +29,7 @@ struct CpuFeatures {
   bool avx512bw = false;
   bool avx512dq = false;
   bool avx512vl = false;
+  bool avx512bf16 = false;
 };
 
 // What this CPU (and OS) supports, detected once.
@@ -39,7 +41,7 @@ SimdLevel detected_simd_level();
 // The level kernels should use now: min(detected, cap).
 SimdLevel active_simd_level();
 
-// Caps the level kernels use (SimdLevel::Avx512 = no cap). Thread-safe; takes
+// Caps the level kernels use (SimdLevel::Avx512Bf16 = no cap). Thread-safe; takes
 // effect on the next kernel call.
 void set_simd_level_cap(SimdLevel cap);
 
@@ -51,7 +53,7 @@ std::string to_string(SimdLevel level);
 // both then run at about half speed), "sequential", or "unknown" (not OpenBLAS).
 std::string blas_threading();
 
-// Parses "scalar" | "avx2" | "avx512"; throws std::invalid_argument otherwise.
+// Parses "scalar" | "avx2" | "avx512" | "avx512bf16"; throws std::invalid_argument otherwise.
 SimdLevel parse_simd_level(const std::string& name);
 
 }  // namespace lococo

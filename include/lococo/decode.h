@@ -18,10 +18,11 @@
 //
 // It applies to fp32 and bf16 contiguous CPU weights without LoRA
 // (decode_step_supported()) and an fp32 cache; generate() uses it there and
-// forward() elsewhere. Activations stay fp32 with either weight dtype. The
-// logits equal forward()'s within float rounding for fp32 weights
-// (tests/decode_test.cpp); for bf16 weights they are closer to the fp32
-// model's than forward()'s bf16 arithmetic is.
+// forward() elsewhere. Activations stay fp32 with either weight dtype, except
+// that products with bf16 weights read their input vector rounded to bf16
+// (gemv.h; sums in fp32). The logits equal forward()'s within float rounding
+// for fp32 weights (tests/decode_test.cpp); for bf16 weights they are closer
+// to the fp32 model's than forward()'s bf16 arithmetic is.
 //
 // What still allocates: a cache that compresses (bounded policies every
 // `buffer` tokens), one that asks for attention statistics (its bookkeeping
@@ -63,6 +64,7 @@ class DecodeState {
   torch::Tensor k_raw_;    // [Hkv * d] keys before RoPE
   torch::Tensor k_rot_;    // [Hkv * d] keys after RoPE
   torch::Tensor v_;        // [Hkv * d] values
+  torch::Tensor k_raw_3d_, k_rot_3d_, v_3d_;  // [Hkv, 1, d] views of the three above, as append() takes them
   torch::Tensor attn_;     // [Hq * d] attention output
   torch::Tensor out_;      // [D] o_proj / down_proj output
   torch::Tensor gate_;     // [F] gate_proj output, then silu(gate) * up
@@ -70,6 +72,10 @@ class DecodeState {
   torch::Tensor scores_;   // [Hq * capacity] attention probabilities
   torch::Tensor colsum_;   // [Hkv * capacity] probabilities summed over each KV head's queries
   torch::Tensor logits_;   // [V]
+  // The inputs of the matrix products rounded to bf16, as bf16 weights read them (gemv.h).
+  std::vector<uint16_t> normed_bf16_;  // [D]
+  std::vector<uint16_t> attn_bf16_;    // [Hq * d]
+  std::vector<uint16_t> gate_bf16_;    // [F]
   std::vector<double> inv_freq_;       // [d / 2] RoPE frequencies
   std::vector<float> cos_, sin_;       // [d / 2] at the current position
   // Keys stored before RoPE (`Cache` positions) are rotated inside attention,

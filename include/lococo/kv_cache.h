@@ -147,6 +147,10 @@ class SlotCache : public KvCache {
   void replace_slots(int layer, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& scores,
                      const torch::Tensor& positions = {});
   void ensure_capacity(int layer, int64_t needed);
+  // One token's k and v ([Hkv, 1, d]) into slot `slot` of every head with a
+  // zero score and position seen_, through pointers; false (nothing written)
+  // unless everything is contiguous fp32 on the CPU, outside autograd.
+  bool write_one_slot(LayerSlots& l, int64_t slot, const torch::Tensor& k, const torch::Tensor& v) const;
   // `Cache` mode: the first `len` stored keys of `layer` rotated at their slot
   // positions, written into a scratch buffer shared by the layers (valid until
   // the next append) with cos/sin tables kept from call to call, so decoding
