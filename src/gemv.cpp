@@ -104,8 +104,19 @@ inline float dot_row(const uint16_t* w, const uint16_t* x, int64_t cols) {
   if (c < cols) a1 = _mm512_dpbf16_ps(a1, pairs_tail(w + c, cols - c), pairs_tail(x + c, cols - c));
   return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
+// Each row starts by asking for the first lines 8 KiB ahead (the 4 KiB page
+// after next for a 2048-wide bf16 row): the hardware prefetcher restarts at
+// every 4 KiB page, and a bf16 row of the 1B shape is one page. Measured on the
+// 1B shape (bf16, depth 1, 7 alternating rounds): 93% -> 98% median of the
+// bandwidth read beside each token.
+constexpr int64_t kPrefetchAheadBytes = 8192;
+constexpr int kPrefetchLines = 4;
 void gemv_rows(const uint16_t* w, int64_t cols, const uint16_t* x, float* y, int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) y[r] = dot_row(w + r * cols, x, cols);
+  for (int64_t r = r0; r < r1; ++r) {
+    const char* ahead = reinterpret_cast<const char*>(w + r * cols) + kPrefetchAheadBytes;
+    for (int k = 0; k < kPrefetchLines; ++k) _mm_prefetch(ahead + 64 * k, _MM_HINT_T0);
+    y[r] = dot_row(w + r * cols, x, cols);
+  }
 }
 }  // namespace avx512bf16
 #pragma GCC pop_options

@@ -13,8 +13,9 @@
 //                "gen_tokens_per_second": num (1 / the median time of one token),
 //                "gen_tokens_per_second_mean": num (tokens / total time),
 //                "gen_forward_tokens_per_second": num (the same through forward(), for comparison),
-//                "prompt_gemm_fraction": num (the time the GEMM rates allow the prompt's matmul
-//                   flops, in the weights' dtype, and attention flops, in the cache's, over the time taken),
+//                "prompt_gemm_fraction": num (the time the run's best GEMM rates allow the prompt's
+//                   matmul flops, in the weights' dtype, and attention flops, in the cache's, over the time
+//                   taken), "slots_before_prompt": int (the slots the prompt's first token attends),
 //                "bandwidth_gb_s": num (the median of the read bandwidths measured between
 //                   generated tokens),
 //                "gen_bandwidth_fraction": num (the median over generated tokens of the weights + K/V
@@ -38,7 +39,7 @@ namespace lococo {
 struct MachineLimits {
   double bandwidth_gb_s = 0;  // read bandwidth of a large (256 MiB) reduction; in run_bench the best of all
                               // measurements in the run (at the start and beside each point)
-  double gemm_gflop_s = 0;    // a 2048^3 GEMM in `dtype`
+  double gemm_gflop_s = 0;    // a 2048^3 GEMM in `dtype`; in run_bench the best of the run (start, each prompt)
   double attention_gflop_s = 0;               // the same in `attention_dtype`
   torch::Dtype attention_dtype = torch::kFloat32;  // the KV cache's: attention computes in it
   torch::Dtype dtype = torch::kFloat32;
@@ -46,7 +47,9 @@ struct MachineLimits {
 // The machine's read bandwidth now: a reduction over 256 MiB in weight memory
 // (host_memory.h), allocated once. A shared machine's bandwidth moves from
 // minute to minute (35-80 GB/s on the development machine), so run_bench
-// reads it between generated tokens and holds each token to the reads beside it.
+// reads it between generated tokens (the best of two reads each time: one
+// read can land on a burst of another tenant's traffic) and holds each token
+// to the better of the reads just before and after it.
 class ReadProbe {
  public:
   ReadProbe();
@@ -76,6 +79,7 @@ struct BenchPoint {
   CacheRun run;
   std::string cache;
   int64_t depth = 0, slots = 0;
+  int64_t slots_before_prompt = 0;
   double prompt_tokens_per_second = 0, gen_tokens_per_second = 0;  // generation: decode_step where supported
   double gen_forward_tokens_per_second = 0;                         // generation through forward()
   double gen_tokens_per_second_mean = 0;  // tokens / total time (gen_tokens_per_second: 1 / median token time)
