@@ -166,12 +166,10 @@ MachineLimits measure_machine_limits(torch::Dtype dtype, torch::Dtype attention_
   return m;
 }
 
-// The machine is shared: its GEMM rates move with the load as its bandwidth
-// does, so run_bench measures them again beside every prompt and keeps the best.
-void measure_gemm_again(MachineLimits& m) {
-  m.gemm_gflop_s = std::max(m.gemm_gflop_s, gemm_gflop_s(m.dtype));
-  m.attention_gflop_s = m.attention_dtype == m.dtype ? m.gemm_gflop_s
-                                                     : std::max(m.attention_gflop_s, gemm_gflop_s(m.attention_dtype));
+// GFLOP/s of the GEMMs in m's two dtypes, measured now: {weights', attention's}.
+std::pair<double, double> gemm_rates_now(const MachineLimits& m) {
+  const double weights = gemm_gflop_s(m.dtype);
+  return {weights, m.attention_dtype == m.dtype ? weights : gemm_gflop_s(m.attention_dtype)};
 }
 
 void fill_cache_random(const ModelConfig& c, KvCache& cache, int64_t tokens, int64_t chunk, uint64_t seed) {
@@ -242,12 +240,26 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
       } else {
         fill_with_model(model, *cache, depth, co.chunk, rng, tick);
       }
-      p.slots_before_prompt = cache->slots(0);
+      // The prompt, held to the better of the GEMM rates measured just before
+      // and just after it (the machine is shared: its compute moves with the
+      // load as its bandwidth does).
+      const int64_t slots_before = cache->slots(0);
+      const auto before = gemm_rates_now(rep.machine);
       auto t0 = Clock::now();
       fill_with_model(model, *cache, o.prompt, co.chunk, rng, tick);
       p.prompt_tokens_per_second = o.prompt / seconds_since(t0);
       p.slots = cache->slots(0);
-      measure_gemm_again(rep.machine);
+      const auto after = gemm_rates_now(rep.machine);
+      p.gemm_gflop_s = std::max(before.first, after.first);
+      const double attention_gflop_s = std::max(before.second, after.second);
+      const double prompt_slots = (slots_before + p.slots) / 2.0;  // mean keys a prompt token attends
+      // The time these rates allow a prompt token (weights in their dtype,
+      // attention in the cache's) over the time it took.
+      const double limit_seconds = matmul_flops_per_token(model.weights()) / (p.gemm_gflop_s * 1e9) +
+                                   attention_flops_per_token(c, prompt_slots) / (attention_gflop_s * 1e9);
+      p.prompt_gemm_fraction = p.prompt_tokens_per_second * limit_seconds;
+      rep.machine.gemm_gflop_s = std::max(rep.machine.gemm_gflop_s, p.gemm_gflop_s);
+      rep.machine.attention_gflop_s = std::max(rep.machine.attention_gflop_s, attention_gflop_s);
       // Generation: one token at a time, each the argmax of the last logits;
       // decode_step (what generate() uses) and, side by side, forward(). The
       // bandwidth is read before and after every token of the headline path.
@@ -279,12 +291,6 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
   }
   bar.finish();
   for (auto& p : rep.points) {
-    // The time the run's best GEMM rates allow a prompt token (weights in
-    // their dtype, attention in the cache's) over the time it took.
-    const double prompt_slots = (p.slots_before_prompt + p.slots) / 2.0;  // mean keys a prompt token attends
-    const double limit_seconds = matmul_flops_per_token(model.weights()) / (rep.machine.gemm_gflop_s * 1e9) +
-                                 attention_flops_per_token(c, prompt_slots) / (rep.machine.attention_gflop_s * 1e9);
-    p.prompt_gemm_fraction = p.prompt_tokens_per_second * limit_seconds;
     p.gen_bandwidth_fraction_of_best = p.gen_tokens_per_second * p.gen_bytes_per_token / (rep.machine.bandwidth_gb_s * 1e9);
   }
   return rep;
@@ -300,7 +306,7 @@ nlohmann::json BenchReport::to_json() const {
                    {"gen_tokens_per_second", p.gen_tokens_per_second},
                    {"gen_tokens_per_second_mean", p.gen_tokens_per_second_mean},
                    {"gen_forward_tokens_per_second", p.gen_forward_tokens_per_second},
-                   {"prompt_gemm_fraction", p.prompt_gemm_fraction}, {"slots_before_prompt", p.slots_before_prompt},
+                   {"prompt_gemm_fraction", p.prompt_gemm_fraction}, {"gemm_gflop_s", p.gemm_gflop_s},
                    {"bandwidth_gb_s", p.bandwidth_gb_s}, {"gen_bandwidth_fraction", p.gen_bandwidth_fraction},
                    {"gen_bandwidth_fraction_of_best", p.gen_bandwidth_fraction_of_best}, {"cache_bytes", p.cache_bytes},
                    {"peak_rss_bytes", p.peak_rss_bytes}});
@@ -319,7 +325,8 @@ std::string to_markdown(const BenchReport& r) {
   md << fmt::format("# lococo bench\n\nModel `{}`: {:.1f}M parameters, {} weights ({:.1f} MiB read per token), {} "
                     "threads (BLAS threading: {}); prompt {} tokens in chunks of {}, {} generated tokens; fill: {}.\n\n"
                     "Machine (best in the run): {:.1f} GB/s read bandwidth, {:.0f} GFLOP/s {} GEMM (2048^3; attention in {}: {:.0f}). "
-                    "% GEMM peak: the time these rates allow the prompt's flops over the time taken.\n\n",
+                    "% GEMM peak: the time the GEMM rates measured just before and after a prompt (the better) allow its flops "
+                    "over the time taken.\n\n",
                     r.model, r.params / 1e6, r.dtype, r.weight_bytes / 1048576.0, r.threads, r.blas_threading, r.options.prompt,
                     r.options.cache.chunk, r.options.gen, r.options.random_fill ? "random K/V" : "model", r.machine.bandwidth_gb_s,
                     r.machine.gemm_gflop_s, dtype_name(r.machine.dtype), dtype_name(r.machine.attention_dtype),

@@ -280,6 +280,9 @@ TEST(Bench, RandomFillKeepsBoundedCachesBoundedAndReportsEveryPoint) {
     EXPECT_GT(p.gen_bandwidth_fraction, 0);
     EXPECT_LE(p.bandwidth_gb_s, r.machine.bandwidth_gb_s);  // the run's best is the best of the points'
     EXPECT_LE(p.gen_bandwidth_fraction_of_best, p.gen_bandwidth_fraction);
+    EXPECT_GT(p.prompt_gemm_fraction, 0);
+    EXPECT_GT(p.gemm_gflop_s, 0);
+    EXPECT_LE(p.gemm_gflop_s, r.machine.gemm_gflop_s);  // likewise for the GEMM rate beside each prompt
   }
   EXPECT_GT(r.machine.bandwidth_gb_s, 0);
   EXPECT_GT(r.machine.gemm_gflop_s, 0);

@@ -13,9 +13,10 @@
 //                "gen_tokens_per_second": num (1 / the median time of one token),
 //                "gen_tokens_per_second_mean": num (tokens / total time),
 //                "gen_forward_tokens_per_second": num (the same through forward(), for comparison),
-//                "prompt_gemm_fraction": num (the time the run's best GEMM rates allow the prompt's
-//                   matmul flops, in the weights' dtype, and attention flops, in the cache's, over the time
-//                   taken), "slots_before_prompt": int (the slots the prompt's first token attends),
+//                "prompt_gemm_fraction": num (the time the GEMM rates allow the prompt's matmul flops,
+//                   in the weights' dtype, and attention flops, in the cache's, over the time taken; the
+//                   rates: the better of those measured just before and just after the prompt),
+//                "gemm_gflop_s": num (that rate in the weights' dtype),
 //                "bandwidth_gb_s": num (the median of the read bandwidths measured between
 //                   generated tokens),
 //                "gen_bandwidth_fraction": num (the median over generated tokens of the weights + K/V
@@ -39,7 +40,7 @@ namespace lococo {
 struct MachineLimits {
   double bandwidth_gb_s = 0;  // read bandwidth of a large (256 MiB) reduction; in run_bench the best of all
                               // measurements in the run (at the start and beside each point)
-  double gemm_gflop_s = 0;    // a 2048^3 GEMM in `dtype`; in run_bench the best of the run (start, each prompt)
+  double gemm_gflop_s = 0;    // a 2048^3 GEMM in `dtype`; in run_bench the best of the run (start, beside each prompt)
   double attention_gflop_s = 0;               // the same in `attention_dtype`
   torch::Dtype attention_dtype = torch::kFloat32;  // the KV cache's: attention computes in it
   torch::Dtype dtype = torch::kFloat32;
@@ -79,11 +80,11 @@ struct BenchPoint {
   CacheRun run;
   std::string cache;
   int64_t depth = 0, slots = 0;
-  int64_t slots_before_prompt = 0;
   double prompt_tokens_per_second = 0, gen_tokens_per_second = 0;  // generation: decode_step where supported
   double gen_forward_tokens_per_second = 0;                         // generation through forward()
   double gen_tokens_per_second_mean = 0;  // tokens / total time (gen_tokens_per_second: 1 / median token time)
-  double prompt_gemm_fraction = 0;
+  double prompt_gemm_fraction = 0;  // against the GEMM rates measured beside the prompt
+  double gemm_gflop_s = 0;          // the weights' dtype's, the better of just before and just after the prompt
   // A shared machine's bandwidth moves from minute to minute, so each token
   // of a point's generation is held to the bandwidth read just before and after it
   // (and, stricter, the point's tokens/s to the best read in the whole run).
