@@ -119,18 +119,6 @@ void rope_in_place(float* x, int64_t heads, int64_t d, const std::vector<float>&
     }
 }
 
-// Each of `rows` rows of `n` scores becomes softmax(row * scale).
-void softmax_rows(float* s, int64_t rows, int64_t n, float scale) {
-  for (int64_t r = 0; r < rows; ++r, s += n) {
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, s[j] * scale);
-    double sum = 0;
-    for (int64_t j = 0; j < n; ++j) sum += (s[j] = std::exp(s[j] * scale - mx));
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t j = 0; j < n; ++j) s[j] *= inv;
-  }
-}
-
 bool rows_contiguous(const KeysValues& kv) { return kv.keys.stride(2) == 1 && kv.values.stride(2) == 1; }
 
 // attn and probs as attend_heads() below, by libtorch's batched products: for

@@ -2,6 +2,8 @@
 // them and the split of rows across threads. See gemv.h for why.
 #include "lococo/gemv.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -43,6 +45,11 @@ inline void round_to_bf16_scalar(const float* x, int64_t n, uint16_t* out) {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
+// glibc's libmvec (libc6-dev): expf on 16 and 8 lanes, the vector functions
+// GCC itself calls when it vectorises expf; declared here, as <math.h> only
+// announces them under -ffast-math.
+extern "C" __m512 _ZGVeN16v_expf(__m512);
+extern "C" __m256 _ZGVdN8v_expf(__m256);
 namespace avx512 {
 using Vec = __m512;
 constexpr int64_t kLanes = 16;
@@ -61,6 +68,9 @@ inline Vec load_tail(const uint16_t* p, int64_t n) { return widen(_mm256_maskz_l
 inline float hsum(Vec v) { return _mm512_reduce_add_ps(v); }
 inline Vec broadcast(float f) { return _mm512_set1_ps(f); }
 inline void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+inline float hmax(Vec v) { return _mm512_reduce_max_ps(v); }
+inline Vec vexp(Vec v) { return _ZGVeN16v_expf(v); }
 #include "gemv_kernels.inc"
 // round_bf16 sixteen values at a time, bit for bit the same.
 inline void round_to_bf16(const float* x, int64_t n, uint16_t* out) {
@@ -151,6 +161,14 @@ inline float hsum(Vec v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+inline float hmax(Vec v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+inline Vec vexp(Vec v) { return _ZGVdN8v_expf(v); }
 #include "gemv_kernels.inc"
 inline void round_to_bf16(const float* x, int64_t n, uint16_t* out) { round_to_bf16_scalar(x, n, out); }
 }  // namespace avx2
@@ -178,6 +196,9 @@ inline Vec load_tail(const E* p, int64_t) { return load(p); }
 inline float hsum(Vec v) { return v; }
 inline Vec broadcast(float f) { return f; }
 inline void store(float* p, Vec v) { *p = v; }
+inline Vec vmax(Vec a, Vec b) { return std::max(a, b); }
+inline float hmax(Vec v) { return v; }
+inline Vec vexp(Vec v) { return std::exp(v); }
 #include "gemv_kernels.inc"
 inline void round_to_bf16(const float* x, int64_t n, uint16_t* out) { round_to_bf16_scalar(x, n, out); }
 }  // namespace portable
@@ -190,10 +211,11 @@ struct Kernels {
   void (*dot_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
   void (*add_weighted_rows)(const float*, int64_t, int64_t, int64_t, const float*, float*);
   void (*rope_rows)(const float*, int64_t, int64_t, int64_t, const float*, const float*, float*);
+  void (*softmax_rows)(float*, int64_t, int64_t, float);
 };
 #define LOCOCO_GEMV_KERNELS(ns)                                                                                 \
   Kernels{ns::gemv_rows<float, float>, ns::gemv_rows<uint16_t, uint16_t>, ns::round_to_bf16, ns::dot_rows, \
-          ns::add_weighted_rows, ns::rope_rows}
+          ns::add_weighted_rows, ns::rope_rows, ns::softmax_rows}
 
 // The widest variant the CPU (and the LOCOCO_SIMD cap) allows.
 Kernels active_kernels() {
@@ -236,6 +258,8 @@ bool gemv_supported(const torch::Tensor& w) {
   return w.defined() && w.dim() == 2 && w.device().is_cpu() && w.is_contiguous() &&
          (w.scalar_type() == torch::kFloat32 || w.scalar_type() == torch::kBFloat16);
 }
+
+void softmax_rows(float* s, int64_t rows, int64_t n, float scale) { active_kernels().softmax_rows(s, rows, n, scale); }
 
 void round_to_bf16(const float* x, int64_t n, uint16_t* out) { active_kernels().round_to_bf16(x, n, out); }
 

@@ -142,6 +142,27 @@ TEST(Gemv, RoundToBf16IsTorchsConversion) {
   }
 }
 
+// softmax_rows: every variant (libmvec's vector expf where vectors are wide)
+// within float rounding of softmax in double, for rows with a tail, a row
+// whose scores span far apart (tiny probabilities) and a one-slot row.
+TEST(Gemv, SoftmaxRowsMatchDoublePrecision) {
+  Restore restore;
+  auto gen = at::detail::createCPUGenerator(10);
+  for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{{3, 37}, {2, 1000}, {1, 1}}) {
+    auto scores = at::normal(0, 30, {rows, n}, gen);
+    const float scale = 0.125f;
+    const auto want = torch::softmax(scores.to(torch::kFloat64) * scale, 1);
+    for (SimdLevel level : levels_here()) {
+      SCOPED_TRACE(to_string(level) + " " + std::to_string(rows) + "x" + std::to_string(n));
+      set_simd_level_cap(level);
+      auto got = scores.clone();
+      softmax_rows(got.data_ptr<float>(), rows, n, scale);
+      EXPECT_LT((got.to(torch::kFloat64) - want).abs().max().item<double>(), 1e-6);
+      EXPECT_LT(((got.to(torch::kFloat64) - want).abs() / want.clamp_min(1e-30)).max().item<double>(), 1e-5);
+    }
+  }
+}
+
 TEST(Gemv, ThreadSplitIsBitIdentical) {
   Restore restore;
   auto gen = at::detail::createCPUGenerator(8);

@@ -71,5 +71,9 @@ void add_weighted_rows(const float* w, int64_t rows, int64_t cols, int64_t ld, c
 // out [rows, d] (contiguous) = rows of k rotated by RoPE, row r at the angles
 // cos[r, :], sin[r, :] ([rows, d / 2] each): keys stored before RoPE.
 void rope_rows(const float* k, int64_t rows, int64_t d, int64_t ld, const float* cos, const float* sin, float* out);
+// each of `rows` rows of `n` values of s becomes softmax(row * scale), scale > 0
+// (e^x by glibc's libmvec on AVX-512 / AVX2: a scalar expf per score was 80%
+// of a token's time over 16k cached slots).
+void softmax_rows(float* s, int64_t rows, int64_t n, float scale);
 
 }  // namespace lococo
