@@ -166,11 +166,25 @@ MachineLimits measure_machine_limits(torch::Dtype dtype, torch::Dtype attention_
   return m;
 }
 
+namespace {
+
+// The time GEMMs at these rates (GFLOP/s; weights in their dtype, attention
+// in the cache's) allow a prompt token attending `slots` keys, over the time
+// one took at `tokens_per_second`.
+double gemm_fraction(const LlamaModel& model, double tokens_per_second, double slots, double weights_gflop_s,
+                     double attention_gflop_s) {
+  const double limit_seconds = matmul_flops_per_token(model.weights()) / (weights_gflop_s * 1e9) +
+                               attention_flops_per_token(model.config(), slots) / (attention_gflop_s * 1e9);
+  return tokens_per_second * limit_seconds;
+}
+
 // GFLOP/s of the GEMMs in m's two dtypes, measured now: {weights', attention's}.
 std::pair<double, double> gemm_rates_now(const MachineLimits& m) {
   const double weights = gemm_gflop_s(m.dtype);
   return {weights, m.attention_dtype == m.dtype ? weights : gemm_gflop_s(m.attention_dtype)};
 }
+
+}  // namespace
 
 void fill_cache_random(const ModelConfig& c, KvCache& cache, int64_t tokens, int64_t chunk, uint64_t seed) {
   torch::NoGradGuard g;
@@ -253,11 +267,8 @@ BenchReport run_bench(const LoadedModel& m, const BenchOptions& o) {
       p.gemm_gflop_s = std::max(before.first, after.first);
       const double attention_gflop_s = std::max(before.second, after.second);
       const double prompt_slots = (slots_before + p.slots) / 2.0;  // mean keys a prompt token attends
-      // The time these rates allow a prompt token (weights in their dtype,
-      // attention in the cache's) over the time it took.
-      const double limit_seconds = matmul_flops_per_token(model.weights()) / (p.gemm_gflop_s * 1e9) +
-                                   attention_flops_per_token(c, prompt_slots) / (attention_gflop_s * 1e9);
-      p.prompt_gemm_fraction = p.prompt_tokens_per_second * limit_seconds;
+      p.prompt_gemm_fraction =
+          gemm_fraction(model, p.prompt_tokens_per_second, prompt_slots, p.gemm_gflop_s, attention_gflop_s);
       rep.machine.gemm_gflop_s = std::max(rep.machine.gemm_gflop_s, p.gemm_gflop_s);
       rep.machine.attention_gflop_s = std::max(rep.machine.attention_gflop_s, attention_gflop_s);
       // Generation: one token at a time, each the argmax of the last logits;
