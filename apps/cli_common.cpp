@@ -12,8 +12,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "lococo/cpu_features.h"
-#include "lococo/io_util.h"
+#include "lococo/kv/registry.h"
+#include "lococo/core/cpu_features.h"
+#include "lococo/core/io_util.h"
 
 namespace lococo::cli {
 namespace {
@@ -23,13 +24,25 @@ std::map<CLI::App*, Runner>& runners() {
   return r;
 }
 
+std::map<CLI::App*, std::function<void()>>& preparers() {
+  static std::map<CLI::App*, std::function<void()>> p;
+  return p;
+}
+
 }  // namespace
 
-void register_command(CLI::App* sub, Runner run) { runners()[sub] = std::move(run); }
+void register_command(CLI::App* sub, Runner run, std::function<void()> prepare) {
+  runners()[sub] = std::move(run);
+  if (prepare) preparers()[sub] = std::move(prepare);
+}
 
 int run_selected(CLI::App& root) {
-  for (auto& [sub, run] : runners())
-    if (sub->parsed()) return run();
+  for (auto& [sub, run] : runners()) {
+    if (!sub->parsed()) continue;
+    if (auto p = preparers().find(sub); p != preparers().end()) p->second();
+    restart_with_requested_env();
+    return run();
+  }
   std::cout << root.help();
   return 1;
 }
@@ -40,12 +53,12 @@ void add_model_flags(CLI::App* app, ModelFlags& f) {
   app->add_option("--dtype", f.dtype, "Compute dtype of the weights")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}))
       ->capture_default_str();
-  app->add_option("--threads", f.threads, "Intra-op threads (0 = one per core)")->check(CLI::NonNegativeNumber);
+  app->add_option("--threads,-t", f.threads, "Intra-op threads (0 = one per core)")->check(CLI::NonNegativeNumber);
 }
 
 ModelOptions model_options(const ModelFlags& f) {
   ModelOptions o;
-  o.dtype = f.dtype == "bf16" ? torch::kBFloat16 : f.dtype == "f16" ? torch::kFloat16 : torch::kFloat32;
+  o.dtype = parse_dtype(f.dtype, "--dtype");
   return o;
 }
 
@@ -68,28 +81,29 @@ void add_cache_flags(CLI::App* app, CacheFlags& f, bool with_policy) {
     app->add_option("--cache", o.policy, "KV-cache policy")
         ->check(CLI::IsMember(cache_policy_names()))
         ->capture_default_str();
-  app->add_option("--budget", o.budget, "M: cache slots kept after a compression")
+  app->add_option("--budget,-c,--ctx-size", o.budget, "M: cache slots kept after a compression (bounded policies)")
       ->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--chunk", o.chunk, "B: tokens per forward pass")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--buffer", o.buffer, "b: compress only when slots exceed M + b")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_option("--positions", f.positions, "RoPE positions: absolute (token index) or cache (slot index)")
       ->check(CLI::IsMember({"absolute", "cache"}))->capture_default_str();
-  app->add_option("--sinks", o.sinks, "streaming: first tokens always kept")
+  app->add_option("--sinks", o.streaming.sinks, "streaming: first tokens always kept")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
-  app->add_option("--recent", o.recent, "h2o: most recent tokens kept (-1 = M/2)")->capture_default_str();
-  app->add_option("--obs-window", o.observation_window, "snapkv: observation window (last queries)")
+  app->add_option("--recent", o.h2o.recent, "h2o: most recent tokens kept (-1 = M/2)")->capture_default_str();
+  app->add_option("--obs-window", o.snapkv.observation_window, "snapkv: observation window (last queries)")
       ->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--pool-kernel", o.pool_kernel, "snapkv: max-pool kernel over slot scores (odd)")
+  app->add_option("--pool-kernel", o.snapkv.pool_kernel, "snapkv: max-pool kernel over slot scores (odd)")
       ->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--keep-rate", o.keep_rate, "lococo: share r of M kept verbatim")
+  app->add_option("--keep-rate", o.lococo.keep_rate, "lococo: share r of M kept verbatim")
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app->add_option("--local-window", o.local_window, "lococo: last slots always kept")
+  app->add_option("--local-window", o.lococo.local_window, "lococo: last slots always kept")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   if (!with_policy) return;  // training commands make their own compressor
-  app->add_option("--compressor", o.compressor,
-                  "lococo: trained compressor (.safetensors); default: the model's compressors/m<budget>.safetensors");
-  app->add_flag("--allow-untrained", o.allow_untrained, "lococo: run with a freshly initialised compressor");
+  app->add_option("--compressor", o.lococo.compressor,
+                  "lococo: trained compressor (.safetensors); default: the model's compressors/m<budget>.safetensors "
+                  "(beside a GGUF file: FILE.compressors/m<budget>.safetensors)");
+  app->add_flag("--allow-untrained", o.lococo.allow_untrained, "lococo: run with a freshly initialised compressor");
 }
 
 CacheOptions cache_options(const CacheFlags& f, const LoadedModel& m) {
@@ -104,9 +118,7 @@ CacheOptions cache_options(const CacheFlags& f, const LoadedModel& m) {
 
 CacheOptions inference_cache_options(const CacheFlags& f, const LoadedModel& m) {
   CacheOptions o = cache_options(f, m);
-  if (o.policy == "lococo" && o.compressor.empty() && !o.allow_untrained)
-    o.compressor = bundled_compressor(m.dir, o.budget).string();
-  return o;
+  return resolve_compressor(o, m.dir);
 }
 
 int64_t parse_token_count(const std::string& text, const std::string& flag) {
@@ -132,7 +144,7 @@ std::vector<int64_t> parse_token_counts(const std::vector<std::string>& texts, c
 }
 
 void add_sampling_flags(CLI::App* app, SamplingOptions& s) {
-  app->add_option("--temperature,-t", s.temperature, "Sampling temperature (0 = greedy)")
+  app->add_option("--temperature,--temp", s.temperature, "Sampling temperature (0 = greedy)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0 = all)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
@@ -152,9 +164,21 @@ char** g_argv = nullptr;
 
 void set_process_args(char** argv) { g_argv = argv; }
 
-void restart_with_env(const char* name, const std::string& value) {
-  if (std::getenv(name) != nullptr || g_argv == nullptr) return;
-  ::setenv(name, value.c_str(), 1);
+namespace {
+std::map<std::string, std::string>& requested_env() {
+  static std::map<std::string, std::string> env;
+  return env;
+}
+}  // namespace
+
+void request_env(const char* name, const std::string& value) {
+  if (std::getenv(name) == nullptr) requested_env()[name] = value;
+}
+
+void restart_with_requested_env() {
+  if (requested_env().empty() || g_argv == nullptr || std::getenv("LOCOCO_RESTARTED") != nullptr) return;
+  for (const auto& [name, value] : requested_env()) ::setenv(name.c_str(), value.c_str(), 1);
+  ::setenv("LOCOCO_RESTARTED", "1", 1);
   ::execv("/proc/self/exe", g_argv);  // returns only on failure: then go on as we are
 }
 

@@ -8,15 +8,17 @@
 
 #include <CLI/CLI.hpp>
 
-#include "lococo/generate.h"
-#include "lococo/kv_cache.h"
-#include "lococo/model_dir.h"
+#include "lococo/generate/generate.h"
+#include "lococo/kv/cache.h"
+#include "lococo/model/model_dir.h"
 
 namespace lococo::cli {
 
 // A subcommand registers itself and the function that runs it.
 using Runner = std::function<int()>;
-void register_command(CLI::App* sub, Runner run);
+// `prepare` (optional) runs after parsing, before the process restarts with
+// the environment requested (request_env); `run` after that.
+void register_command(CLI::App* sub, Runner run, std::function<void()> prepare = nullptr);
 int run_selected(CLI::App& root);
 
 struct ModelFlags {
@@ -51,9 +53,13 @@ void add_sampling_flags(CLI::App* app, SamplingOptions& s);
 // main() records argv so a command can restart the process with a changed
 // environment (thread pools read theirs only when the libraries load).
 void set_process_args(char** argv);
-// Sets `name`=`value` and re-executes lococo with the same arguments, unless
-// `name` is already set (then returns).
-void restart_with_env(const char* name, const std::string& value);
+// Environment the process must start with (libgomp and OpenBLAS read theirs
+// when they are loaded, before main): a value for `name` unless the
+// environment already has one. restart_with_requested_env() then re-executes
+// the process once with every request applied; a process started that way
+// (LOCOCO_RESTARTED set) never restarts again.
+void request_env(const char* name, const std::string& value);
+void restart_with_requested_env();
 
 // Reads --file (or "-" for stdin); throws naming the file.
 std::string read_input_text(const std::string& path);

@@ -4,7 +4,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "lococo/bench.h"
+#include "lococo/eval/bench.h"
 
 namespace lococo::cli {
 
@@ -22,9 +22,9 @@ void add_bench_command(CLI::App& root) {
   add_model_flags(sub, f->model);
   add_cache_flags(sub, f->cache, /*with_policy=*/false);
   sub->remove_option(sub->get_option("--budget"));  // one --budget below, for the bounded policies
-  sub->add_option("--compressor", f->cache.options.compressor,
+  sub->add_option("--compressor", f->cache.options.lococo.compressor,
                   "lococo: compressor file (default: the model's compressors/m<budget>.safetensors)");
-  sub->add_flag("--allow-untrained", f->cache.options.allow_untrained, "lococo: run with a freshly initialised compressor");
+  sub->add_flag("--allow-untrained", f->cache.options.lococo.allow_untrained, "lococo: run with a freshly initialised compressor");
   sub->add_option("--context", f->contexts, "Depths: tokens in the cache before timing (2048 or 2k), comma separated")
       ->delimiter(',')->capture_default_str();
   sub->add_option("--policies", f->o.policies, "Policies, comma separated")

@@ -5,7 +5,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "lococo/eval.h"
+#include "lococo/eval/eval.h"
 
 namespace lococo::cli {
 namespace {
@@ -13,7 +13,7 @@ namespace {
 struct EvalCommonFlags {
   ModelFlags model;
   CacheFlags cache;
-  std::vector<std::string> policies = {"full", "streaming", "h2o", "lococo-hh", "lococo"};
+  std::vector<std::string> policies = default_compared_policies();
   std::string out;
   bool json = false, quiet = false;
 };
@@ -23,9 +23,9 @@ void add_common_flags(CLI::App* sub, EvalCommonFlags& f) {
   add_cache_flags(sub, f.cache, /*with_policy=*/false);
   // Policies and budgets are lists here (--policies, --budgets / --budget below).
   sub->remove_option(sub->get_option("--budget"));
-  sub->add_option("--compressor", f.cache.options.compressor,
+  sub->add_option("--compressor", f.cache.options.lococo.compressor,
                   "lococo: compressor file for every budget (default: the model's compressors/m<budget>.safetensors)");
-  sub->add_flag("--allow-untrained", f.cache.options.allow_untrained, "lococo: run with freshly initialised compressors");
+  sub->add_flag("--allow-untrained", f.cache.options.lococo.allow_untrained, "lococo: run with freshly initialised compressors");
   sub->add_option("--policies", f.policies, "Policies to compare, comma separated")
       ->delimiter(',')->check(CLI::IsMember(cache_policy_names()))->capture_default_str();
   sub->add_option("--out", f.out, "Report directory (report.json, report.md, PNG plots)")->required();

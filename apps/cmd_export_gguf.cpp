@@ -5,7 +5,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "lococo/gguf_model.h"
+#include "lococo/model/gguf_llama.h"
 
 namespace lococo::cli {
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_common.h"
+#include "lococo/core/io_util.h"
 #include "commands.h"
 
 namespace lococo::cli {
@@ -15,17 +16,17 @@ void add_generate_command(CLI::App& root) {
     CacheFlags cache;
     GenerateOptions gen;
     std::string prompt, file;
-    bool json = false, no_stream = false;
+    bool json = false;
   };
   auto f = std::make_shared<Flags>();
   auto* sub = root.add_subcommand("generate", "Generate text from a prompt under a KV-cache policy");
   add_model_flags(sub, f->model);
   auto* p = sub->add_option("--prompt,-p", f->prompt, "Prompt text");
   sub->add_option("--file,-f", f->file, "Read the prompt from a file ('-' for stdin)")->excludes(p);
-  sub->add_option("--max-tokens,-n", f->gen.max_tokens, "Tokens to generate")
+  sub->add_option("--max-tokens,-n,--n-predict", f->gen.max_tokens, "Tokens to generate")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24))->capture_default_str();
   sub->add_option("--stop", f->gen.stop, "Stop when this text appears (repeatable)");
-  sub->add_flag("!--no-eos", f->gen.stop_at_eos, "Keep generating past the end-of-sequence token");
+  sub->add_flag("!--ignore-eos,!--no-eos", f->gen.stop_at_eos, "Keep generating past the end-of-sequence token");
   sub->add_flag("--json", f->json, "Print one JSON object with the text and timings instead of streaming");
   add_cache_flags(sub, f->cache);
   add_sampling_flags(sub, f->gen.sampling);
@@ -52,7 +53,7 @@ void add_generate_command(CLI::App& root) {
                           {"decode_tokens_per_second", decode_tps},
                           {"cache", cache->describe()},
                           {"cache_bytes", cache->bytes()}};
-      std::cout << j.dump() << "\n";
+      std::cout << to_json_line(j) << "\n";  // generated text need not be valid UTF-8
     } else {
       std::cout << "\n";
       fmt::print(stderr, "[{} prompt tokens at {:.1f} tok/s; {} generated at {:.1f} tok/s; cache {} ({:.1f} KiB); {}]\n",

@@ -7,7 +7,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "lococo/memory_stats.h"
+#include "lococo/core/memory_stats.h"
 
 namespace lococo::cli {
 

@@ -4,7 +4,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "lococo/io_util.h"
+#include "lococo/core/io_util.h"
 
 namespace lococo::cli {
 namespace {

@@ -1,5 +1,5 @@
 // lococo launch -n N -- <training command>: runs N local ranks of a
-// data-parallel training command (include/lococo/distributed.h), each with
+// data-parallel training command (include/lococo/train/distributed.h), each with
 // --world-size N --rank R --master 127.0.0.1:<free port> appended. When one
 // rank fails the others are stopped; Ctrl-C reaches every rank, which then
 // checkpoint together.

@@ -6,10 +6,10 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "lococo/perplexity.h"
-#include "lococo/memory_stats.h"
-#include "lococo/progress.h"
-#include "lococo/text_pieces.h"
+#include "lococo/eval/perplexity.h"
+#include "lococo/core/memory_stats.h"
+#include "lococo/core/progress.h"
+#include "lococo/core/text_pieces.h"
 
 namespace lococo::cli {
 

@@ -4,7 +4,7 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "training_flags.h"
-#include "lococo/pretrain.h"
+#include "lococo/train/pretrain.h"
 
 namespace lococo::cli {
 

@@ -1,4 +1,4 @@
-// lococo serve: the OpenAI-compatible HTTP server (include/lococo/server.h).
+// lococo serve: the OpenAI-compatible HTTP server (include/lococo/server/server.h).
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -9,8 +9,8 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "lococo/chat_template.h"
-#include "lococo/server.h"
+#include "lococo/tokenizer/chat_template.h"
+#include "lococo/server/server.h"
 
 namespace lococo::cli {
 namespace {
@@ -62,20 +62,19 @@ void add_serve_command(CLI::App& root) {
       ->check(CLI::IsMember(chat_template_names()));
   sub->add_option("--model-name", s.model_name, "Model id reported to clients")->capture_default_str();
   add_cache_flags(sub, f->cache);
+  // Requests run side by side: each gets its share of the cores, otherwise
+  // `parallel` OpenMP teams of `cores` threads fight over them. OpenBLAS and
+  // OpenMP size their pools from the environment at load time, hence the
+  // restart with it set (docs/DESIGN.md section 8).
+  const auto prepare = [f] {
+    if (f->model.threads != 0) return;
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    f->model.threads = std::max(1, cores / f->server.parallel);
+    const std::string n = std::to_string(f->model.threads);
+    request_env("OMP_NUM_THREADS", n);
+    request_env("OPENBLAS_NUM_THREADS", n);
+  };
   register_command(sub, [f] {
-    // Requests run side by side: each gets its share of the cores, otherwise
-    // `parallel` OpenMP teams of `cores` threads fight over them (measured: 4
-    // clients on 2 cores were 10x slower in total than 1).
-    if (f->model.threads == 0) {
-      const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-      f->model.threads = std::max(1, cores / f->server.parallel);
-      // OpenBLAS and OpenMP size their pools from the environment at load time
-      // (measured with 4 clients on 2 cores: 0.1x the 1-client rate in total
-      // with the default pools, 2.1x with one thread each).
-      const std::string n = std::to_string(f->model.threads);
-      ::setenv("OMP_NUM_THREADS", n.c_str(), 0);
-      restart_with_env("OPENBLAS_NUM_THREADS", n);
-    }
     LoadedModel m = load_model(f->model);
     ServerOptions o = f->server;
     o.cache = inference_cache_options(f->cache, m);
@@ -90,7 +89,7 @@ void add_serve_command(CLI::App& root) {
                m.dir.string(), o.cache.policy, o.cache.budget, o.cache.chunk, o.parallel, o.queue);
     server.listen();
     return 0;
-  });
+  }, prepare);
 }
 
 }  // namespace lococo::cli

@@ -3,7 +3,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
-#include "lococo/train_compressor.h"
+#include "lococo/train/train_compressor.h"
 #include "training_flags.h"
 
 namespace lococo::cli {

@@ -1,12 +1,13 @@
 // lococo tune: post-training mode: LoRA + compressor (+ norms) with linear RoPE
-// scaling, to extend the usable context (DESIGN.md section 3).
+// scaling, to extend the usable context (docs/DESIGN.md section 9).
 #include <fmt/format.h>
 
 #include "cli_common.h"
 #include "commands.h"
-#include "lococo/lora.h"
-#include "lococo/safetensors.h"
-#include "lococo/train_compressor.h"
+#include "lococo/model/lora.h"
+#include "lococo/io/safetensors.h"
+#include "lococo/kv/registry.h"
+#include "lococo/train/train_compressor.h"
 #include "training_flags.h"
 
 namespace lococo::cli {
@@ -28,7 +29,9 @@ void add_tune_command(CLI::App& root) {
   auto* sub = root.add_subcommand("tune", "Extend a model's context: LoRA + LoCoCo compressor + linear RoPE scaling");
   add_model_flags(sub, f->model);
   add_cache_flags(sub, f->cache, /*with_policy=*/false);
-  sub->add_option("--out", f->out, "Output directory (compressor.safetensors, lora.safetensors)")->required();
+  sub->add_option("--out", f->out,
+                  "Output directory (compressors/m<budget>.safetensors, lora.safetensors); training state goes "
+                  "beside it, in OUT.train/")->required();
   add_chunk_training_flags(sub, f->train);
   sub->add_option("--lora-rank", f->lora.rank, "LoRA rank")->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--lora-alpha", f->lora.alpha, "LoRA alpha (scale = alpha / rank)")->check(CLI::PositiveNumber)->capture_default_str();
@@ -42,10 +45,17 @@ void add_tune_command(CLI::App& root) {
     LoadedModel m = load_model(f->model);
     CompressorTrainOptions o = f->train.options;
     o.cache = cache_options(f->cache, m);
-    o.cache.policy = "lococo";
-    const std::filesystem::path out = f->out;
+    o.cache.policy = trained_policy();
+    std::filesystem::path out = std::filesystem::path(f->out).lexically_normal();
+    if (out.filename().empty()) out = out.parent_path();  // "dir/" names dir
     std::filesystem::create_directories(out);
-    o.out = out / "compressor.safetensors";
+    // The tuned directory holds what a model directory holds; what training
+    // leaves (token cache, checkpoint, metrics) goes beside it.
+    const std::filesystem::path state = out.string() + ".train";
+    o.out = model_compressor_path(out, o.cache.budget);
+    o.state_dir = state;
+    std::filesystem::create_directories(o.out.parent_path());
+    std::filesystem::create_directories(state);
     // RoPE scaling: the tuned context over the trained one.
     ModelConfig config = m.model->config();
     const double trained = static_cast<double>(config.max_position_embeddings);
@@ -58,7 +68,7 @@ void add_tune_command(CLI::App& root) {
     LoraOptions lora = f->lora;
     lora.seed = o.seed;
     attach_lora(model, lora);
-    const auto cache_dir = out / "token-cache";
+    const auto cache_dir = state / "token-cache";
     TrainingData data = load_training_data(f->train, *m.tokenizer, cache_dir);
     auto r = train_compressor(model, *data.train, data.val.get(), o);
     if (r.interrupted) {
@@ -74,8 +84,9 @@ void add_tune_command(CLI::App& root) {
     if (f->merge) {
       merge_lora(model);
       save_model_dir(out, model);
-      std::filesystem::copy_file(m.dir / "tokenizer.model", out / "tokenizer.model",
-                                 std::filesystem::copy_options::overwrite_existing);
+      for (const char* file : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"})
+        if (std::filesystem::exists(m.dir / file))
+          std::filesystem::copy_file(m.dir / file, out / file, std::filesystem::copy_options::overwrite_existing);
     }
     fmt::print("done after {} steps: loss {:.4f}, {:.0f} tokens/s, RoPE scale {:.2f}; wrote {}{}\n", r.steps_done,
                r.last_loss, r.tokens_per_second, scale, out.string(), f->merge ? " (merged model directory)" : "");

@@ -8,9 +8,9 @@
 
 #include <CLI/CLI.hpp>
 
-#include "lococo/distributed.h"
-#include "lococo/token_data.h"
-#include "lococo/train_compressor.h"
+#include "lococo/train/distributed.h"
+#include "lococo/tokenizer/token_data.h"
+#include "lococo/train/train_compressor.h"
 
 namespace lococo::cli {
 

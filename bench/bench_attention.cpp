@@ -20,11 +20,11 @@
 #include <string>
 #include <thread>
 
-#include "lococo/attention.h"
-#include "lococo/cpu_features.h"
-#include "lococo/model.h"
-#include "lococo/train.h"
-#include "lococo/weights.h"
+#include "lococo/ops/attention.h"
+#include "lococo/core/cpu_features.h"
+#include "lococo/model/model.h"
+#include "lococo/train/train.h"
+#include "lococo/model/weights.h"
 
 namespace {
 

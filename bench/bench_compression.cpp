@@ -18,11 +18,12 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
-#include "lococo/compressor.h"
-#include "lococo/kv_cache.h"
-#include "lococo/kv_lococo.h"
-#include "lococo/model.h"
-#include "lococo/weights.h"
+#include "kv/slot_cache.h"
+#include "lococo/kv/compressor.h"
+#include "lococo/kv/cache.h"
+#include "lococo/kv/lococo.h"
+#include "lococo/model/model.h"
+#include "lococo/model/weights.h"
 #include "ratio_reporter.h"
 
 namespace lococo {
@@ -56,7 +57,7 @@ CacheOptions lococo_options(const std::string& policy, int64_t M, int64_t B) {
   o.policy = policy;
   o.budget = M;
   o.chunk = B;
-  o.allow_untrained = true;
+  o.lococo.allow_untrained = true;
   return o;
 }
 
@@ -65,6 +66,9 @@ CacheOptions lococo_options(const std::string& policy, int64_t M, int64_t B) {
 class ReplayCache final : public SlotCache {
  public:
   ReplayCache(const ModelConfig& c, const CacheOptions& o) : SlotCache(c, o, o.budget + o.chunk) {}
+  std::string describe() const override { return "replay"; }
+
+ protected:
   void prepare(int i, int64_t) override { layer(i).len = std::min(layer(i).len, options_.budget); }
   AttentionStatsRequest stats_request(int) const override {
     AttentionStatsRequest r;
@@ -72,7 +76,6 @@ class ReplayCache final : public SlotCache {
     return r;
   }
   void observe(int, const AttentionStats&) override {}
-  std::string describe() const override { return "replay"; }
 };
 
 void chunk_forward(benchmark::State& state, const Shape& shape, int64_t M, int64_t B) {
@@ -97,11 +100,15 @@ void compression(benchmark::State& state, const Shape& shape, const std::string&
   stats.column_sums = torch::rand({config.num_kv_heads, M + B}, gen);         // [Hkv, M + B]
   for (auto _ : state) {
     state.PauseTiming();
-    cache->reset();
-    cache->append(0, kv, kv, kv);
-    cache->observe(0, stats);
+    cache->reset();  // also forgets the chunk below, left open on purpose
+    {
+      CacheChunk fill = cache->begin_chunk(M + B);
+      fill.layer(0).append(kv, kv, kv);
+      fill.layer(0).observe(stats);
+      fill.end();
+    }
     state.ResumeTiming();
-    cache->prepare(0, B);  // L = M + B > M + b: compresses to M
+    CacheChunk timed = cache->begin_chunk(B);  // L = M + B > M + b: compresses to M
   }
   if (cache->slots(0) != M) state.SkipWithError("no compression happened");
 }

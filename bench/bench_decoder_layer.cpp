@@ -4,8 +4,8 @@
 //   build/bench_decoder_layer --benchmark_out=out/bench_decoder_layer.json --benchmark_out_format=json
 #include <benchmark/benchmark.h>
 
-#include "lococo/kv_cache.h"
-#include "lococo/model.h"
+#include "lococo/kv/cache.h"
+#include "lococo/model/model.h"
 
 namespace {
 

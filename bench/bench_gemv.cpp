@@ -25,10 +25,10 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
-#include "lococo/bench.h"
-#include "lococo/cpu_features.h"
-#include "lococo/gemv.h"
-#include "lococo/host_memory.h"
+#include "lococo/eval/bench.h"
+#include "lococo/core/cpu_features.h"
+#include "ops/gemv.h"
+#include "core/host_memory.h"
 #include "ratio_reporter.h"
 
 namespace lococo {

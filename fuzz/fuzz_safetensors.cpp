@@ -1,7 +1,7 @@
 // libFuzzer target: any bytes given to SafetensorsFile either parse (and then
 // every tensor reads) or raise std::runtime_error; anything else is a finding.
 #include "fuzz_input.h"
-#include "lococo/safetensors.h"
+#include "lococo/io/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto path = fuzz_input_file(data, size, ".safetensors");

@@ -7,7 +7,7 @@
 # out/demo/. A few minutes on 2 cores once built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh lococo  # the main job runs only the CLI; scripts/test.sh builds the rest
 bash scripts/fetch-corpus.sh
 LOCOCO=./build/lococo
 MODEL=models/lococo-tiny

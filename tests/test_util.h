@@ -11,11 +11,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "lococo/config.h"
-#include "lococo/model.h"
-#include "lococo/model_dir.h"
-#include "lococo/train_compressor.h"
-#include "lococo/weights.h"
+#include "lococo/core/config.h"
+#include "lococo/model/model.h"
+#include "lococo/model/model_dir.h"
+#include "lococo/train/train_compressor.h"
+#include "lococo/model/weights.h"
 
 namespace lococo::testing {
 

@@ -1,0 +1,71 @@
+// Text generation: chunked prefill of the prompt, then a token-by-token decode
+// loop with sampling, EOS and stop strings; text streams through a callback.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lococo/kv/cache.h"
+#include "lococo/model/model.h"
+#include "lococo/generate/sampler.h"
+#include "lococo/tokenizer/tokenizer.h"
+
+namespace lococo {
+
+// Text of a growing token sequence, decoding only the last few tokens per new
+// one (a whole-sequence decode per token is quadratic in the length): the text
+// of the window [prefix, end) minus that of [prefix, read) is what the new
+// tokens add, as detokenizers of streaming servers do. A window whose text
+// ends mid-character, or that a tokenizer renders differently once extended,
+// waits for more tokens.
+class IncrementalDetokenizer {
+ public:
+  explicit IncrementalDetokenizer(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+  void push(int64_t id);
+  // Committed text: equal to decoding every token pushed, less a pending tail.
+  const std::string& text() const { return text_; }
+  // Everything, the pending tail included (at the end of a stream).
+  std::string text_with_pending() const;
+
+ private:
+  std::string decode(size_t begin, size_t end) const;  // ids_[begin, end)
+  const Tokenizer& tokenizer_;
+  std::vector<int64_t> ids_;
+  size_t prefix_ = 0, read_ = 0;  // the window [prefix_, end); [prefix_, read_) is committed
+  std::string text_;              // committed text
+  std::string pending_;           // the window's text while it waits
+  size_t pending_cut_ = 0;        // bytes at the end of text_ that pending_ renders again
+};
+
+struct GenerateOptions {
+  int64_t max_tokens = 128;         // tokens to generate at most
+  int64_t chunk = 512;              // prompt tokens per forward (prefill chunk)
+  bool add_bos = true;              // prepend BOS to the prompt
+  bool stop_at_eos = true;          // end at the EOS token
+  std::vector<std::string> stop;    // end when the text contains one of these (not emitted)
+  SamplingOptions sampling;
+};
+
+struct GenerateResult {
+  std::string text;                 // generated text (stop string excluded)
+  std::vector<int64_t> tokens;      // generated token ids
+  int64_t prompt_tokens = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+  std::string finish_reason;        // "length" | "eos" | "stop" | "cancelled"
+};
+
+// Called with each new piece of text as soon as it is safe to emit (never part
+// of a stop string). Return false to cancel.
+using TextCallback = std::function<bool(const std::string& piece)>;
+
+// Runs the prompt tokens through `cache` (which should be fresh) and generates.
+GenerateResult generate(const LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,
+                        const std::vector<int64_t>& prompt, const GenerateOptions& options,
+                        const TextCallback& on_text = nullptr);
+
+// Feeds `tokens` through the model in chunks of `chunk`; returns the logits of
+// the last token [V].
+torch::Tensor prefill(const LlamaModel& model, KvCache& cache, const std::vector<int64_t>& tokens, int64_t chunk);
+
+}  // namespace lococo

@@ -1,0 +1,182 @@
+// The KV cache: one small interface, several policies behind it.
+//
+// Per-sequence state (keys, values, per-slot scores, how many tokens were seen)
+// lives here, never in the model. The model talks to a cache one chunk at a
+// time, through a CacheChunk, which owns the calling order:
+//
+//   CacheChunk chunk = cache.begin_chunk(n);   every layer prepared: a bounded
+//                                              policy may compress here
+//   for each layer i:
+//     CacheChunk::Layer l = chunk.layer(i);
+//     l.position()                             RoPE position of the chunk's first token
+//     l.append(k_raw, k_rot, v)                stores the chunk, returns what to attend to
+//     l.stats_request() / l.observe(stats)     the attention statistics the policy ranks by
+//   chunk.end();                               once every layer has appended
+//
+// A chunk left unfinished by an exception marks the cache broken: it refuses
+// further chunks until reset(). The model never asks a policy's name; policies
+// are found through the registry (lococo/kv/registry.h).
+//
+// Position schemes (docs/DESIGN.md section 3):
+//   Absolute  keys stored after RoPE at the absolute token index (the reference).
+//   Cache     keys stored before RoPE; slot i is rotated at position i and the
+//             chunk continues after the last slot, so positions stay below
+//             M + buffer + B for any stream length.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "lococo/core/config.h"
+#include "lococo/ops/attention.h"
+
+namespace lococo {
+
+enum class PositionMode { Absolute, Cache };
+PositionMode parse_position_mode(const std::string& s);  // "absolute" | "cache"
+std::string to_string(PositionMode m);
+
+// Options of single policies (each used only by the policies named).
+struct StreamingOptions {
+  int64_t sinks = 4;  // first tokens always kept
+};
+struct H2oOptions {
+  int64_t recent = -1;  // most recent tokens always kept; -1 means M / 2
+};
+struct SnapKvOptions {
+  int64_t observation_window = 32;  // last queries whose attention ranks slots
+  int64_t pool_kernel = 7;          // max-pool width over slot scores (odd)
+};
+struct LococoOptions {                // lococo and lococo-hh
+  double keep_rate = 0.5;             // r: share of M kept verbatim
+  int64_t local_window = 0;           // w: last slots always kept
+  std::string compressor;             // lococo: compressor safetensors file ("" = the model's own)
+  bool allow_untrained = false;       // lococo: run with a freshly initialised compressor
+  uint64_t seed = 0;                  // lococo: seed of an untrained compressor
+};
+
+// Options of every policy: the common fields, then one struct per policy.
+struct CacheOptions {
+  std::string policy = "full";  // a name from cache_policy_names()
+  int64_t budget = 512;         // M: slots left after a compression (bounded policies)
+  int64_t chunk = 512;          // B: largest chunk per forward, for preallocation
+  int64_t buffer = 16;          // b: compress only when stored slots > M + b
+  PositionMode positions = PositionMode::Absolute;
+  torch::Dtype dtype = torch::kFloat32;  // storage dtype of keys and values (fp32 for bf16/f16 weights too)
+  torch::Device device = torch::kCPU;
+  StreamingOptions streaming;
+  H2oOptions h2o;
+  SnapKvOptions snapkv;
+  LococoOptions lococo;
+};
+
+// Keys (rotated, ready for attention) and values to attend: [Hkv, S, d].
+struct KeysValues {
+  torch::Tensor keys;
+  torch::Tensor values;
+  // Set only by append_unrotated(): keys are as stored, before RoPE, and slot
+  // i is to be rotated at position i by the caller.
+  bool rotate_at_slot_index = false;
+};
+
+class CacheChunk;
+
+class KvCache {
+ public:
+  virtual ~KvCache() = default;
+
+  // Starts a chunk of n_new tokens (see the protocol above). Throws
+  // std::logic_error if another chunk is open or the cache is broken.
+  CacheChunk begin_chunk(int64_t n_new);
+
+  virtual int num_layers() const = 0;
+  virtual int64_t slots(int layer) const = 0;     // slots stored now
+  virtual int64_t capacity(int layer) const = 0;  // slots allocated now
+  virtual int64_t bytes() const = 0;              // bytes of K/V storage allocated
+  virtual int64_t tokens_seen() const = 0;
+  virtual torch::ScalarType kv_dtype() const = 0;  // dtype keys and values are stored in
+  virtual std::string describe() const = 0;       // e.g. "h2o(M=128,b=16)"
+  // Forgets the sequence (and a broken chunk), keeps the buffers.
+  void reset();
+  bool broken() const { return broken_; }
+
+  // Capability: the cache stores keys before RoPE and can hand them over
+  // unrotated (CacheChunk::Layer::append_unrotated), so that a caller that
+  // rotates inside its own attention kernel (decode_step) need not have every
+  // slot rotated here first.
+  virtual bool can_append_unrotated() const { return false; }
+
+ protected:
+  friend class CacheChunk;
+  // The protocol's steps, called only by CacheChunk, in its order.
+  virtual void prepare(int layer, int64_t n_new) = 0;
+  virtual int64_t chunk_position(int layer) const = 0;
+  // k_raw, k_rot, v: [Hkv, n_new, d]. Returns [Hkv, slots + n_new, d], views that
+  // stay valid until the next append (of any layer).
+  virtual KeysValues append(int layer, const torch::Tensor& k_raw, const torch::Tensor& k_rot,
+                            const torch::Tensor& v) = 0;
+  virtual KeysValues append_unrotated(int layer, const torch::Tensor& k_raw, const torch::Tensor& k_rot,
+                                      const torch::Tensor& v);
+  virtual AttentionStatsRequest stats_request(int layer) const = 0;
+  virtual void observe(int layer, const AttentionStats& stats) = 0;
+  virtual void end_chunk(int64_t n_new) = 0;
+  virtual void clear() = 0;  // reset()'s work on the stored slots
+
+ private:
+  bool chunk_open_ = false;
+  bool broken_ = false;
+};
+
+// One chunk of tokens going through every layer of a cache (the protocol above).
+class CacheChunk {
+ public:
+  class Layer {
+   public:
+    int64_t position() const { return chunk_->cache_->chunk_position(index_); }
+    KeysValues append(const torch::Tensor& k_raw, const torch::Tensor& k_rot, const torch::Tensor& v);
+    // Only where cache.can_append_unrotated(): keys come back before RoPE.
+    KeysValues append_unrotated(const torch::Tensor& k_raw, const torch::Tensor& k_rot, const torch::Tensor& v);
+    AttentionStatsRequest stats_request() const { return chunk_->cache_->stats_request(index_); }
+    // Hands over the statistics asked for; nothing happens when none were asked.
+    void observe(const AttentionStats& stats);
+
+   private:
+    friend class CacheChunk;
+    Layer(CacheChunk* chunk, int index) : chunk_(chunk), index_(index) {}
+    void mark_appended();
+    CacheChunk* chunk_;
+    int index_;
+  };
+
+  CacheChunk(CacheChunk&& other) noexcept;
+  CacheChunk(const CacheChunk&) = delete;
+  CacheChunk& operator=(const CacheChunk&) = delete;
+  CacheChunk& operator=(CacheChunk&&) = delete;
+  // Unfinished (an exception on the way): marks the cache broken.
+  ~CacheChunk();
+
+  Layer layer(int i);
+  int64_t size() const { return n_new_; }
+  // Closes the chunk; std::logic_error unless every layer appended once.
+  void end();
+
+ private:
+  friend class KvCache;
+  CacheChunk(KvCache* cache, int64_t n_new, int num_layers);
+  KvCache* cache_;
+  int64_t n_new_;
+  std::vector<bool> appended_;  // [layers]
+};
+
+// Builds the policy named by options.policy for a model of shape `config`.
+// Throws std::invalid_argument for an unknown policy or bad option values.
+std::unique_ptr<KvCache> make_cache(const ModelConfig& config, const CacheOptions& options);
+
+// The names make_cache accepts.
+const std::vector<std::string>& cache_policy_names();
+
+}  // namespace lococo

@@ -1,0 +1,67 @@
+// `lococo serve`: an OpenAI-compatible HTTP server (cpp-httplib) in which every
+// request runs under its own fixed-budget KV cache, so no prompt length can
+// exhaust memory.
+//
+// Endpoints
+//   POST /v1/completions        {prompt, max_tokens, temperature, top_p, top_k, seed, stop, stream,
+//                                ignore_eos, cache}
+//   POST /v1/chat/completions   {messages: [{role, content}], ...the same fields}
+//   GET  /v1/models             the one loaded model
+//   GET  /health                {"status":"ok", "slots_busy", "queued"}
+//   GET  /metrics               Prometheus text (requests, errors, tokens, latency, cache bytes)
+// `cache` is lococo's extension: {"policy", "budget", "chunk"}; omitted fields
+// take the server's defaults (ServerOptions::cache).
+// With "stream": true the reply is server-sent events, one `data: {json}` per
+// piece of text and a final `data: [DONE]`.
+//
+// Admission: `parallel` requests generate at once, each in its own slot; up to
+// `queue` more wait; anything beyond gets 503. Errors are JSON:
+//   {"error": {"message": "...", "type": "invalid_request_error", "code": 400}}
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "lococo/kv/cache.h"
+#include "lococo/model/model_dir.h"
+
+namespace lococo {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";      // bind address (loopback unless asked)
+  int port = 8080;                     // 0 = any free port (see Server::port())
+  int parallel = 1;                    // requests generating at once (slots)
+  int queue = 16;                      // requests waiting for a slot; more get 503
+  size_t max_body_bytes = 1 << 20;     // larger request bodies get 413
+  int64_t max_prompt_tokens = 65536;   // longer prompts get 400
+  int64_t max_tokens_limit = 4096;     // largest max_tokens a request may ask
+  int64_t default_max_tokens = 128;    // max_tokens when a request gives none
+  double timeout_seconds = 300;        // a generation running longer ends ("timeout")
+  std::string api_key;                 // non-empty: require "Authorization: Bearer <key>"
+  std::string chat_template;           // empty: detected from the model directory
+  std::string model_name = "lococo";   // id reported by /v1/models and in replies
+  CacheOptions cache;                  // default policy, budget, chunk, ... per request
+};
+
+class Server {
+ public:
+  Server(LoadedModel model, ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds (throws std::runtime_error naming host:port when it cannot); returns the port.
+  int bind();
+  // Serves until stop(); in-flight requests finish before it returns.
+  void listen();
+  // Stops accepting; safe from any thread.
+  void stop();
+  int port() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lococo

@@ -1,0 +1,67 @@
+// Tokenizers: text <-> token ids. SentencePiece models (`tokenizer.model`) go
+// through libsentencepiece.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace lococo {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  // Token ids of `text`, with BOS first when `add_bos`.
+  virtual std::vector<int64_t> encode(const std::string& text, bool add_bos = false) const = 0;
+  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
+  // The text of one token as it continues a stream (leading spaces kept).
+  virtual std::string piece_text(int64_t id) const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t bos_id() const = 0;
+  virtual int64_t eos_id() const = 0;
+};
+
+class SentencePieceTokenizer final : public Tokenizer {
+ public:
+  explicit SentencePieceTokenizer(const std::filesystem::path& model_file);
+  // A model given as the bytes of a tokenizer.model; `source` names it in errors.
+  SentencePieceTokenizer(const std::string& model_proto, const std::string& source);
+  ~SentencePieceTokenizer() override;
+  std::vector<int64_t> encode(const std::string& text, bool add_bos = false) const override;
+  std::string decode(const std::vector<int64_t>& ids) const override;
+  std::string piece_text(int64_t id) const override;
+  int64_t vocab_size() const override;
+  int64_t bos_id() const override;
+  int64_t eos_id() const override;
+
+ private:
+  void* sp_ = nullptr;  // a sentencepiece::SentencePieceProcessor inside liblococo_spm.so
+  std::string source_;  // the file (or other origin) named in errors
+  int64_t size_ = 0, bos_ = -1, eos_ = -1;
+};
+
+// Options of SentencePiece training (`lococo train-tokenizer`, `init-model`).
+struct TokenizerTrainOptions {
+  int64_t vocab_size = 4096;         // pieces including <unk>, <s>, </s> and 256 byte pieces
+  std::string model_type = "bpe";    // "bpe" | "unigram"
+  double character_coverage = 1.0;   // share of characters covered by pieces
+  int64_t max_sentences = 2000000;   // sentences sampled for training
+  bool hard_vocab_limit = true;      // false: allow a smaller vocabulary on tiny corpora
+};
+
+// Trains a SentencePiece model (byte fallback, ids unk=0 bos=1 eos=2) on
+// `lines` and writes it atomically to `out`.
+void train_sentencepiece(const std::vector<std::string>& lines, const std::filesystem::path& out,
+                         const TokenizerTrainOptions& options);
+
+// Loads the tokenizer of a model directory: tokenizer.model (SentencePiece), else
+// tokenizer.json (Hugging Face BPE, tokenizer_json.h; BOS/EOS ids from the config,
+// -1 = by their usual names).
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir, int64_t bos_id = -1,
+                                          int64_t eos_id = -1);
+// The file load_tokenizer reads in `model_dir` (tokenizer.model, else
+// tokenizer.json); std::runtime_error when there is neither.
+std::filesystem::path tokenizer_file(const std::filesystem::path& model_dir);
+
+}  // namespace lococo

@@ -1,0 +1,101 @@
+#include "lococo/kv/lococo.h"
+
+#include "kv/lococo_cache.h"
+
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "kv/policies.h"
+
+namespace lococo {
+
+namespace {
+
+// The cache's own view of M, r and w, validated (std::invalid_argument names the flag).
+CompressorOptions checked_shape(const ModelConfig& config, const CacheOptions& options,
+                                const LococoCompressor* compressor) {
+  auto shape = CompressorOptions::from(config, options);
+  shape.validate();
+  if (compressor) {
+    const std::string why = compressor->options().mismatch(config, options);
+    if (!why.empty()) throw std::invalid_argument("lococo: the compressor does not fit this model and cache (" + why + ")");
+  }
+  return shape;
+}
+
+}  // namespace
+
+LococoCache::LococoCache(const ModelConfig& config, const CacheOptions& options,
+                         std::shared_ptr<LococoCompressor> compressor)
+    : BoundedCache(config, options),
+      shape_(checked_shape(config, options, compressor.get())),
+      compressor_(std::move(compressor)) {}
+
+AttentionStatsRequest LococoCache::stats_request(int) const {
+  AttentionStatsRequest r;
+  r.column_sums = true;
+  return r;
+}
+
+void LococoCache::observe(int i, const AttentionStats& stats) {
+  torch::NoGradGuard no_grad;
+  auto& l = layer(i);
+  TORCH_CHECK(stats.column_sums.defined() && stats.column_sums.size(1) == l.len, "lococo: column sums [Hkv, S] expected");
+  // The reference overwrites: slots are ranked by the latest chunk's attention only.
+  l.scores.narrow(1, 0, l.len).copy_(stats.column_sums);
+}
+
+std::string LococoCache::describe() const {
+  return fmt::format("{}(M={},b={},r={},w={})", compressor_ ? "lococo" : "lococo-hh", options_.budget,
+                     options_.buffer, options_.lococo.keep_rate, options_.lococo.local_window);
+}
+
+void LococoCache::compress(int i) {
+  if (compressor_)
+    fuse(i);
+  else
+    select_heavy_hitters(i);
+}
+
+void LococoCache::select_heavy_hitters(int i) {
+  const auto& l = layer(i);
+  auto parts = partition_slots(l.scores.narrow(1, 0, l.len), shape_.kept(), shape_.local_window, shape_.fused());
+  // W = R: the fused slots are copies of the top-m of the rest, in cache order.
+  keep_slots(i, torch::cat({parts.heavy, parts.rest.gather(1, parts.chosen)}, 1));  // [Hkv, M]
+}
+
+void LococoCache::fuse(int i) {
+  const auto& l = layer(i);
+  const int64_t L = l.len, H = l.k.size(0), m = shape_.fused();
+  CompressedSlots c = compressor_->compress(i, l.k.narrow(1, 0, L), l.v.narrow(1, 0, L), l.scores.narrow(1, 0, L));
+  auto positions = torch::cat({l.positions.narrow(1, 0, L).gather(1, c.parts.heavy),
+                               torch::full({H, m}, -1, l.positions.options())}, 1);           // [Hkv, M]
+  replace_slots(i, c.keys, c.values, c.scores, positions);
+}
+
+std::unique_ptr<KvCache> make_lococo_cache(const ModelConfig& config, const CacheOptions& options,
+                                           std::shared_ptr<LococoCompressor> compressor) {
+  return std::make_unique<LococoCache>(config, options, std::move(compressor));
+}
+
+std::unique_ptr<KvCache> make_lococo_hh_cache(const ModelConfig& config, const CacheOptions& options) {
+  return std::make_unique<LococoCache>(config, options, nullptr);
+}
+
+std::unique_ptr<KvCache> make_lococo_cache(const ModelConfig& config, const CacheOptions& options) {
+  std::shared_ptr<LococoCompressor> compressor;
+  if (!options.lococo.compressor.empty()) {
+    compressor = LococoCompressor::load(options.lococo.compressor, config, options);
+  } else if (options.lococo.allow_untrained) {
+    compressor = std::make_shared<LococoCompressor>(CompressorOptions::from(config, options), options.lococo.seed);
+  } else {
+    throw std::invalid_argument(
+        "--cache lococo needs a trained compressor: pass --compressor FILE, or --allow-untrained to run with a "
+        "freshly initialised one");
+  }
+  compressor->to(options.device);
+  return std::make_unique<LococoCache>(config, options, std::move(compressor));
+}
+
+}  // namespace lococo

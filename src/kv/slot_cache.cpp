@@ -1,0 +1,247 @@
+#include "kv/slot_cache.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace lococo {
+
+// ---------------------------------------------------------------------------
+// SlotCache
+
+SlotCache::SlotCache(const ModelConfig& config, const CacheOptions& options, int64_t initial_capacity)
+    : config_(config), options_(options), layers_(config.num_layers), rope_(config) {
+  auto kv = torch::TensorOptions().dtype(options.dtype).device(options.device);
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(options.device);
+  auto i64 = torch::TensorOptions().dtype(torch::kInt64).device(options.device);
+  for (auto& l : layers_) {
+    l.k = torch::zeros({config.num_kv_heads, initial_capacity, config.head_dim}, kv);
+    l.v = torch::zeros({config.num_kv_heads, initial_capacity, config.head_dim}, kv);
+    l.scores = torch::zeros({config.num_kv_heads, initial_capacity}, f32);
+    l.positions = torch::full({config.num_kv_heads, initial_capacity}, -1, i64);
+  }
+}
+
+int64_t SlotCache::chunk_position(int layer) const {
+  return options_.positions == PositionMode::Absolute ? seen_ : layers_[layer].len;
+}
+
+void SlotCache::ensure_capacity(int i, int64_t needed) {
+  LayerSlots& l = layers_[i];
+  const int64_t cap = l.k.size(1);
+  if (needed <= cap) return;
+  // Amortised growth: at least double, so appends cost O(1) per token overall.
+  const int64_t new_cap = std::max(needed, 2 * cap);
+  auto grow = [&](torch::Tensor& t, double fill) {
+    auto sizes = t.sizes().vec();
+    sizes[1] = new_cap;
+    auto bigger = torch::full(sizes, fill, t.options());
+    bigger.narrow(1, 0, l.len).copy_(t.narrow(1, 0, l.len));
+    t = bigger;
+  };
+  torch::NoGradGuard no_grad;
+  grow(l.k, 0.0);
+  grow(l.v, 0.0);
+  grow(l.scores, 0.0);
+  grow(l.positions, -1.0);
+}
+
+bool SlotCache::write_one_slot(LayerSlots& l, int64_t slot, const torch::Tensor& k, const torch::Tensor& v) const {
+  const auto plain = [](const torch::Tensor& t) {
+    return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous();
+  };
+  if (!plain(l.k) || !plain(l.v) || !plain(l.scores) || !l.positions.is_contiguous() || !plain(k) || !plain(v) ||
+      k.requires_grad() || v.requires_grad())
+    return false;
+  const int64_t H = l.k.size(0), cap = l.k.size(1), d = l.k.size(2);
+  float* kd = l.k.data_ptr<float>();  // [H, cap, d]
+  float* vd = l.v.data_ptr<float>();
+  float* scores = l.scores.data_ptr<float>();          // [H, cap]
+  int64_t* positions = l.positions.data_ptr<int64_t>();  // [H, cap]
+  for (int64_t h = 0; h < H; ++h) {
+    std::memcpy(kd + (h * cap + slot) * d, k.data_ptr<float>() + h * d, d * sizeof(float));
+    std::memcpy(vd + (h * cap + slot) * d, v.data_ptr<float>() + h * d, d * sizeof(float));
+    scores[h * cap + slot] = 0;
+    positions[h * cap + slot] = seen_;
+  }
+  return true;
+}
+
+KeysValues SlotCache::store(int i, const torch::Tensor& k_raw, const torch::Tensor& k_rot, const torch::Tensor& v,
+                            bool rotate) {
+  LayerSlots& l = layers_[i];
+  const int64_t n = k_rot.size(1);
+  TORCH_CHECK(k_rot.dim() == 3 && k_rot.size(0) == config_.num_kv_heads && k_rot.size(2) == config_.head_dim,
+              "KvCache::append: keys must be [Hkv, n, d]");
+  const int64_t start = l.len;
+  const int64_t pos0 = chunk_position(i);
+  ensure_capacity(i, start + n);
+  const torch::Tensor& k_store = options_.positions == PositionMode::Absolute ? k_rot : k_raw;
+  if (n == 1 && write_one_slot(l, start, k_store, v)) {
+    // decoding: written through pointers (a dozen libtorch ops cost more than the copy)
+  } else {
+    torch::NoGradGuard no_grad;  // the stored cache is always detached (truncated backprop)
+    l.k.narrow(1, start, n).copy_(k_store);
+    l.v.narrow(1, start, n).copy_(v);
+    l.scores.narrow(1, start, n).zero_();
+    l.positions.narrow(1, start, n).copy_(
+          torch::arange(seen_, seen_ + n, l.positions.options()).expand({l.positions.size(0), n}));
+  }
+  l.len = start + n;
+  max_position_ = std::max(max_position_, pos0 + n);
+
+  const bool differentiable =
+      torch::GradMode::is_enabled() && (k_rot.requires_grad() || v.requires_grad() || l.live_k.defined());
+  torch::Tensor keys, values;
+  bool rotate_at_slot_index = false;
+  if (differentiable) {
+    // Training: keep the chunk's (and a fresh compression's) autograd history.
+    auto prefix_k = l.live_k.defined() ? l.live_k : l.k.narrow(1, 0, start);
+    auto prefix_v = l.live_v.defined() ? l.live_v : l.v.narrow(1, 0, start);
+    if (options_.positions == PositionMode::Cache) prefix_k = rope_.rotate(prefix_k, 0);
+    keys = torch::cat({prefix_k.to(k_rot.scalar_type()), k_rot}, 1);
+    values = torch::cat({prefix_v.to(v.scalar_type()), v}, 1);
+  } else {
+    rotate_at_slot_index = options_.positions == PositionMode::Cache && !rotate;
+    keys = options_.positions == PositionMode::Cache && rotate ? rotated_slots(i, l.len) : l.k.narrow(1, 0, l.len);
+    values = l.v.narrow(1, 0, l.len);
+  }
+  l.live_k = torch::Tensor();
+  l.live_v = torch::Tensor();
+  return {keys, values, rotate_at_slot_index};
+}
+
+KeysValues SlotCache::append(int i, const torch::Tensor& k_raw, const torch::Tensor& k_rot, const torch::Tensor& v) {
+  return store(i, k_raw, k_rot, v, /*rotate=*/true);
+}
+
+KeysValues SlotCache::append_unrotated(int i, const torch::Tensor& k_raw, const torch::Tensor& k_rot,
+                                       const torch::Tensor& v) {
+  return store(i, k_raw, k_rot, v, /*rotate=*/false);  // in training the keys still come back rotated
+}
+
+torch::Tensor SlotCache::rotated_slots(int i, int64_t len) {
+  const torch::Tensor& k = layers_[i].k;  // [Hkv, cap, d]
+  const int64_t H = k.size(0), d = k.size(2), half = d / 2;
+  if (!rotated_.defined() || rotated_.size(1) < len || rotated_.scalar_type() != k.scalar_type()) {
+    const int64_t rows = std::max(len, k.size(1));
+    rotated_ = torch::empty({H, rows, d}, k.options());
+    rot_tmp_ = torch::empty({H, rows, half}, k.options());
+  }
+  torch::NoGradGuard no_grad;
+  auto cos = rope_.slot_cos(len).narrow(0, 0, len), sin = rope_.slot_sin(len).narrow(0, 0, len);  // [len, d/2]
+  if (k.scalar_type() != torch::kFloat32) {
+    cos = cos.to(k.scalar_type());
+    sin = sin.to(k.scalar_type());
+  }
+  auto out = rotated_.narrow(1, 0, len);
+  auto tmp = rot_tmp_.narrow(1, 0, len);
+  RopeTable::rotate_into(k.narrow(1, 0, len), cos, sin, out, tmp);
+  return out;
+}
+
+void SlotCache::end_chunk(int64_t n_new) { seen_ += n_new; }
+
+int64_t SlotCache::bytes() const {
+  int64_t total = 0;
+  for (const auto& l : layers_) total += (l.k.numel() + l.v.numel()) * l.k.element_size();
+  return total;
+}
+
+void SlotCache::clear() {
+  for (auto& l : layers_) {
+    l.len = 0;
+    l.live_k = torch::Tensor();
+    l.live_v = torch::Tensor();
+  }
+  seen_ = 0;
+  max_position_ = 0;
+}
+
+KeysValues SlotCache::stored(int i) const {
+  const LayerSlots& l = layers_[i];
+  return {l.k.narrow(1, 0, l.len), l.v.narrow(1, 0, l.len)};
+}
+
+torch::Tensor SlotCache::stored_scores(int i) const { return layers_[i].scores.narrow(1, 0, layers_[i].len); }
+
+torch::Tensor SlotCache::stored_positions(int i) const {
+  return layers_[i].positions.narrow(1, 0, layers_[i].len);
+}
+
+void SlotCache::keep_slots(int i, const torch::Tensor& index) {
+  torch::NoGradGuard no_grad;
+  LayerSlots& l = layers_[i];
+  const int64_t H = l.k.size(0), d = l.k.size(2);
+  auto idx = index.dim() == 1 ? index.unsqueeze(0).expand({H, index.size(0)}) : index;  // [H, n]
+  const int64_t n = idx.size(1);
+  TORCH_CHECK(n <= l.len, "keep_slots: more slots kept than stored");
+  auto idx_d = idx.unsqueeze(-1).expand({H, n, d});
+  auto k = l.k.gather(1, idx_d);
+  auto v = l.v.gather(1, idx_d);
+  auto s = l.scores.gather(1, idx);
+  auto p = l.positions.gather(1, idx);
+  l.k.narrow(1, 0, n).copy_(k);
+  l.v.narrow(1, 0, n).copy_(v);
+  l.scores.narrow(1, 0, n).copy_(s);
+  l.positions.narrow(1, 0, n).copy_(p);
+  l.len = n;
+  l.live_k = torch::Tensor();
+  l.live_v = torch::Tensor();
+}
+
+void SlotCache::replace_slots(int i, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& scores,
+                              const torch::Tensor& positions) {
+  LayerSlots& l = layers_[i];
+  const int64_t n = k.size(1);
+  ensure_capacity(i, n);
+  {
+    torch::NoGradGuard no_grad;
+    l.k.narrow(1, 0, n).copy_(k);
+    l.v.narrow(1, 0, n).copy_(v);
+    l.scores.narrow(1, 0, n).copy_(scores);
+    if (positions.defined())
+      l.positions.narrow(1, 0, n).copy_(positions);
+    else
+      l.positions.narrow(1, 0, n).fill_(-1);
+  }
+  l.len = n;
+  if (torch::GradMode::is_enabled() && (k.requires_grad() || v.requires_grad())) {
+    l.live_k = k;
+    l.live_v = v;
+  } else {
+    l.live_k = torch::Tensor();
+    l.live_v = torch::Tensor();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// BoundedCache
+
+namespace {
+
+// M + b + B: the most a bounded policy ever stores (M after a compression plus a
+// chunk, or at most M + b plus a chunk when none was due).
+int64_t bounded_capacity(const CacheOptions& o) {
+  if (o.budget <= 0) throw std::invalid_argument(fmt::format("--budget must be positive (got {})", o.budget));
+  if (o.buffer < 0) throw std::invalid_argument(fmt::format("--buffer must not be negative (got {})", o.buffer));
+  if (o.chunk <= 0) throw std::invalid_argument(fmt::format("--chunk must be positive (got {})", o.chunk));
+  return o.budget + o.buffer + o.chunk;
+}
+
+}  // namespace
+
+BoundedCache::BoundedCache(const ModelConfig& config, const CacheOptions& options)
+    : SlotCache(config, options, bounded_capacity(options)) {}
+
+void BoundedCache::prepare(int i, int64_t) {
+  if (slots(i) <= options_.budget + options_.buffer) return;
+  compress(i);
+  TORCH_CHECK(slots(i) == options_.budget, describe(), ": compression left ", slots(i), " slots, not ",
+              options_.budget);
+}
+
+
+}  // namespace lococo

@@ -1,0 +1,129 @@
+#include "server/request.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "lococo/kv/registry.h"
+#include "lococo/model/model_dir.h"
+
+namespace lococo::server_detail {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void bad(const std::string& message) { throw RequestError(400, message); }
+
+// Typed field readers: absent or null -> the fallback; wrong type -> 400.
+int64_t get_int(const json& j, const char* key, int64_t fallback, int64_t lo, int64_t hi) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  const json& v = j[key];
+  if (!v.is_number_integer() && !(v.is_number_float() && v.get<double>() == static_cast<int64_t>(v.get<double>())))
+    bad(fmt::format("'{}' must be an integer", key));
+  const double d = v.get<double>();
+  if (d < static_cast<double>(lo) || d > static_cast<double>(hi))
+    bad(fmt::format("'{}' must be between {} and {}", key, lo, hi));
+  return v.is_number_integer() ? v.get<int64_t>() : static_cast<int64_t>(d);
+}
+
+double get_number(const json& j, const char* key, double fallback, double lo, double hi) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_number()) bad(fmt::format("'{}' must be a number", key));
+  const double v = j[key].get<double>();
+  if (!(v >= lo && v <= hi)) bad(fmt::format("'{}' must be between {} and {}", key, lo, hi));
+  return v;
+}
+
+bool get_bool(const json& j, const char* key, bool fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_boolean()) bad(fmt::format("'{}' must be true or false", key));
+  return j[key].get<bool>();
+}
+
+std::string get_string(const json& j, const char* key) {
+  if (!j.contains(key)) bad(fmt::format("'{}' is required", key));
+  if (!j[key].is_string()) bad(fmt::format("'{}' must be a string", key));
+  return j[key].get<std::string>();
+}
+
+// "stop": a string or up to 4 strings.
+std::vector<std::string> get_stop(const json& j) {
+  if (!j.contains("stop") || j["stop"].is_null()) return {};
+  const json& s = j["stop"];
+  if (s.is_string()) return {s.get<std::string>()};
+  if (!s.is_array() || s.size() > 4) bad("'stop' must be a string or an array of at most 4 strings");
+  std::vector<std::string> out;
+  for (const auto& e : s) {
+    if (!e.is_string()) bad("'stop' must be a string or an array of at most 4 strings");
+    out.push_back(e.get<std::string>());
+  }
+  return out;
+}
+
+std::vector<ChatMessage> get_messages(const json& j) {
+  if (!j.contains("messages") || !j["messages"].is_array() || j["messages"].empty())
+    bad("'messages' must be a non-empty array of {role, content}");
+  std::vector<ChatMessage> out;
+  for (size_t i = 0; i < j["messages"].size(); ++i) {
+    const json& m = j["messages"][i];
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
+        !m["content"].is_string())
+      bad(fmt::format("'messages[{}]' must be an object with string 'role' and 'content'", i));
+    out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+  }
+  return out;
+}
+
+// The request's "cache" object over the server's defaults. A policy that needs
+// a compressor, at a budget other than the server's, needs the model's
+// compressor for that budget.
+CacheOptions get_cache(const json& j, const ServerOptions& o, const std::string& model_dir) {
+  CacheOptions c = o.cache;
+  if (!j.contains("cache") || j["cache"].is_null()) return c;
+  const json& r = j["cache"];
+  if (!r.is_object()) bad("'cache' must be an object {policy, budget, chunk}");
+  for (const auto& [key, value] : r.items())
+    if (key != "policy" && key != "budget" && key != "chunk") bad(fmt::format("'cache.{}' is not a known field", key));
+  if (r.contains("policy")) {
+    c.policy = get_string(r, "policy");
+    const auto& names = cache_policy_names();
+    if (std::find(names.begin(), names.end(), c.policy) == names.end())
+      bad(fmt::format("'cache.policy': unknown policy '{}' (choose from: {})", c.policy, fmt::join(names, ", ")));
+  }
+  c.budget = get_int(r, "budget", c.budget, 1, std::max<int64_t>(o.max_prompt_tokens, 1));
+  c.chunk = get_int(r, "chunk", c.chunk, 1, 8192);
+  if (c.budget != o.cache.budget) c.lococo.compressor.clear();  // the server's file fits its own budget only
+  try {
+    return resolve_compressor(c, model_dir);
+  } catch (const std::invalid_argument&) {
+    bad(fmt::format("'cache.budget': the model has no {} compressor for budget {}", c.policy, c.budget));
+  }
+  return c;
+}
+
+}  // namespace
+
+CompletionRequest parse_completion_request(const std::string& body, bool chat, const ServerOptions& o,
+                                           const ChatTemplate& tmpl, const std::string& model_dir) {
+  const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) bad("request body is not valid JSON");
+  if (!j.is_object()) bad("request body must be a JSON object");
+  CompletionRequest r;
+  r.chat = chat;
+  r.prompt = chat ? render_chat(tmpl, get_messages(j)) : get_string(j, "prompt");
+  if (r.prompt.empty()) bad("'prompt' is empty");
+  r.stream = get_bool(j, "stream", false);
+  r.gen.stop_at_eos = !get_bool(j, "ignore_eos", false);  // llama.cpp's extension, for load tests
+  r.gen.max_tokens = get_int(j, "max_tokens", o.default_max_tokens, 0, o.max_tokens_limit);
+  r.gen.stop = get_stop(j);
+  if (chat) r.gen.stop.insert(r.gen.stop.end(), tmpl.stop.begin(), tmpl.stop.end());
+  r.gen.sampling.temperature = get_number(j, "temperature", 0.0, 0.0, 2.0);
+  r.gen.sampling.top_p = get_number(j, "top_p", 1.0, 1e-6, 1.0);
+  r.gen.sampling.top_k = get_int(j, "top_k", 0, 0, 1 << 20);
+  r.gen.sampling.seed = static_cast<uint64_t>(get_int(j, "seed", 0, 0, INT64_MAX));
+  r.cache = get_cache(j, o, model_dir);
+  r.gen.chunk = r.cache.chunk;
+  return r;
+}
+
+}  // namespace lococo::server_detail

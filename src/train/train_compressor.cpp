@@ -1,0 +1,193 @@
+#include "lococo/train/train_compressor.h"
+
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "lococo/kv/lococo.h"
+#include "lococo/kv/registry.h"
+#include "lococo/model/lora.h"
+#include "lococo/eval/perplexity.h"
+#include "lococo/core/progress.h"
+
+namespace lococo {
+namespace {
+
+// `out` + suffix, in o.state_dir when one is given.
+std::filesystem::path state_file(const CompressorTrainOptions& o, const std::string& suffix) {
+  if (o.state_dir.empty()) return o.out.string() + suffix;
+  return o.state_dir / (o.out.filename().string() + suffix);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> norm_weights(LlamaModel& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& [name, t] : model.mutable_weights().named(model.config()))
+    if (name.find("norm") != std::string::npos) {
+      t->requires_grad_(true);
+      out.emplace_back(name, *t);
+    }
+  return out;
+}
+
+std::vector<ParamGroup> parameter_groups(LococoCompressor& compressor, LlamaModel& model,
+                                         const CompressorTrainOptions& o) {
+  std::vector<std::pair<std::string, torch::Tensor>> conv;
+  for (const auto& p : compressor.named_parameters()) conv.emplace_back("compressor." + p.key(), p.value());
+  auto groups = split_decay("compressor", conv, o.memory_lr_scale, 0.0);
+  if (o.train_norms) {
+    auto norms = split_decay("norms", norm_weights(model), o.norm_lr_scale, 0.0);
+    groups.insert(groups.end(), norms.begin(), norms.end());
+  }
+  if (auto lora = lora_tensors(model); !lora.empty()) {  // `tune` attached adapters
+    auto g = split_decay("lora", lora, o.lora_lr_scale, 0.0);
+    groups.insert(groups.end(), g.begin(), g.end());
+  }
+  return groups;
+}
+
+ValidationPpl validate(const LlamaModel& model, const std::shared_ptr<LococoCompressor>& compressor,
+                       const TokenData& val, const CompressorTrainOptions& o) {
+  torch::NoGradGuard g;
+  auto tokens = val.tokens().narrow(0, 0, std::min(o.val_tokens, val.size()));
+  ValidationPpl r;
+  auto lococo = make_lococo_cache(model.config(), o.cache, compressor);
+  r.lococo = streaming_ppl(model, *lococo, tokens, o.cache.chunk);
+  auto hh = make_lococo_cache(model.config(), o.cache, nullptr);
+  r.lococo_hh = streaming_ppl(model, *hh, tokens, o.cache.chunk);
+  CacheOptions s = o.cache;
+  s.policy = baseline_policy();
+  auto streaming = make_cache(model.config(), s);
+  r.streaming = streaming_ppl(model, *streaming, tokens, o.cache.chunk);
+  return r;
+}
+
+}  // namespace
+
+double streaming_ppl(const LlamaModel& model, KvCache& cache, const torch::Tensor& tokens, int64_t chunk) {
+  const int64_t* p = tokens.data_ptr<int64_t>();
+  std::vector<int64_t> ids(p, p + tokens.size(0));
+  PerplexityOptions po;
+  po.chunk = chunk;
+  return streaming_perplexity(model, cache, ids, po).perplexity();
+}
+
+CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train, const TokenData* val,
+                                       const CompressorTrainOptions& o) {
+  if (o.segments < 2 || o.steps <= 0 || o.grad_accum <= 0 || o.sequences <= 0)
+    throw std::invalid_argument("--segments must be >= 2, --steps, --grad-accum and --sequences positive");
+  Distributed dist(o.dist);
+  const auto [seq_begin, seq_end] = dist.shard(o.sequences, "--sequences");
+  const int64_t local = seq_end - seq_begin;
+  const int64_t B = o.cache.chunk;
+  auto compressor = std::make_shared<LococoCompressor>(o.compressor.with_shape_of(model.config(), o.cache), o.seed);
+  OptimizerOptions opt = o.optim;
+  opt.schedule.total = o.steps;
+  Trainer trainer(parameter_groups(*compressor, model, o), opt);
+  trainer.set_distributed(&dist);
+  std::vector<std::unique_ptr<KvCache>> caches;  // one per sequence of this rank
+  for (int64_t i = 0; i < local; ++i) caches.push_back(make_lococo_cache(model.config(), o.cache, compressor));
+
+  std::mt19937_64 rng(o.seed);
+  int64_t step = 0;
+  double best = 1e30;
+  const auto ckpt = state_file(o, ".ckpt");
+  if (o.resume && std::filesystem::exists(ckpt)) {
+    auto state = trainer.load_checkpoint(ckpt);
+    step = state.at("step").get<int64_t>();
+    set_rng_state(rng, state.at("rng").get<std::string>());
+    best = state.value("best_val_ppl", 1e30);
+    if (state.value("world_size", 1) != dist.world_size())
+      throw std::invalid_argument(fmt::format("{}: written by {} ranks, resumed with {}", ckpt.string(),
+                                              state.value("world_size", 1), dist.world_size()));
+  }
+  dist.broadcast(trainer.parameters());
+  MetricsLog log;
+  if (dist.is_main()) log = MetricsLog(state_file(o, ".metrics.jsonl"), /*append=*/step > 0);
+  auto save = [&] {
+    if (dist.is_main())
+      trainer.save_checkpoint(ckpt, {{"step", step}, {"rng", rng_state(rng)}, {"best_val_ppl", best},
+                                     {"world_size", dist.world_size()}});
+  };
+  CompressorTrainResult r;
+  install_stop_handler();
+  Progress bar("train-compressor", o.steps, "step", !o.quiet && dist.is_main());
+  bar.set(step);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t start = step;
+  int64_t tokens = 0, accumulated = 0, last_eval = step;
+  double loss_sum = 0;
+  while (step < o.steps) {
+    // The global batch: `sequences` windows of N chunks, the same on every
+    // rank (same RNG); this rank trains on its slice, each through a fresh cache.
+    std::vector<torch::Tensor> windows;
+    for (int64_t i = 0; i < o.sequences; ++i) {
+      auto w = train.random_window(o.segments * B + 1, rng);  // [N B + 1]
+      if (i >= seq_begin && i < seq_end) windows.push_back(w);
+    }
+    for (auto& c : caches) c->reset();
+    bool sequence_trained = false;
+    for (int64_t s = 0; s < o.segments && step < o.steps; ++s) {
+      bool trained = false;
+      double chunk_loss = 0;
+      for (int64_t i = 0; i < local; ++i) {
+        auto logits = model.forward(windows[i].narrow(0, s * B, B), caches[i].get())[0];  // [B, V]
+        auto loss = next_token_loss(logits, windows[i].narrow(0, s * B + 1, B));
+        tokens += B * dist.world_size();
+        if (!loss.requires_grad()) continue;  // no compression has happened yet in this sequence
+        if (!std::isfinite(loss.item<double>()))
+          throw std::runtime_error(fmt::format("step {}: loss is NaN or Inf (last checkpoint: {})", step, ckpt.string()));
+        (loss / static_cast<double>(o.grad_accum * local)).backward();
+        chunk_loss += loss.item<double>() / local;
+        trained = true;
+      }
+      if (!trained) continue;
+      sequence_trained = true;
+      loss_sum += chunk_loss;
+      if (++accumulated < o.grad_accum) continue;
+      const double gnorm = trainer.step(step);
+      r.last_loss = dist.mean(loss_sum / accumulated);
+      accumulated = 0;
+      loss_sum = 0;
+      ++step;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      r.tokens_per_second = tokens / std::max(secs, 1e-9);
+      if (dist.is_main())
+        log.write({{"step", step}, {"loss", r.last_loss}, {"lr", trainer.current_lr()}, {"grad_norm", gnorm},
+                   {"tokens_per_second", r.tokens_per_second}, {"comm_seconds", dist.comm_seconds()}});
+      bar.set(step, fmt::format("loss {:.3f} {:.0f} tok/s", r.last_loss, r.tokens_per_second));
+    }
+    if (!sequence_trained && step < o.steps)  // would loop forever
+      throw std::invalid_argument(fmt::format(
+          "--segments {} x --chunk {} never fills the cache past budget {} + buffer {}, so nothing compresses "
+          "and nothing trains: use more segments", o.segments, B, o.cache.budget, o.cache.buffer));
+    r.steps_done = step;
+    // Sequences end between steps: validate once a multiple of eval_every was crossed.
+    const bool crossed = o.eval_every > 0 && step / o.eval_every > last_eval / o.eval_every;
+    if (val && dist.is_main() && (crossed || step >= o.steps)) {
+      last_eval = step;
+      ValidationPpl v = validate(model, compressor, *val, o);
+      r.validations.push_back(v);
+      log.write({{"step", step}, {"val_ppl_lococo", v.lococo}, {"val_ppl_lococo_hh", v.lococo_hh},
+                 {"val_ppl_streaming", v.streaming}});
+      if (v.lococo < best) {  // keep the best compressor
+        best = v.lococo;
+        compressor->save(o.out);
+      }
+    }
+    if (dist.any(stop_requested()) || (o.stop_after > 0 && step - start >= o.stop_after && step < o.steps)) {
+      save();
+      r.interrupted = true;
+      break;
+    }
+  }
+  bar.finish();
+  if (!r.interrupted) {
+    save();
+    if (!val && dist.is_main()) compressor->save(o.out);
+  }
+  return r;
+}
+
+}  // namespace lococo

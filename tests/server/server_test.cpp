@@ -1,0 +1,378 @@
+// lococo serve over loopback: OpenAI-shaped replies (JSON and server-sent
+// events) equal a direct generate(); bad requests, keys and overload get the
+// right status; disconnects free their slot; memory stays flat under load.
+#include <atomic>
+#include <fstream>
+#include <future>
+#include <regex>
+#include <thread>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "lococo/tokenizer/chat_template.h"
+#include "lococo/generate/generate.h"
+#include "lococo/server/server.h"
+#include "test_util.h"
+
+namespace lococo {
+namespace {
+
+using nlohmann::json;
+
+// A server on an ephemeral loopback port, serving from a background thread.
+class RunningServer {
+ public:
+  RunningServer(const LoadedModel& model, ServerOptions o) : server_(model, std::move(o)) {
+    port_ = server_.bind();
+    thread_ = std::thread([this] { server_.listen(); });
+  }
+  ~RunningServer() {
+    server_.stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+
+ private:
+  Server server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+// The `data:` payloads of a server-sent-events body, in order.
+std::vector<std::string> sse_payloads(const std::string& body) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while ((pos = body.find("data: ", pos)) != std::string::npos) {
+    const size_t end = body.find("\n\n", pos);
+    out.push_back(body.substr(pos + 6, end - pos - 6));
+    pos = end;
+  }
+  return out;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { model_ = new LoadedModel(testing::tokenized_tiny_model(dir_.path())); }
+  static void TearDownTestSuite() { delete model_; }
+
+  ServerOptions options() const {
+    ServerOptions o;
+    o.port = 0;
+    o.cache.policy = "h2o";
+    o.cache.budget = 32;
+    o.cache.chunk = 16;
+    return o;
+  }
+  // What the server should answer: generate() on the same model and cache.
+  std::string direct(const std::string& prompt, int64_t max_tokens, std::vector<std::string> stop = {}) const {
+    auto cache = make_cache(model_->model->config(), options().cache);
+    GenerateOptions g;
+    g.max_tokens = max_tokens;
+    g.chunk = options().cache.chunk;
+    g.stop = std::move(stop);
+    const std::string text = generate(*model_->model, *model_->tokenizer, *cache, model_->tokenizer->encode(prompt), g).text;
+    // as the server sends it: invalid UTF-8 (byte-fallback pieces of a random model) replaced
+    return json::parse(json(text).dump(-1, ' ', false, json::error_handler_t::replace)).get<std::string>();
+  }
+
+  static testing::TempDir dir_;
+  static LoadedModel* model_;
+};
+testing::TempDir ServerTest::dir_;
+LoadedModel* ServerTest::model_ = nullptr;
+
+TEST_F(ServerTest, CompletionMatchesDirectGeneration) {
+  RunningServer s(*model_, options());
+  auto res = s.client().Post("/v1/completions", R"({"prompt": "The sea was calm", "max_tokens": 12})", "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json j = json::parse(res->body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["choices"][0]["text"], direct("The sea was calm", 12));
+  EXPECT_LE(j["usage"]["completion_tokens"].get<int>(), 12);
+  EXPECT_EQ(j["usage"]["total_tokens"], j["usage"]["prompt_tokens"].get<int>() + j["usage"]["completion_tokens"].get<int>());
+  EXPECT_NE(j["lococo"]["cache"].get<std::string>().find("h2o"), std::string::npos);
+}
+
+TEST_F(ServerTest, StreamingSendsTheSameTextAsEvents) {
+  RunningServer s(*model_, options());
+  auto res = s.client().Post("/v1/completions", R"({"prompt": "The sea was calm", "max_tokens": 12, "stream": true})",
+                             "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200);
+  EXPECT_NE(res->get_header_value("Content-Type").find("text/event-stream"), std::string::npos);
+  const auto events = sse_payloads(res->body);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) text += json::parse(events[i])["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(text, direct("The sea was calm", 12));
+  EXPECT_FALSE(json::parse(events[events.size() - 2])["choices"][0]["finish_reason"].is_null());
+}
+
+TEST_F(ServerTest, ChatUsesTheTemplateNonStreamingAndStreaming) {
+  RunningServer s(*model_, options());
+  const std::string body = R"({"messages": [{"role": "system", "content": "Be brief."},
+                                            {"role": "user", "content": "Tell me of whales."}], "max_tokens": 10)";
+  const auto tmpl = chat_template("plain");
+  const std::string want = direct(render_chat(tmpl, {{"system", "Be brief."}, {"user", "Tell me of whales."}}), 10, tmpl.stop);
+  auto res = s.client().Post("/v1/chat/completions", body + "}", "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json j = json::parse(res->body);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], want);
+
+  auto st = s.client().Post("/v1/chat/completions", body + R"(, "stream": true})", "application/json");
+  ASSERT_TRUE(st);
+  const auto events = sse_payloads(st->body);
+  ASSERT_EQ(events.back(), "[DONE]");
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const json e = json::parse(events[i]);
+    EXPECT_EQ(e["object"], "chat.completion.chunk");
+    if (e["choices"][0]["delta"].contains("content")) text += e["choices"][0]["delta"]["content"].get<std::string>();
+  }
+  EXPECT_EQ(text, want);
+  EXPECT_EQ(json::parse(events[0])["choices"][0]["delta"]["role"], "assistant");
+}
+
+TEST_F(ServerTest, BadRequestsGet400WithJsonErrors) {
+  RunningServer s(*model_, options());
+  const std::vector<std::string> bad = {
+      R"({"prompt": "hi", "max_tokens": 4)",                   // malformed JSON
+      R"(["prompt"])",                                         // not an object
+      R"({"max_tokens": 4})",                                  // no prompt
+      R"({"prompt": 7})",                                      // wrong type
+      R"({"prompt": "hi", "max_tokens": "ten"})",              // wrong type
+      R"({"prompt": "hi", "max_tokens": -1})",                 // negative
+      R"({"prompt": "hi", "max_tokens": 100000000})",          // huge
+      R"({"prompt": "hi", "temperature": 9})",                 // out of range
+      R"({"prompt": "hi", "cache": {"policy": "magic"}})",     // unknown policy
+      R"({"prompt": "hi", "cache": {"budget": 0}})",           // bad budget
+      R"({"prompt": ""})",                                     // empty prompt
+  };
+  for (const auto& body : bad) {
+    auto res = s.client().Post("/v1/completions", body, "application/json");
+    ASSERT_TRUE(res) << body;
+    EXPECT_EQ(res->status, 400) << body;
+    const json j = json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << res->body;
+    EXPECT_EQ(j["error"]["code"], 400);
+    EXPECT_FALSE(j["error"]["message"].get<std::string>().empty());
+  }
+  auto chat = s.client().Post("/v1/chat/completions", R"({"messages": [{"role": "robot", "content": "x"}]})",
+                              "application/json");
+  EXPECT_EQ(chat->status, 400);
+  EXPECT_EQ(s.client().Get("/nowhere")->status, 404);
+}
+
+TEST_F(ServerTest, ApiKeyIsRequiredWhenSet) {
+  ServerOptions o = options();
+  o.api_key = "sesame";
+  RunningServer s(*model_, o);
+  const std::string body = R"({"prompt": "hi", "max_tokens": 2})";
+  EXPECT_EQ(s.client().Post("/v1/completions", body, "application/json")->status, 401);
+  auto wrong = s.client();
+  wrong.set_bearer_token_auth("sesamf");
+  EXPECT_EQ(wrong.Post("/v1/completions", body, "application/json")->status, 401);
+  EXPECT_EQ(wrong.Get("/v1/models")->status, 401);
+  auto right = s.client();
+  right.set_bearer_token_auth("sesame");
+  EXPECT_EQ(right.Post("/v1/completions", body, "application/json")->status, 200);
+  EXPECT_EQ(json::parse(right.Get("/v1/models")->body)["data"][0]["id"], "lococo");
+  EXPECT_EQ(s.client().Get("/health")->status, 200);  // health stays open for probes
+}
+
+// `lococo serve` as its own process: the real binary, its own RSS.
+class ServeProcess {
+ public:
+  ServeProcess(const std::filesystem::path& model, const std::filesystem::path& log, const std::string& flags) {
+    std::filesystem::remove(log);  // an older run's address must not be read as this one's
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      // Started as a user would, with none of the thread settings lococo chooses.
+      const std::string cmd = std::string("exec env -u OMP_WAIT_POLICY -u OMP_NUM_THREADS -u OPENBLAS_NUM_THREADS "
+                                          "-u LOCOCO_RESTARTED ") + LOCOCO_BINARY + " serve -m " + model.string() +
+                              " --port 0 --cache h2o --budget 32 --chunk 16 " + flags + " > " + log.string() + " 2>&1";
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      std::_Exit(127);
+    }
+    const std::regex url(R"(http://127\.0\.0\.1:(\d+))");
+    for (int i = 0; i < 600 && port_ == 0; ++i) {  // it prints its address once listening
+      std::ifstream in(log);
+      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::smatch m;
+      if (std::regex_search(text, m, url)) port_ = std::stoi(m[1]);
+      else std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  ~ServeProcess() {  // SIGTERM drains; a server that does not stop in 10 s is killed
+    ::kill(pid_, SIGTERM);
+    for (int i = 0; i < 200 && ::waitpid(pid_, nullptr, WNOHANG) == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  int port() const { return port_; }
+  // The server's environment, NUL-separated as /proc shows it.
+  std::string environment() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/environ", std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  int64_t rss_bytes() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+    return 0;
+  }
+
+ private:
+  pid_t pid_ = 0;
+  int port_ = 0;
+};
+
+// A raw connection that sends one request and reads until `want` appears
+// (or the peer closes); closing it is a client hanging up mid-stream.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  }
+  ~RawConnection() { hang_up(); }
+  bool post(const std::string& path, const std::string& body) {
+    const std::string req = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                            "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    return connected_ && ::send(fd_, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
+  }
+  bool read_until(const std::string& want) {
+    char buf[4096];
+    while (received_.find(want) == std::string::npos) {
+      const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) return false;
+      received_.append(buf, n);
+    }
+    return true;
+  }
+  void hang_up() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string received_;
+};
+
+// One slot, no queue: a long streaming request holds the slot, so another
+// gets 503; when its client hangs up, the slot frees long before the
+// generation would have ended, and the next request is served.
+TEST_F(ServerTest, FullServerAnswers503AndADisconnectFreesTheSlot) {
+  ServeProcess server(dir_.path(), dir_ / "serve-503.log", "--parallel 1 --queue 0 --max-tokens-limit 1000000");
+  ASSERT_GT(server.port(), 0) << "lococo serve did not start";
+  httplib::Client c("127.0.0.1", server.port());
+  {
+    RawConnection holder(server.port());
+    ASSERT_TRUE(holder.post("/v1/completions",
+                            R"({"prompt": "Call me", "max_tokens": 1000000, "ignore_eos": true, "stream": true})"));
+    ASSERT_TRUE(holder.read_until("data: ")) << "the holding request did not stream";
+    auto busy = c.Post("/v1/completions", R"({"prompt": "hi", "max_tokens": 2})", "application/json");
+    ASSERT_TRUE(busy);
+    EXPECT_EQ(busy->status, 503);
+    EXPECT_EQ(json::parse(busy->body)["error"]["code"], 503);
+  }  // the holder hangs up here
+  int status = 0;
+  for (int i = 0; i < 500 && status != 200; ++i) {
+    status = c.Post("/v1/completions", R"({"prompt": "hi", "max_tokens": 2})", "application/json")->status;
+    if (status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(status, 200);
+  const std::string metrics = c.Get("/metrics")->body;
+  const std::string sample = "\nlococo_generated_tokens_total ";
+  const size_t at = metrics.find(sample);
+  ASSERT_NE(at, std::string::npos) << metrics;
+  EXPECT_LT(std::stoll(metrics.substr(at + sample.size())), 1000000);  // cancelled, not run to the end
+}
+
+TEST_F(ServerTest, FiftyConcurrentRequestsCompleteWithFlatMemory) {
+  const std::vector<std::string> prompts = {"It was a dark", "The whale", "Call me Ishmael.", "Some years ago"};
+  std::vector<std::string> want;
+  for (const auto& p : prompts) want.push_back(direct(p, 8));
+  ServeProcess server(dir_.path(), dir_ / "serve.log", "--parallel 4 --queue 64");
+  ASSERT_GT(server.port(), 0) << "lococo serve did not start";
+  // Its thread settings came from a single restart: all of them at once.
+  const std::string env = server.environment();
+  for (const char* var : {"OMP_WAIT_POLICY=PASSIVE", "OMP_NUM_THREADS=", "OPENBLAS_NUM_THREADS=", "LOCOCO_RESTARTED=1"})
+    EXPECT_NE(env.find(std::string(1, '\0') + var), std::string::npos) << var;
+  auto wave = [&] {
+    std::vector<int> status(50, 0);
+    std::vector<std::string> body(50);
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 50; ++i)
+      clients.emplace_back([&, i] {
+        httplib::Client c("127.0.0.1", server.port());
+        c.set_read_timeout(120, 0);
+        const json request = {{"prompt", prompts[i % prompts.size()]}, {"max_tokens", 8}};
+        const auto t0 = std::chrono::steady_clock::now();
+        if (auto res = c.Post("/v1/completions", request.dump(), "application/json")) {
+          status[i] = res->status;
+          body[i] = res->body;
+        } else {
+          const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+          body[i] = "no response after " + std::to_string(ms.count()) + " ms: " + httplib::to_string(res.error());
+        }
+      });
+    for (auto& t : clients) t.join();
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_EQ(status[i], 200) << body[i];
+      EXPECT_EQ(json::parse(body[i])["choices"][0]["text"], want[i % prompts.size()]);
+    }
+  };
+  wave();
+  const int64_t after_first = server.rss_bytes();
+  wave();
+  wave();
+  EXPECT_LT(server.rss_bytes() - after_first, 32 << 20);  // no growth per request
+  httplib::Client c("127.0.0.1", server.port());
+  auto reply = c.Get("/metrics");
+  ASSERT_TRUE(reply) << httplib::to_string(reply.error());
+  const std::string metrics = reply->body;
+  EXPECT_NE(metrics.find("lococo_requests_total{endpoint=\"completions\",code=\"200\"} 150"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("lococo_cache_bytes 0"), std::string::npos);
+}
+
+TEST(ChatTemplate, RendersEachTemplate) {
+  const std::vector<ChatMessage> m = {{"system", "S"}, {"user", "U"}};
+  EXPECT_EQ(render_chat(chat_template("chatml"), m), "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(render_chat(chat_template("llama-2"), m), "[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST]");
+  EXPECT_EQ(render_chat(chat_template("llama-3"), m),
+            "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_EQ(render_chat(chat_template("plain"), m), "System: S\nUser: U\nAssistant:");
+  EXPECT_THROW(chat_template("jinja"), std::invalid_argument);
+  EXPECT_THROW(render_chat(chat_template("plain"), {}), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace lococo
