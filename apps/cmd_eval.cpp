@@ -6,6 +6,7 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "lococo/eval/eval.h"
+#include "lococo/eval/recall.h"
 
 namespace lococo::cli {
 namespace {
@@ -108,13 +109,51 @@ void add_passkey(CLI::App& eval) {
   });
 }
 
+void add_recall(CLI::App& eval) {
+  struct Flags : EvalCommonFlags {
+    RecallEvalOptions o;
+    std::vector<std::string> data;
+    std::vector<std::string> gaps = {"1k", "4k", "16k"};
+  };
+  auto f = std::make_shared<Flags>();
+  auto* sub = eval.add_subcommand("recall", "Long-range recall per policy and gap: a passage, a gap, the passage again");
+  add_common_flags(sub, *f);
+  sub->add_option("--data", f->data, "Text files or directories: passages and gaps come from their tokens")->required();
+  sub->add_option("--gaps", f->gaps, "Gaps between the two occurrences in tokens (2048 or 2k), comma separated")
+      ->delimiter(',')->capture_default_str();
+  sub->add_option("--passage", f->o.passage, "Tokens of the passage")->check(CLI::Range(2, 1 << 16))->capture_default_str();
+  sub->add_option("--kind", f->o.kind, "Passage: shuffled (corpus tokens in random order) or text (a corpus window)")
+      ->check(CLI::IsMember({"shuffled", "text"}))->capture_default_str();
+  sub->add_option("--trials", f->o.trials, "Documents per gap")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--seed", f->o.seed, "Seed of the passages and gaps (the same documents for every policy)")
+      ->capture_default_str();
+  sub->add_option("--budget", f->o.budget, "Budget M of the bounded policies")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_flag("--full-beyond-context", f->o.full_beyond_context, "Also run the full cache past the trained context");
+  register_command(sub, [f] {
+    RecallEvalOptions o = f->o;
+    o.gaps = parse_token_counts(f->gaps, "--gaps");
+    LoadedModel m = load_model(f->model);
+    o.policies = f->policies;
+    o.cache = cache_options(f->cache, m);
+    o.progress = !f->quiet;
+    std::vector<int64_t> corpus;  // the documents' tokens, BOS left out
+    for (const auto& d : load_documents(f->data, *m.tokenizer))
+      for (int64_t id : d.tokens)
+        if (id != m.tokenizer->bos_id()) corpus.push_back(id);
+    const RecallReport r = eval_recall(m, corpus, o);
+    print_summary(to_markdown(r), write_report(r, f->out), f->json, r.to_json());
+    return 0;
+  });
+}
+
 }  // namespace
 
 void add_eval_command(CLI::App& root) {
-  auto* eval = root.add_subcommand("eval", "Evaluate KV-cache policies: streaming perplexity, passkey retrieval");
+  auto* eval = root.add_subcommand("eval", "Evaluate KV-cache policies: streaming perplexity, passkey retrieval, long-range recall");
   eval->require_subcommand(1);
   add_ppl(*eval);
   add_passkey(*eval);
+  add_recall(*eval);
 }
 
 }  // namespace lococo::cli

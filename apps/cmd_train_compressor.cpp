@@ -3,6 +3,7 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#include "lococo/kv/registry.h"
 #include "lococo/train/train_compressor.h"
 #include "training_flags.h"
 
@@ -16,7 +17,7 @@ void add_train_compressor_command(CLI::App& root) {
     std::string out;
   };
   auto f = std::make_shared<Flags>();
-  f->cache.options.policy = "lococo";
+  f->cache.options.policy = trained_policy();
   f->cache.options.budget = 128;
   f->cache.options.chunk = 128;
   auto* sub = root.add_subcommand("train-compressor", "Train LoCoCo compressors (all layers) on a frozen model");
@@ -28,7 +29,7 @@ void add_train_compressor_command(CLI::App& root) {
     LoadedModel m = load_model(f->model);
     CompressorTrainOptions o = f->train.options;
     o.cache = cache_options(f->cache, m);
-    o.cache.policy = "lococo";
+    o.cache.policy = trained_policy();
     o.out = f->out;
     const auto cache_dir = std::filesystem::path(f->out).parent_path() / "token-cache";
     TrainingData data = load_training_data(f->train, *m.tokenizer, cache_dir);

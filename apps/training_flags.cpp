@@ -10,6 +10,20 @@ void add_chunk_training_flags(CLI::App* sub, ChunkTrainingFlags& f) {
       ->check(CLI::Range(2, 1 << 16))->capture_default_str();
   sub->add_option("--steps", o.steps, "Optimiser steps")->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--grad-accum", o.grad_accum, "Chunks per optimiser step")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--bptt-chunks", o.bptt_chunks,
+                  "Chunks through which stored slots keep their autograd history: a loss trains the compressions of "
+                  "that many chunks back (1 = the reference's truncated backprop); needs --grad-accum >= it, "
+                  "since each optimiser step ends the window")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--objective", o.objective,
+                  "Loss: lm (next token), distill (KL from the same model with a full cache), or mix (both)")
+      ->check(CLI::IsMember({"lm", "distill", "mix"}))->capture_default_str();
+  sub->add_option("--recall-rate", o.recall_rate,
+                  "Share of sequences that are recall rows (a passage, other text, the passage again)")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  sub->add_option("--recall-passage", o.recall_passage, "Tokens of a recall row's passage")
+      ->check(CLI::Range(2, 1 << 16))->capture_default_str();
+  sub->add_flag("!--recall-text", o.recall_shuffled, "Recall passages as text (default: their tokens shuffled)");
   sub->add_option("--lr", o.optim.lr, "Base learning rate")->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--memory-lr-scale", o.memory_lr_scale, "Learning-rate multiplier of the compressor")
       ->check(CLI::PositiveNumber)->capture_default_str();

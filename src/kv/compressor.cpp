@@ -155,8 +155,10 @@ CompressedSlots LococoCompressor::compress(int i, const torch::Tensor& keys, con
               options_.num_kv_heads, ", L, ", options_.head_dim, "]");
   TORCH_CHECK(L >= options_.budget, "compress: ", L, " slots cannot be compressed to ", options_.budget);
   const auto dtype = at::promote_types(keys.scalar_type(), torch::kFloat32);  // fp32, or double in gradient checks
+  // Keys and values keep whatever autograd history they bring (BPTT through
+  // earlier compressions, SlotCache::compression_input); stored slots bring none.
   auto rows = [&](const torch::Tensor& t, const torch::Tensor& index) {  // [H, n] -> [H, n, d]
-    return t.detach().gather(1, index.unsqueeze(-1).expand({H, index.size(1), d})).to(dtype);
+    return t.gather(1, index.unsqueeze(-1).expand({H, index.size(1), d})).to(dtype);
   };
   CompressedSlots c;
   c.parts = partition_slots(scores, keep, options_.local_window, m);

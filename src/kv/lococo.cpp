@@ -17,6 +17,9 @@ CompressorOptions checked_shape(const ModelConfig& config, const CacheOptions& o
                                 const LococoCompressor* compressor) {
   auto shape = CompressorOptions::from(config, options);
   shape.validate();
+  const double decay = options.lococo.score_decay;
+  if (!(decay >= 0 && decay <= 1))
+    throw std::invalid_argument(fmt::format("--score-decay must be in [0, 1] (got {})", decay));
   if (compressor) {
     const std::string why = compressor->options().mismatch(config, options);
     if (!why.empty()) throw std::invalid_argument("lococo: the compressor does not fit this model and cache (" + why + ")");
@@ -42,13 +45,21 @@ void LococoCache::observe(int i, const AttentionStats& stats) {
   torch::NoGradGuard no_grad;
   auto& l = layer(i);
   TORCH_CHECK(stats.column_sums.defined() && stats.column_sums.size(1) == l.len, "lococo: column sums [Hkv, S] expected");
-  // The reference overwrites: slots are ranked by the latest chunk's attention only.
-  l.scores.narrow(1, 0, l.len).copy_(stats.column_sums);
+  // The reference overwrites (decay 0): slots are ranked by the latest chunk's
+  // attention only; a decay > 0 keeps a share of what earlier chunks gave them.
+  auto scores = l.scores.narrow(1, 0, l.len);
+  const double decay = options_.lococo.score_decay;
+  if (decay == 0)
+    scores.copy_(stats.column_sums);
+  else
+    scores.mul_(decay).add_(stats.column_sums);
 }
 
 std::string LococoCache::describe() const {
-  return fmt::format("{}(M={},b={},r={},w={})", compressor_ ? "lococo" : "lococo-hh", options_.budget,
-                     options_.buffer, options_.lococo.keep_rate, options_.lococo.local_window);
+  const auto& o = options_.lococo;
+  return fmt::format("{}(M={},b={},r={},w={}{})", compressor_ ? "lococo" : "lococo-hh", options_.budget,
+                     options_.buffer, o.keep_rate, o.local_window,
+                     o.score_decay != 0 ? fmt::format(",decay={}", o.score_decay) : std::string());
 }
 
 void LococoCache::compress(int i) {
@@ -68,7 +79,8 @@ void LococoCache::select_heavy_hitters(int i) {
 void LococoCache::fuse(int i) {
   const auto& l = layer(i);
   const int64_t L = l.len, H = l.k.size(0), m = shape_.fused();
-  CompressedSlots c = compressor_->compress(i, l.k.narrow(1, 0, L), l.v.narrow(1, 0, L), l.scores.narrow(1, 0, L));
+  const KeysValues in = compression_input(i);  // with autograd history within the BPTT window
+  CompressedSlots c = compressor_->compress(i, in.keys, in.values, l.scores.narrow(1, 0, L));
   auto positions = torch::cat({l.positions.narrow(1, 0, L).gather(1, c.parts.heavy),
                                torch::full({H, m}, -1, l.positions.options())}, 1);           // [Hkv, M]
   replace_slots(i, c.keys, c.values, c.scores, positions);

@@ -97,12 +97,19 @@ KeysValues SlotCache::store(int i, const torch::Tensor& k_raw, const torch::Tens
   torch::Tensor keys, values;
   bool rotate_at_slot_index = false;
   if (differentiable) {
-    // Training: keep the chunk's (and a fresh compression's) autograd history.
+    // Training: keep the chunk's (and recent compressions') autograd history.
     auto prefix_k = l.live_k.defined() ? l.live_k : l.k.narrow(1, 0, start);
     auto prefix_v = l.live_v.defined() ? l.live_v : l.v.narrow(1, 0, start);
-    if (options_.positions == PositionMode::Cache) prefix_k = rope_.rotate(prefix_k, 0);
-    keys = torch::cat({prefix_k.to(k_rot.scalar_type()), k_rot}, 1);
+    const auto stored_k = torch::cat({prefix_k.to(k_store.scalar_type()), k_store}, 1);  // [Hkv, len, d] as stored
     values = torch::cat({prefix_v.to(v.scalar_type()), v}, 1);
+    keys = options_.positions == PositionMode::Cache
+               ? torch::cat({rope_.rotate(prefix_k, 0).to(k_rot.scalar_type()), k_rot}, 1)
+               : stored_k;
+    if (l.live_k.defined() && ++l.live_age < options_.bptt_chunks) {
+      l.live_k = stored_k;  // the history goes on into the next chunk's compression
+      l.live_v = values;
+      return {keys, values, false};
+    }
   } else {
     rotate_at_slot_index = options_.positions == PositionMode::Cache && !rotate;
     keys = options_.positions == PositionMode::Cache && rotate ? rotated_slots(i, l.len) : l.k.narrow(1, 0, l.len);
@@ -110,7 +117,22 @@ KeysValues SlotCache::store(int i, const torch::Tensor& k_raw, const torch::Tens
   }
   l.live_k = torch::Tensor();
   l.live_v = torch::Tensor();
+  l.live_age = 0;
   return {keys, values, rotate_at_slot_index};
+}
+
+void SlotCache::detach_history() {
+  for (auto& l : layers_) {
+    l.live_k = torch::Tensor();
+    l.live_v = torch::Tensor();
+    l.live_age = 0;
+  }
+}
+
+KeysValues SlotCache::compression_input(int i) const {
+  const LayerSlots& l = layers_[i];
+  if (l.live_k.defined()) return {l.live_k, l.live_v};
+  return {l.k.narrow(1, 0, l.len), l.v.narrow(1, 0, l.len)};
 }
 
 KeysValues SlotCache::append(int i, const torch::Tensor& k_raw, const torch::Tensor& k_rot, const torch::Tensor& v) {
@@ -155,6 +177,7 @@ void SlotCache::clear() {
     l.len = 0;
     l.live_k = torch::Tensor();
     l.live_v = torch::Tensor();
+    l.live_age = 0;
   }
   seen_ = 0;
   max_position_ = 0;
@@ -172,24 +195,28 @@ torch::Tensor SlotCache::stored_positions(int i) const {
 }
 
 void SlotCache::keep_slots(int i, const torch::Tensor& index) {
-  torch::NoGradGuard no_grad;
   LayerSlots& l = layers_[i];
   const int64_t H = l.k.size(0), d = l.k.size(2);
   auto idx = index.dim() == 1 ? index.unsqueeze(0).expand({H, index.size(0)}) : index;  // [H, n]
   const int64_t n = idx.size(1);
   TORCH_CHECK(n <= l.len, "keep_slots: more slots kept than stored");
   auto idx_d = idx.unsqueeze(-1).expand({H, n, d});
-  auto k = l.k.gather(1, idx_d);
-  auto v = l.v.gather(1, idx_d);
-  auto s = l.scores.gather(1, idx);
-  auto p = l.positions.gather(1, idx);
-  l.k.narrow(1, 0, n).copy_(k);
-  l.v.narrow(1, 0, n).copy_(v);
-  l.scores.narrow(1, 0, n).copy_(s);
-  l.positions.narrow(1, 0, n).copy_(p);
+  {
+    torch::NoGradGuard no_grad;
+    auto k = l.k.gather(1, idx_d);
+    auto v = l.v.gather(1, idx_d);
+    auto s = l.scores.gather(1, idx);
+    auto p = l.positions.gather(1, idx);
+    l.k.narrow(1, 0, n).copy_(k);
+    l.v.narrow(1, 0, n).copy_(v);
+    l.scores.narrow(1, 0, n).copy_(s);
+    l.positions.narrow(1, 0, n).copy_(p);
+  }
   l.len = n;
-  l.live_k = torch::Tensor();
-  l.live_v = torch::Tensor();
+  if (l.live_k.defined()) {  // the kept slots keep their history
+    l.live_k = l.live_k.gather(1, idx_d);
+    l.live_v = l.live_v.gather(1, idx_d);
+  }
 }
 
 void SlotCache::replace_slots(int i, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& scores,
@@ -209,11 +236,12 @@ void SlotCache::replace_slots(int i, const torch::Tensor& k, const torch::Tensor
   }
   l.len = n;
   if (torch::GradMode::is_enabled() && (k.requires_grad() || v.requires_grad())) {
-    l.live_k = k;
+    l.live_k = k;  // live_age goes on counting when the input was live too
     l.live_v = v;
   } else {
     l.live_k = torch::Tensor();
     l.live_v = torch::Tensor();
+    l.live_age = 0;
   }
 }
 

@@ -26,6 +26,7 @@ class SlotCache : public KvCache {
   int64_t tokens_seen() const override { return seen_; }
   torch::ScalarType kv_dtype() const override { return options_.dtype; }
   bool can_append_unrotated() const override { return options_.positions == PositionMode::Cache; }
+  void detach_history() override;
 
   // Every RoPE position handed out so far is below this (tests of `Cache` mode).
   int64_t max_position_used() const { return max_position_; }
@@ -44,9 +45,12 @@ class SlotCache : public KvCache {
     torch::Tensor scores;     // [Hkv, cap] fp32, the policy's per-slot score
     torch::Tensor positions;  // [Hkv, cap] int64, absolute token index of each slot (-1: fused)
     int64_t len = 0;
-    // In training, slots produced by a differentiable compression carry autograd
-    // history for the current chunk only: [Hkv, len, d] or undefined.
+    // In training, the stored slots with their autograd history (as stored:
+    // raw keys in `Cache` mode), [Hkv, len, d], or undefined: set by a
+    // differentiable compression, extended by the chunks that follow, and
+    // dropped after options.bptt_chunks chunks (live_age counts them).
     torch::Tensor live_k, live_v;
+    int64_t live_age = 0;
   };
 
   int64_t chunk_position(int layer) const override;
@@ -69,6 +73,9 @@ class SlotCache : public KvCache {
   void replace_slots(int layer, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& scores,
                      const torch::Tensor& positions = {});
   void ensure_capacity(int layer, int64_t needed);
+  // The stored keys and values as a compression should read them: with their
+  // autograd history in training (live), else the buffers. [Hkv, len, d].
+  KeysValues compression_input(int layer) const;
 
   const ModelConfig config_;
   const CacheOptions options_;

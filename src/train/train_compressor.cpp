@@ -1,5 +1,7 @@
 #include "lococo/train/train_compressor.h"
 
+#include <algorithm>
+#include <numeric>
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
@@ -65,6 +67,29 @@ ValidationPpl validate(const LlamaModel& model, const std::shared_ptr<LococoComp
 
 }  // namespace
 
+torch::Tensor distillation_loss(const torch::Tensor& teacher_logp, const torch::Tensor& student_logits) {
+  auto student_logp = torch::log_softmax(student_logits.to(torch::kFloat32), -1);  // [B, V]
+  return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1).mean();
+}
+
+torch::Tensor training_sequence(const TokenData& data, int64_t length, const CompressorTrainOptions& o,
+                                std::mt19937_64& rng) {
+  const bool recall = o.recall_rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < o.recall_rate;
+  if (!recall) return data.random_window(length, rng);
+  const int64_t p = o.recall_passage;
+  if (p < 2 || 2 * p >= length)
+    throw std::invalid_argument(fmt::format("--recall-passage {} does not fit twice in a sequence of {}", p, length));
+  auto passage = data.random_window(p, rng).clone();  // [P]
+  if (o.recall_shuffled) {
+    std::vector<int64_t> order(static_cast<size_t>(p));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    passage = passage.index_select(0, torch::tensor(order, torch::kInt64));
+  }
+  const auto gap = data.random_window(length - 2 * p, rng);
+  return torch::cat({passage, gap, passage});  // [length]
+}
+
 double streaming_ppl(const LlamaModel& model, KvCache& cache, const torch::Tensor& tokens, int64_t chunk) {
   const int64_t* p = tokens.data_ptr<int64_t>();
   std::vector<int64_t> ids(p, p + tokens.size(0));
@@ -86,8 +111,22 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
   opt.schedule.total = o.steps;
   Trainer trainer(parameter_groups(*compressor, model, o), opt);
   trainer.set_distributed(&dist);
+  CacheOptions training_cache = o.cache;
+  training_cache.bptt_chunks = o.bptt_chunks;
+  if (o.bptt_chunks < 1 || o.bptt_chunks > o.grad_accum)
+    throw std::invalid_argument(fmt::format(
+        "--bptt-chunks {} needs --grad-accum >= it (got {}): an optimiser step changes the parameters that the "
+        "stored history was computed with, so each step ends a BPTT window", o.bptt_chunks, o.grad_accum));
+  if (o.objective != "lm" && o.objective != "distill" && o.objective != "mix")
+    throw std::invalid_argument(fmt::format("--objective must be lm, distill or mix (got '{}')", o.objective));
+  const bool distill = o.objective != "lm";
   std::vector<std::unique_ptr<KvCache>> caches;  // one per sequence of this rank
-  for (int64_t i = 0; i < local; ++i) caches.push_back(make_lococo_cache(model.config(), o.cache, compressor));
+  for (int64_t i = 0; i < local; ++i) caches.push_back(make_lococo_cache(model.config(), training_cache, compressor));
+  // The teachers of distillation: the same frozen model with every token kept.
+  std::vector<std::unique_ptr<KvCache>> teachers;
+  CacheOptions teacher_cache = o.cache;
+  teacher_cache.policy = reference_policy();
+  for (int64_t i = 0; distill && i < local; ++i) teachers.push_back(make_cache(model.config(), teacher_cache));
 
   std::mt19937_64 rng(o.seed);
   int64_t step = 0;
@@ -123,22 +162,35 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
     // rank (same RNG); this rank trains on its slice, each through a fresh cache.
     std::vector<torch::Tensor> windows;
     for (int64_t i = 0; i < o.sequences; ++i) {
-      auto w = train.random_window(o.segments * B + 1, rng);  // [N B + 1]
+      auto w = training_sequence(train, o.segments * B + 1, o, rng);  // [N B + 1]
       if (i >= seq_begin && i < seq_end) windows.push_back(w);
     }
     for (auto& c : caches) c->reset();
+    for (auto& c : teachers) c->reset();
     bool sequence_trained = false;
     for (int64_t s = 0; s < o.segments && step < o.steps; ++s) {
       bool trained = false;
       double chunk_loss = 0;
       for (int64_t i = 0; i < local; ++i) {
-        auto logits = model.forward(windows[i].narrow(0, s * B, B), caches[i].get())[0];  // [B, V]
-        auto loss = next_token_loss(logits, windows[i].narrow(0, s * B + 1, B));
+        const auto chunk = windows[i].narrow(0, s * B, B);                               // [B]
+        auto logits = model.forward(chunk, caches[i].get())[0];                          // [B, V]
+        torch::Tensor loss;
+        if (o.objective != "distill") loss = next_token_loss(logits, windows[i].narrow(0, s * B + 1, B));
+        if (distill) {
+          torch::Tensor teacher;
+          {
+            torch::NoGradGuard g;
+            teacher = torch::log_softmax(model.forward(chunk, teachers[i].get())[0].to(torch::kFloat32), -1);  // [B, V]
+          }
+          auto kl = distillation_loss(teacher, logits);
+          loss = loss.defined() ? loss + kl : kl;
+        }
         tokens += B * dist.world_size();
         if (!loss.requires_grad()) continue;  // no compression has happened yet in this sequence
         if (!std::isfinite(loss.item<double>()))
           throw std::runtime_error(fmt::format("step {}: loss is NaN or Inf (last checkpoint: {})", step, ckpt.string()));
-        (loss / static_cast<double>(o.grad_accum * local)).backward();
+        // With BPTT the next chunks' losses run back through this chunk's graph too.
+        (loss / static_cast<double>(o.grad_accum * local)).backward({}, /*retain_graph=*/o.bptt_chunks > 1);
         chunk_loss += loss.item<double>() / local;
         trained = true;
       }
@@ -147,6 +199,7 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
       loss_sum += chunk_loss;
       if (++accumulated < o.grad_accum) continue;
       const double gnorm = trainer.step(step);
+      for (auto& c : caches) c->detach_history();  // the history used the parameters before this step
       r.last_loss = dist.mean(loss_sum / accumulated);
       accumulated = 0;
       loss_sum = 0;

@@ -298,6 +298,37 @@ TEST(SnapKv, KeepsTheBestPooledWindowVotesPlusTheWindow) {
 
 // lococo-hh against a selection written here from docs/DESIGN.md section 4: heavy hitters =
 // top-(keep - w) of the first L - w by score plus the last w, in cache order; then
+// Scores of kept slots: overwritten by each chunk (decay 0, the reference),
+// accumulated (1, as H2O), or in between.
+TEST(LococoScores, DecayKeepsAShareOfEarlierChunks) {
+  const ModelConfig c = tiny_config();
+  for (double decay : {0.0, 0.5, 1.0}) {
+    SCOPED_TRACE("decay " + std::to_string(decay));
+    CacheOptions o = bounded_options("lococo-hh", 64, 4, 8);  // no compression within 16 tokens
+    o.lococo.score_decay = decay;
+    auto cache = make_cache(c, o);
+    std::vector<torch::Tensor> first(c.num_layers), second(c.num_layers);
+    auto sums = [](std::vector<torch::Tensor>& keep) {
+      return [&keep](int i, int64_t S, int64_t) {
+        AttentionStats s;
+        s.column_sums = torch::rand({2, S});  // [Hkv, S]
+        keep[i] = s.column_sums.clone();
+        return s;
+      };
+    };
+    feed_chunk(*cache, c, 8, sums(first));
+    feed_chunk(*cache, c, 8, sums(second));
+    for (int i = 0; i < c.num_layers; ++i) {
+      auto want = second[i].clone();
+      want.narrow(1, 0, 8).add_(first[i] * decay);
+      EXPECT_TRUE(torch::allclose(slot_cache(*cache).stored_scores(i), want, 1e-6, 1e-7));
+    }
+  }
+  CacheOptions bad = bounded_options("lococo", 64, 4, 8);
+  bad.lococo.score_decay = 1.5;
+  EXPECT_THROW(make_cache(c, bad), std::invalid_argument);
+}
+
 // the top-m of the others, in cache order.
 TEST(LococoHh, EqualsTopKSelectionComputedIndependently) {
   const ModelConfig c = tiny_config();

@@ -1,5 +1,9 @@
 // Compressor training: the base stays frozen, training helps on a recall task,
 // resume is exact.
+#include <cmath>
+#include <optional>
+#include <random>
+
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -52,6 +56,67 @@ TEST(TrainCompressor, BaseWeightsStayBitIdentical) {
     EXPECT_FALSE(after[i].second->requires_grad()) << after[i].first;
   }
   EXPECT_TRUE(std::filesystem::exists(dir / "c.safetensors"));
+}
+
+TEST(TrainCompressor, RecallRowsRepeatAPassage) {
+  TokenData data(recall_stream(2000, 7));
+  auto o = small_options("unused");
+  o.recall_rate = 1.0;
+  o.recall_passage = 12;
+  std::mt19937_64 rng(5);
+  for (bool shuffled : {true, false}) {
+    o.recall_shuffled = shuffled;
+    const auto row = training_sequence(data, 97, o, rng);
+    ASSERT_EQ(row.size(0), 97);
+    EXPECT_TRUE(torch::equal(row.narrow(0, 0, 12), row.narrow(0, 85, 12)));  // the passage opens and ends the row
+  }
+  o.recall_rate = 0;
+  std::mt19937_64 a(9), b(9);
+  EXPECT_TRUE(torch::equal(training_sequence(data, 50, o, a), data.random_window(50, b)));  // plain windows otherwise
+  o.recall_rate = 1.0;
+  o.recall_passage = 40;
+  EXPECT_THROW(training_sequence(data, 60, o, rng), std::invalid_argument);
+}
+
+TEST(TrainCompressor, DistillationLossIsTheKlFromTheFullCache) {
+  auto logits = torch::randn({4, 16});
+  const auto teacher = torch::log_softmax(logits, -1);
+  EXPECT_NEAR(distillation_loss(teacher, logits).item<double>(), 0.0, 1e-6);
+  const auto other = torch::randn({4, 16});
+  const double kl = distillation_loss(teacher, other).item<double>();
+  const auto p = teacher.exp();
+  const double want = (p * (teacher - torch::log_softmax(other, -1))).sum(-1).mean().item<double>();
+  EXPECT_NEAR(kl, want, 1e-6);
+  EXPECT_GT(kl, 0);
+}
+
+// Every objective trains (the loss is defined once compression starts) with
+// recall rows and BPTT in the mix, and leaves a compressor that loads back.
+TEST(TrainCompressor, DistillMixRecallRowsAndBpttTrain) {
+  testing::TempDir dir;
+  auto model = testing::random_model(testing::tiny_config(), 1);
+  TokenData train(recall_stream(3000, 4));
+  for (const std::string objective : {"distill", "mix"}) {
+    auto o = small_options(dir / (objective + ".safetensors"));
+    o.steps = 4;
+    o.objective = objective;
+    o.recall_rate = 0.5;
+    o.recall_passage = 8;
+    o.bptt_chunks = 2;
+    o.grad_accum = 2;
+    const auto r = train_compressor(model, train, nullptr, o);
+    EXPECT_EQ(r.steps_done, 4);
+    EXPECT_TRUE(std::isfinite(r.last_loss));
+    EXPECT_GE(r.last_loss, 0);
+    CacheOptions cache = o.cache;
+    EXPECT_NO_THROW(LococoCompressor::load(o.out, model.config(), cache));
+  }
+  auto bad = small_options(dir / "bad.safetensors");
+  bad.objective = "guess";
+  EXPECT_THROW(train_compressor(model, train, nullptr, bad), std::invalid_argument);
+  bad.objective = "lm";
+  bad.bptt_chunks = 3;  // each optimiser step would cut the window short
+  EXPECT_THROW(train_compressor(model, train, nullptr, bad), std::invalid_argument);
 }
 
 TEST(TrainCompressor, TrainingLowersValidationPerplexityOfLococo) {
@@ -113,54 +178,63 @@ TEST(TrainCompressor, ResumeEqualsUninterruptedRun) {
 namespace lococo {
 namespace {
 
-// Loss of the chunk that follows a compression, as a function of the compressor.
-double chunk_loss(const LlamaModel& model, const std::shared_ptr<LococoCompressor>& compressor,
-                  const CacheOptions& o, const torch::Tensor& tokens, torch::Tensor* loss_out = nullptr) {
-  LococoCache cache(model.config(), o, compressor);
-  const int64_t B = o.chunk;
-  {
-    torch::NoGradGuard g;  // fill the cache: chunks 0 and 1 (compression fires at chunk 2)
-    model.forward(tokens.narrow(0, 0, B), &cache);
-    model.forward(tokens.narrow(0, B, B), &cache);
+// A double-precision model and compressor whose gradients can be checked
+// against finite differences (lambda away from 0.5, conv outputs away from
+// ReLU's kink): budget 8, chunk 8, buffer 2, so a compression fires at chunk 2
+// and at every chunk after it.
+struct DoubleSetup {
+  ModelConfig c = testing::tiny_config();
+  ModelOptions mo;
+  std::unique_ptr<LlamaModel> model;
+  CacheOptions o;
+  std::shared_ptr<LococoCompressor> compressor;
+  DoubleSetup() {
+    mo.dtype = torch::kFloat64;
+    LlamaWeights w = init_weights(c, 11, mo);
+    {
+      torch::NoGradGuard g;
+      for (auto& [n, t] : w.named(c))
+        if (n.find("norm") == std::string::npos) t->normal_(0.0, 0.4);
+    }
+    model = std::make_unique<LlamaModel>(c, w, mo);
+    o.policy = "lococo";
+    o.budget = 8;
+    o.chunk = 8;
+    o.buffer = 2;
+    o.dtype = torch::kFloat64;
+    CompressorOptions copts = CompressorOptions::from(c, o);
+    copts.kernel = 3;
+    compressor = std::make_shared<LococoCompressor>(copts, 5);
+    compressor->to(torch::kFloat64);
+    torch::NoGradGuard g;
+    for (auto& p : compressor->named_parameters())
+      if (p.key().find("lambda") != std::string::npos) p.value().fill_(0.3);
   }
-  auto logits = model.forward(tokens.narrow(0, 2 * B, B), &cache)[0];
-  auto loss = next_token_loss(logits, tokens.narrow(0, 2 * B + 1, B));
+};
+
+// Loss of the last of `chunks` chunks, as a function of the compressor. The
+// earlier chunks run without gradients when `grad_from` is past them.
+double last_chunk_loss(const DoubleSetup& d, const torch::Tensor& tokens, int64_t chunks, int64_t grad_from,
+                       torch::Tensor* loss_out = nullptr) {
+  LococoCache cache(d.c, d.o, d.compressor);
+  const int64_t B = d.o.chunk;
+  torch::Tensor logits;
+  for (int64_t s = 0; s < chunks; ++s) {
+    std::optional<torch::NoGradGuard> g;
+    if (s < grad_from) g.emplace();
+    logits = d.model->forward(tokens.narrow(0, s * B, B), &cache)[0];
+  }
+  auto loss = next_token_loss(logits, tokens.narrow(0, (chunks - 1) * B + 1, B));
   if (loss_out) *loss_out = loss;
   return loss.item<double>();
 }
 
-TEST(TrainCompressor, GradientsMatchFiniteDifferencesInDouble) {
-  auto c = testing::tiny_config();
-  ModelOptions mo;
-  mo.dtype = torch::kFloat64;
-  LlamaWeights w = init_weights(c, 11, mo);
-  {
-    torch::NoGradGuard g;
-    for (auto& [n, t] : w.named(c))
-      if (n.find("norm") == std::string::npos) t->normal_(0.0, 0.4);
-  }
-  LlamaModel model(c, w, mo);
-  CacheOptions o;
-  o.policy = "lococo";
-  o.budget = 8;
-  o.chunk = 8;
-  o.buffer = 2;
-  o.dtype = torch::kFloat64;
-  CompressorOptions copts = CompressorOptions::from(c, o);
-  copts.kernel = 3;
-  auto compressor = std::make_shared<LococoCompressor>(copts, 5);
-  compressor->to(torch::kFloat64);
-  {
-    torch::NoGradGuard g;  // lambda away from 0.5 and conv outputs away from ReLU's kink
-    for (auto& p : compressor->named_parameters())
-      if (p.key().find("lambda") != std::string::npos) p.value().fill_(0.3);
-  }
-  auto tokens = testing::random_tokens(3 * 8 + 1, c.vocab_size, 4);
-  torch::Tensor loss;
-  chunk_loss(model, compressor, o, tokens, &loss);
-  loss.backward();
-  int checked = 0;
-  for (auto& p : compressor->named_parameters()) {
+// Checks the gradients of layer 0's parameters (6 conv weights, 4 biases,
+// lambda) against central differences of `loss_of`; returns how many differ.
+template <class LossOf>
+int gradient_mismatches(DoubleSetup& d, LossOf&& loss_of, bool expect_match) {
+  int mismatches = 0, checked = 0;
+  for (auto& p : d.compressor->named_parameters()) {
     if (p.key().rfind("layers.0.", 0) != 0) continue;  // layer 0 suffices; the others share the code
     auto flat = p.value().view({-1});
     auto grad = p.value().grad().view({-1});
@@ -169,16 +243,45 @@ TEST(TrainCompressor, GradientsMatchFiniteDifferencesInDouble) {
       const double orig = flat[i].item<double>();
       torch::NoGradGuard g;
       flat[i].fill_(orig + h);
-      const double up = chunk_loss(model, compressor, o, tokens);
+      const double up = loss_of();
       flat[i].fill_(orig - h);
-      const double down = chunk_loss(model, compressor, o, tokens);
+      const double down = loss_of();
       flat[i].fill_(orig);
       const double numeric = (up - down) / (2 * h);
-      EXPECT_NEAR(grad[i].item<double>(), numeric, 1e-6 + 1e-4 * std::abs(numeric)) << p.key() << "[" << i << "]";
+      const bool close = std::abs(grad[i].item<double>() - numeric) <= 1e-6 + 1e-4 * std::abs(numeric);
+      if (expect_match) EXPECT_TRUE(close) << p.key() << "[" << i << "]: " << grad[i].item<double>() << " vs " << numeric;
+      mismatches += !close;
       ++checked;
     }
   }
-  EXPECT_EQ(checked, 6 + 4 + 1);  // 6 conv weights, the 4 biases (m = 4), lambda of layer 0
+  EXPECT_EQ(checked, 6 + 4 + 1);
+  return mismatches;
+}
+
+TEST(TrainCompressor, GradientsMatchFiniteDifferencesInDouble) {
+  DoubleSetup d;
+  auto tokens = testing::random_tokens(3 * 8 + 1, d.c.vocab_size, 4);
+  torch::Tensor loss;
+  last_chunk_loss(d, tokens, 3, /*grad_from=*/2, &loss);  // one compression, before chunk 2
+  loss.backward();
+  EXPECT_EQ(gradient_mismatches(d, [&] { return last_chunk_loss(d, tokens, 3, 3); }, true), 0);
+}
+
+// With --bptt-chunks covering the sequence, the last chunk's loss reaches all
+// three compressions (before chunks 2, 3 and 4): the gradient is exact. With
+// the reference's truncation (1) it reaches only the last one, and differs.
+TEST(TrainCompressor, BpttGradientsReachEarlierCompressions) {
+  auto tokens = testing::random_tokens(5 * 8 + 1, testing::tiny_config().vocab_size, 4);
+  for (int64_t bptt : {8, 1}) {
+    SCOPED_TRACE("bptt " + std::to_string(bptt));
+    DoubleSetup d;
+    d.o.bptt_chunks = bptt;
+    torch::Tensor loss;
+    last_chunk_loss(d, tokens, 5, /*grad_from=*/0, &loss);
+    loss.backward();
+    const int mismatches = gradient_mismatches(d, [&] { return last_chunk_loss(d, tokens, 5, 5); }, bptt == 8);
+    if (bptt == 1) EXPECT_GT(mismatches, 0) << "truncated gradients should miss the earlier compressions";
+  }
 }
 
 }  // namespace

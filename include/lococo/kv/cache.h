@@ -54,6 +54,9 @@ struct SnapKvOptions {
 struct LococoOptions {                // lococo and lococo-hh
   double keep_rate = 0.5;             // r: share of M kept verbatim
   int64_t local_window = 0;           // w: last slots always kept
+  // Stored slots' scores are multiplied by this before a chunk's attention is
+  // added: 0 overwrites them (the reference), 1 accumulates them (as H2O does).
+  double score_decay = 0;
   std::string compressor;             // lococo: compressor safetensors file ("" = the model's own)
   bool allow_untrained = false;       // lococo: run with a freshly initialised compressor
   uint64_t seed = 0;                  // lococo: seed of an untrained compressor
@@ -61,13 +64,17 @@ struct LococoOptions {                // lococo and lococo-hh
 
 // Options of every policy: the common fields, then one struct per policy.
 struct CacheOptions {
-  std::string policy = "full";  // a name from cache_policy_names()
+  std::string policy = "full";  // a name from cache_policy_names() (the registry's reference_policy())
   int64_t budget = 512;         // M: slots left after a compression (bounded policies)
   int64_t chunk = 512;          // B: largest chunk per forward, for preallocation
   int64_t buffer = 16;          // b: compress only when stored slots > M + b
   PositionMode positions = PositionMode::Absolute;
   torch::Dtype dtype = torch::kFloat32;  // storage dtype of keys and values (fp32 for bf16/f16 weights too)
   torch::Device device = torch::kCPU;
+  // Training: chunks through which stored slots keep their autograd history,
+  // so that a loss reaches the compressions of that many chunks back (1: only
+  // the compression just before the chunk, the reference's truncated backprop).
+  int64_t bptt_chunks = 1;
   StreamingOptions streaming;
   H2oOptions h2o;
   SnapKvOptions snapkv;
@@ -102,6 +109,9 @@ class KvCache {
   virtual std::string describe() const = 0;       // e.g. "h2o(M=128,b=16)"
   // Forgets the sequence (and a broken chunk), keeps the buffers.
   void reset();
+  // Training: drops the autograd history stored slots carry (bptt_chunks > 1),
+  // e.g. after an optimiser step changed the parameters that history used.
+  virtual void detach_history() {}
   bool broken() const { return broken_; }
 
   // Capability: the cache stores keys before RoPE and can hand them over

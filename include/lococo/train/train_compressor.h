@@ -29,6 +29,12 @@ struct CompressorTrainOptions {
   int64_t segments = 8;               // chunks per training sequence (N)
   int64_t steps = 100;                // optimiser steps
   int64_t grad_accum = 1;             // chunks per optimiser step
+  int64_t bptt_chunks = 1;            // chunks a loss reaches back through compressions (1 = the reference)
+  std::string objective = "lm";       // lm (next-token loss), distill (KL from the same model with a full
+                                      // cache over the same stream), or mix (their sum)
+  double recall_rate = 0;             // share of sequences that are recall rows: a passage, text, the passage again
+  int64_t recall_passage = 64;        // tokens of a recall row's passage
+  bool recall_shuffled = true;        // the passage's tokens in random order (only copying predicts them)
   int64_t sequences = 1;              // sequences side by side per step (global batch, split over ranks)
   double memory_lr_scale = 1000.0;    // lr multiplier of the compressor (reference: 1000)
   bool train_norms = false;           // also train the RMSNorm weights ...
@@ -55,6 +61,16 @@ struct CompressorTrainResult {
   std::vector<ValidationPpl> validations;
   bool interrupted = false;
 };
+
+// Mean over the chunk's tokens of KL(teacher || student): teacher_logp [B, V]
+// log-probabilities (the full cache's), student_logits [B, V].
+torch::Tensor distillation_loss(const torch::Tensor& teacher_logp, const torch::Tensor& student_logits);
+
+// A training sequence of `length` tokens: a random window of `data`, or with
+// probability options.recall_rate a recall row (a passage, other text, the
+// passage again, ending the sequence).
+torch::Tensor training_sequence(const TokenData& data, int64_t length, const CompressorTrainOptions& options,
+                                std::mt19937_64& rng);
 
 // The model's weights stay frozen unless options.train_norms. `val` may be empty.
 CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train, const TokenData* val,
