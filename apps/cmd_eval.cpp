@@ -34,6 +34,14 @@ void add_common_flags(CLI::App* sub, EvalCommonFlags& f) {
   sub->add_flag("--quiet,-q", f.quiet, "No progress bar");
 }
 
+// The flags every evaluation shares, into its options.
+template <class Options>
+void apply_common_flags(Options& o, const EvalCommonFlags& f, const LoadedModel& m) {
+  o.policies = f.policies;
+  o.cache = cache_options(f.cache, m);
+  o.progress = !f.quiet;
+}
+
 void print_summary(const std::string& markdown, const std::vector<std::filesystem::path>& written, bool json,
                    const nlohmann::json& report) {
   if (json) {
@@ -67,12 +75,10 @@ void add_ppl(CLI::App& eval) {
   register_command(sub, [f] {
     LoadedModel m = load_model(f->model);
     PplEvalOptions o;
-    o.policies = f->policies;
+    apply_common_flags(o, *f, m);
     o.budgets = f->budgets;
-    o.cache = cache_options(f->cache, m);
     o.bucket = f->bucket;
     o.full_beyond_context = f->full_beyond_context;
-    o.progress = !f->quiet;
     const auto docs = load_documents(f->data, *m.tokenizer, f->max_tokens, f->min_tokens);
     const PplReport r = eval_perplexity(m, docs, o);
     print_summary(to_markdown(r), write_report(r, f->out), f->json, r.to_json());
@@ -100,9 +106,7 @@ void add_passkey(CLI::App& eval) {
     PasskeyEvalOptions o = f->o;
     o.lengths = parse_token_counts(f->lengths, "--lengths");
     LoadedModel m = load_model(f->model);
-    o.policies = f->policies;
-    o.cache = cache_options(f->cache, m);
-    o.progress = !f->quiet;
+    apply_common_flags(o, *f, m);
     const PasskeyReport r = eval_passkey(m, o);
     print_summary(to_markdown(r), write_report(r, f->out), f->json, r.to_json());
     return 0;
@@ -133,9 +137,7 @@ void add_recall(CLI::App& eval) {
     RecallEvalOptions o = f->o;
     o.gaps = parse_token_counts(f->gaps, "--gaps");
     LoadedModel m = load_model(f->model);
-    o.policies = f->policies;
-    o.cache = cache_options(f->cache, m);
-    o.progress = !f->quiet;
+    apply_common_flags(o, *f, m);
     std::vector<int64_t> corpus;  // the documents' tokens, BOS left out
     for (const auto& d : load_documents(f->data, *m.tokenizer))
       for (int64_t id : d.tokens)

@@ -59,4 +59,19 @@ void render_png_into(std::vector<std::filesystem::path>& written, const std::str
     spdlog::warn("no plot {}: {}", png.string(), why);
 }
 
+std::string line_chart(const std::string& settings, const std::vector<PlotSeries>& series) {
+  std::ostringstream gp;
+  gp << settings << "set key outside right\nset grid\n";
+  std::string plot = "plot ";
+  for (size_t i = 0; i < series.size(); ++i) {
+    gp << "$series" << i << " << EOD\n";
+    for (const auto& [x, y] : series[i].points) gp << x << " " << y << "\n";
+    gp << "EOD\n";
+    plot += (i ? ", $series" : "$series") + std::to_string(i) + " using 1:2 with linespoints title " +
+            gnuplot_quote(series[i].title);
+  }
+  gp << plot << "\n";
+  return gp.str();
+}
+
 }  // namespace lococo

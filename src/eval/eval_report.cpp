@@ -16,11 +16,11 @@ std::string position_name(PositionMode p) { return p == PositionMode::Cache ? "c
 
 nlohmann::json or_null(double accuracy) { return accuracy < 0 ? nlohmann::json(nullptr) : nlohmann::json(accuracy); }
 
-std::string run_label(const CacheRun& r) { return r.budget > 0 ? fmt::format("{} M={}", r.policy, r.budget) : r.policy; }
-
 std::string percent_or_dash(double accuracy) { return accuracy < 0 ? "-" : fmt::format("{:.0f}%", 100 * accuracy); }
 
 }  // namespace
+
+std::string label(const CacheRun& r) { return r.budget > 0 ? fmt::format("{} M={}", r.policy, r.budget) : r.policy; }
 
 // ---- Perplexity ---------------------------------------------------------------
 
@@ -55,7 +55,7 @@ std::string to_markdown(const PplReport& r) {
   for (size_t b = 0; b < nb; ++b) md << fmt::format(" {}+ |", b * r.options.bucket);
   md << "\n|---|" << [&] { std::string s; for (size_t b = 0; b < nb; ++b) s += "---|"; return s; }() << "\n";
   for (const auto& run : r.runs) {
-    md << "| " << run_label(run.run) << " |";
+    md << "| " << label(run.run) << " |";
     for (size_t b = 0; b < nb; ++b)
       md << (b < run.buckets.size() && run.buckets[b].tokens > 0 ? fmt::format(" {:.2f} |", std::exp(run.buckets[b].mean_nll))
                                                                    : std::string(" - |"));
@@ -66,20 +66,15 @@ std::string to_markdown(const PplReport& r) {
 
 std::vector<std::filesystem::path> write_report(const PplReport& r, const std::filesystem::path& dir) {
   auto written = write_json_and_markdown(dir, r.to_json(), to_markdown(r));
-  std::ostringstream gp;
-  gp << "set title 'Perplexity by position'\nset xlabel 'token position'\nset ylabel 'PPL'\nset key outside right\n"
-        "set grid\n";
-  std::string plot = "plot ";
-  for (size_t i = 0; i < r.runs.size(); ++i) {
-    gp << "$run" << i << " << EOD\n";
-    for (const auto& b : r.runs[i].buckets)
-      if (b.tokens > 0) gp << b.start + r.options.bucket / 2 << " " << std::exp(b.mean_nll) << "\n";
-    gp << "EOD\n";
-    plot += fmt::format("{}$run{} using 1:2 with linespoints title {}", i ? ", " : "", i,
-                        gnuplot_quote(run_label(r.runs[i].run)));
+  std::vector<PlotSeries> series;
+  for (const auto& run : r.runs) {
+    series.push_back({label(run.run), {}});
+    for (const auto& b : run.buckets)
+      if (b.tokens > 0) series.back().points.emplace_back(b.start + r.options.bucket / 2, std::exp(b.mean_nll));
   }
-  gp << plot << "\n";
-  render_png_into(written, gp.str(), dir / "ppl_by_position.png");
+  const std::string gp =
+      line_chart("set title 'Perplexity by position'\nset xlabel 'token position'\nset ylabel 'PPL'\n", series);
+  render_png_into(written, gp, dir / "ppl_by_position.png");
   return written;
 }
 
@@ -111,7 +106,7 @@ std::string to_markdown(const PasskeyReport& r) {
   for (size_t i = 0; i <= r.options.lengths.size(); ++i) md << "---|";
   md << "\n";
   for (const auto& run : r.runs) {
-    md << "| " << run_label(run.run) << " |";
+    md << "| " << label(run.run) << " |";
     for (int64_t len : r.options.lengths) md << " " << percent_or_dash(run.accuracy_at(len)) << " |";
     md << " " << percent_or_dash(run.accuracy()) << " |\n";
   }
@@ -126,7 +121,7 @@ std::vector<std::filesystem::path> write_report(const PasskeyReport& r, const st
   for (const auto& run : r.runs) {
     // A heat map: x = prompt length (index), y = depth (index), colour = accuracy.
     std::ostringstream gp;
-    gp << "set title " << gnuplot_quote("Passkey accuracy: " + run_label(run.run)) << "\n"
+    gp << "set title " << gnuplot_quote("Passkey accuracy: " + label(run.run)) << "\n"
        << "set xlabel 'prompt length (tokens)'\nset ylabel 'key depth'\nset cbrange [0:1]\nset cblabel 'accuracy'\n"
        << "set palette defined (0 '#b2182b', 0.5 '#f7f7f7', 1 '#2166ac')\nset xtics (";
     for (size_t i = 0; i < lengths.size(); ++i) gp << (i ? ", " : "") << "'" << lengths[i] << "' " << i;

@@ -49,9 +49,17 @@ double passage_nll(const LlamaModel& model, const CacheOptions& co, const std::v
   return sum / static_cast<double>(end - begin);
 }
 
-std::string run_label(const CacheRun& r) { return r.budget > 0 ? fmt::format("{} M={}", r.policy, r.budget) : r.policy; }
-
 nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+// "| policy | G=... |" and its rule.
+std::string gap_header(const std::vector<int64_t>& gaps) {
+  std::string h = "| policy |", rule = "|---|";
+  for (int64_t g : gaps) {
+    h += fmt::format(" G={} |", g);
+    rule += "---|";
+  }
+  return h + "\n" + rule + "\n";
+}
 
 }  // namespace
 
@@ -164,28 +172,21 @@ std::string to_markdown(const RecallReport& r) {
   std::ostringstream md;
   md << fmt::format("# Long-range recall\n\nModel `{}`; {} passages of {} tokens ({}) per gap; budget {}, chunk {}, {} "
                     "positions.\n\nRecall kept (gain in NLL on the repeat over a decoy-first document, as a share of the "
-                    "full cache's gain):\n\n| policy |",
+                    "full cache's gain):\n\n",
                     r.model, r.options.trials, r.options.passage, r.options.kind, r.options.budget,
                     r.options.cache.chunk, to_string(r.options.cache.positions));
-  for (int64_t g : r.options.gaps) md << fmt::format(" G={} |", g);
-  md << "\n|---|";
-  for (size_t i = 0; i < r.options.gaps.size(); ++i) md << "---|";
-  md << "\n";
+  md << gap_header(r.options.gaps);
   for (const auto& run : r.runs) {
-    md << "| " << run_label(run.run) << " |";
+    md << "| " << label(run.run) << " |";
     for (size_t g = 0; g < run.cells.size(); ++g) {
       const double k = r.recall_kept(run, g);
       md << (std::isfinite(k) ? fmt::format(" {:.2f} |", k) : std::string(" - |"));
     }
     md << "\n";
   }
-  md << "\nMean NLL of the repeated passage / after a decoy:\n\n| policy |";
-  for (int64_t g : r.options.gaps) md << fmt::format(" G={} |", g);
-  md << "\n|---|";
-  for (size_t i = 0; i < r.options.gaps.size(); ++i) md << "---|";
-  md << "\n";
+  md << "\nMean NLL of the repeated passage / after a decoy:\n\n" << gap_header(r.options.gaps);
   for (const auto& run : r.runs) {
-    md << "| " << run_label(run.run) << " |";
+    md << "| " << label(run.run) << " |";
     for (const auto& c : run.cells)
       md << (c.trials ? fmt::format(" {:.3f} / {:.3f} |", c.repeat_nll, c.floor_nll) : std::string(" - |"));
     md << "\n";
@@ -197,22 +198,15 @@ std::string to_markdown(const RecallReport& r) {
 
 std::vector<std::filesystem::path> write_report(const RecallReport& r, const std::filesystem::path& dir) {
   auto written = write_json_and_markdown(dir, r.to_json(), to_markdown(r));
-  std::ostringstream gp;
-  gp << "set title 'Long-range recall kept'\nset xlabel 'gap (tokens)'\nset ylabel 'recall kept'\nset logscale x 2\n"
-        "set key outside right\nset grid\nset yrange [-0.1:1.1]\n";
-  std::string plot = "plot ";
-  for (size_t i = 0; i < r.runs.size(); ++i) {
-    gp << "$run" << i << " << EOD\n";
-    for (size_t g = 0; g < r.runs[i].cells.size(); ++g) {
-      const double k = r.recall_kept(r.runs[i], g);
-      if (std::isfinite(k)) gp << r.runs[i].cells[g].gap << " " << k << "\n";
-    }
-    gp << "EOD\n";
-    plot += fmt::format("{}$run{} using 1:2 with linespoints title {}", i ? ", " : "", i,
-                        gnuplot_quote(run_label(r.runs[i].run)));
+  std::vector<PlotSeries> series;
+  for (const auto& run : r.runs) {
+    series.push_back({label(run.run), {}});
+    for (size_t g = 0; g < run.cells.size(); ++g)
+      if (const double k = r.recall_kept(run, g); std::isfinite(k)) series.back().points.emplace_back(run.cells[g].gap, k);
   }
-  gp << plot << "\n";
-  render_png_into(written, gp.str(), dir / "recall.png");
+  const std::string gp = line_chart("set title 'Long-range recall kept'\nset xlabel 'gap (tokens)'\n"
+                                    "set ylabel 'recall kept'\nset logscale x 2\nset offsets graph 0.02, graph 0.02, graph 0.08, graph 0.08\n", series);
+  render_png_into(written, gp, dir / "recall.png");
   return written;
 }
 

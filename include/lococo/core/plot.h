@@ -21,4 +21,13 @@ void render_png_into(std::vector<std::filesystem::path>& written, const std::str
 // A string quoted for gnuplot ('...' with ' doubled).
 std::string gnuplot_quote(const std::string& s);
 
+// One named line of a line chart: its (x, y) points.
+struct PlotSeries {
+  std::string title;
+  std::vector<std::pair<double, double>> points;
+};
+// gnuplot commands drawing `series` as lines with points, after `settings`
+// ("set title ...\n" lines: labels, scales, ranges); key outside right, grid.
+std::string line_chart(const std::string& settings, const std::vector<PlotSeries>& series);
+
 }  // namespace lococo

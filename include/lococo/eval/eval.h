@@ -37,6 +37,8 @@ struct CacheRun {
   std::string policy;
   int64_t budget = 0;
 };
+// "h2o M=128", or the policy alone for an unbounded one: reports' row names.
+std::string label(const CacheRun& run);
 
 // Every bounded policy at every budget; an unbounded one once (budget 0). Throws std::invalid_argument for
 // an unknown policy, an empty list or a budget that is not positive.
