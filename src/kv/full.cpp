@@ -8,7 +8,7 @@ namespace {
 
 // Nothing is ever evicted, so slot i holds token i and the two position
 // schemes coincide; keys are stored rotated, which spares `Cache` mode from
-// rotating every stored key again for each chunk (3x faster decoding).
+// rotating every stored key again for each chunk.
 CacheOptions absolute(CacheOptions o) {
   o.positions = PositionMode::Absolute;
   return o;
