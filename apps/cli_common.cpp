@@ -99,6 +99,8 @@ void add_cache_flags(CLI::App* app, CacheFlags& f, bool with_policy) {
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   app->add_option("--local-window", o.lococo.local_window, "lococo: last slots always kept")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_flag("--window-last", o.lococo.window_last,
+                "lococo: after a compression, the local window after the fused slots (nearest the new chunk)");
   app->add_option("--score-decay", o.lococo.score_decay,
                   "lococo: kept slots' scores x this before a chunk's attention is added (0 = overwrite, the "
                   "reference; 1 = accumulate, as H2O)")

@@ -59,7 +59,8 @@ std::string LococoCache::describe() const {
   const auto& o = options_.lococo;
   return fmt::format("{}(M={},b={},r={},w={}{})", compressor_ ? "lococo" : "lococo-hh", options_.budget,
                      options_.buffer, o.keep_rate, o.local_window,
-                     o.score_decay != 0 ? fmt::format(",decay={}", o.score_decay) : std::string());
+                     (o.score_decay != 0 ? fmt::format(",decay={}", o.score_decay) : std::string()) +
+                         (o.window_last ? ",window-last" : ""));
 }
 
 void LococoCache::compress(int i) {
@@ -69,11 +70,21 @@ void LococoCache::compress(int i) {
     select_heavy_hitters(i);
 }
 
+torch::Tensor LococoCache::compressed_order(int64_t heads) const {
+  const int64_t M = shape_.budget, keep = shape_.kept(), w = shape_.local_window;
+  auto i64 = torch::TensorOptions().dtype(torch::kInt64).device(options_.device);
+  if (!options_.lococo.window_last || w == 0) return torch::arange(M, i64).expand({heads, M});
+  // [heavy | window | fused] -> [heavy | fused | window]
+  auto order = torch::cat({torch::arange(keep - w, i64), torch::arange(keep, M, i64), torch::arange(keep - w, keep, i64)});
+  return order.expand({heads, M});  // [Hkv, M]
+}
+
 void LococoCache::select_heavy_hitters(int i) {
   const auto& l = layer(i);
   auto parts = partition_slots(l.scores.narrow(1, 0, l.len), shape_.kept(), shape_.local_window, shape_.fused());
   // W = R: the fused slots are copies of the top-m of the rest, in cache order.
-  keep_slots(i, torch::cat({parts.heavy, parts.rest.gather(1, parts.chosen)}, 1));  // [Hkv, M]
+  auto kept = torch::cat({parts.heavy, parts.rest.gather(1, parts.chosen)}, 1);  // [Hkv, M]
+  keep_slots(i, kept.gather(1, compressed_order(kept.size(0))));
 }
 
 void LococoCache::fuse(int i) {
@@ -83,7 +94,10 @@ void LococoCache::fuse(int i) {
   CompressedSlots c = compressor_->compress(i, in.keys, in.values, l.scores.narrow(1, 0, L));
   auto positions = torch::cat({l.positions.narrow(1, 0, L).gather(1, c.parts.heavy),
                                torch::full({H, m}, -1, l.positions.options())}, 1);           // [Hkv, M]
-  replace_slots(i, c.keys, c.values, c.scores, positions);
+  const auto order = compressed_order(H);                                                     // [Hkv, M]
+  const auto rows = order.unsqueeze(-1).expand({H, order.size(1), c.keys.size(2)});
+  replace_slots(i, c.keys.gather(1, rows), c.values.gather(1, rows), c.scores.gather(1, order),
+                positions.gather(1, order));
 }
 
 std::unique_ptr<KvCache> make_lococo_cache(const ModelConfig& config, const CacheOptions& options,

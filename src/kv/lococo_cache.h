@@ -33,6 +33,9 @@ class LococoCache final : public BoundedCache {
   void compress(int layer) override;
 
  private:
+  // The order of the M compressed slots, from [heavy | window | fused]: the
+  // identity, or the window moved last (options.lococo.window_last). [Hkv, M].
+  torch::Tensor compressed_order(int64_t heads) const;
   void select_heavy_hitters(int layer);  // lococo-hh
   void fuse(int layer);                  // lococo
 

@@ -298,6 +298,39 @@ TEST(SnapKv, KeepsTheBestPooledWindowVotesPlusTheWindow) {
 
 // lococo-hh against a selection written here from docs/DESIGN.md section 4: heavy hitters =
 // top-(keep - w) of the first L - w by score plus the last w, in cache order; then
+// --window-last keeps the same slots, with the local window moved after the
+// fused (here: chosen) ones, so the newest tokens stay nearest the next chunk.
+TEST(LococoOrder, WindowLastMovesTheRecentSlotsToTheEnd) {
+  const ModelConfig c = tiny_config();
+  const int64_t w = 4;
+  std::vector<std::vector<std::vector<int64_t>>> kept;  // [order][head] positions after the run
+  for (bool last : {false, true}) {
+    CacheOptions o = bounded_options("lococo-hh", 16, 4, 8);
+    o.lococo.local_window = w;
+    o.lococo.window_last = last;
+    auto cache = make_cache(c, o);
+    auto gen = at::detail::createCPUGenerator(5);
+    for (int chunk = 0; chunk < 3; ++chunk)  // 24 slots > M + b: the next chunk compresses (once)
+      feed_chunk(*cache, c, 8, [&](int, int64_t S, int64_t) {
+        AttentionStats s;
+        s.column_sums = torch::rand({c.num_kv_heads, S}, gen);
+        return s;
+      });
+    auto chunk = cache->begin_chunk(8);  // compresses; the positions are read before any append
+    kept.push_back(positions_of(slot_cache(*cache), 0));
+  }
+  for (size_t h = 0; h < kept[0].size(); ++h) {
+    const auto& reference = kept[0][h];
+    const auto& moved = kept[1][h];
+    ASSERT_EQ(reference.size(), 16u);
+    // reference: [heavy (4) | window (4) | chosen (8)]; moved: [heavy | chosen | window]
+    EXPECT_EQ(std::vector<int64_t>(moved.end() - w, moved.end()), std::vector<int64_t>(reference.begin() + 4, reference.begin() + 8));
+    EXPECT_EQ(std::vector<int64_t>(moved.begin() + 4, moved.end() - w), std::vector<int64_t>(reference.begin() + 8, reference.end()));
+    EXPECT_EQ(std::vector<int64_t>(moved.begin(), moved.begin() + 4), std::vector<int64_t>(reference.begin(), reference.begin() + 4));
+    EXPECT_EQ(moved.back(), 23);  // the newest token seen (3 chunks of 8)
+  }
+}
+
 // Scores of kept slots: overwritten by each chunk (decay 0, the reference),
 // accumulated (1, as H2O), or in between.
 TEST(LococoScores, DecayKeepsAShareOfEarlierChunks) {

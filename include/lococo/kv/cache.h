@@ -57,6 +57,10 @@ struct LococoOptions {                // lococo and lococo-hh
   // Stored slots' scores are multiplied by this before a chunk's attention is
   // added: 0 overwrites them (the reference), 1 accumulates them (as H2O does).
   double score_decay = 0;
+  // Order after a compression: false, [heavy hitters with the window last;
+  // fused] (the reference); true, [heavy hitters; fused; window], so that under
+  // `cache` positions the most recent slots sit next to the new chunk.
+  bool window_last = false;
   std::string compressor;             // lococo: compressor safetensors file ("" = the model's own)
   bool allow_untrained = false;       // lococo: run with a freshly initialised compressor
   uint64_t seed = 0;                  // lococo: seed of an untrained compressor

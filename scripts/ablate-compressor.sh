@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One row of the compressor ablation (docs/DESIGN.md section 9): trains a
+# lococo compressor for the bundled model with the given train-compressor
+# flags, then measures it beside lococo-hh with the same inference flags:
+# long-range recall (eval recall) and perplexity on the Moby Dick test chapters.
+#
+#   scripts/ablate-compressor.sh NAME [train-compressor flags...]
+#
+# Writes out/ablation/NAME/{m<M>.safetensors, train.log, recall/, ppl/} and
+# prints one summary line. Resumable: a trained compressor is not retrained.
+# Environment: M (budget = chunk, default 128), STEPS (default 400),
+# LOCOCO (default build/lococo), MODEL (default models/lococo-tiny).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
+NAME=$1
+shift
+M=${M:-128}
+STEPS=${STEPS:-400}
+LOCOCO=${LOCOCO:-build/lococo}
+MODEL=${MODEL:-models/lococo-tiny}
+DIR=out/ablation/$NAME
+mkdir -p "$DIR"
+[[ -d data/test ]] || bash scripts/fetch-corpus.sh
+# The flags that also shape inference: the evaluations get them too.
+infer=()
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case ${args[$i]} in
+    --score-decay | --local-window | --keep-rate | --positions) infer+=("${args[$i]}" "${args[$((i + 1))]}") ;;
+    --window-last) infer+=(--window-last) ;;
+  esac
+done
+if [[ ! -f $DIR/m$M.safetensors ]]; then
+  nice "$LOCOCO" train-compressor -m "$MODEL" --data data/train --val data/validation --budget "$M" --chunk "$M" \
+    --segments $((2048 / M)) --positions cache --kernel 21 --steps "$STEPS" --warmup 20 --eval-every 100 \
+    --val-tokens 4096 --seed 1 -q "$@" --out "$DIR/m$M.safetensors" > "$DIR/train.log" 2>&1
+fi
+nice "$LOCOCO" eval recall -m "$MODEL" --data data/test --gaps 1k,4k,8k --passage 64 --trials 4 \
+  --policies full,lococo-hh,lococo --budget "$M" --chunk "$M" "${infer[@]}" --compressor "$DIR/m$M.safetensors" \
+  --out "$DIR/recall" -q > /dev/null
+nice "$LOCOCO" eval ppl -m "$MODEL" --data data/test/moby-dick-test.txt --max-tokens 2048 --policies lococo-hh,lococo \
+  --budgets "$M" --chunk "$M" "${infer[@]}" --compressor "$DIR/m$M.safetensors" --out "$DIR/ppl" -q > /dev/null
+node -e '
+const [recall, ppl, name] = [require(process.argv[1]), require(process.argv[2]), process.argv[3]];
+for (const run of recall.runs.filter((r) => r.budget > 0)) {
+  const kept = run.cells.map((c) => (c.recall_kept === null ? "-" : c.recall_kept.toFixed(2))).join(" / ");
+  const p = ppl.runs.find((r) => r.policy === run.policy);
+  console.log(`${name}: ${run.cache}: recall kept ${kept} (gaps ${recall.gaps.join(", ")}); PPL ${p.perplexity.toFixed(2)}`);
+}' "$PWD/$DIR/recall/report.json" "$PWD/$DIR/ppl/report.json" "$NAME"
