@@ -36,7 +36,7 @@ const lococo_spm_api& spm_api() {
   std::call_once(once, [] {
     for (const auto& path : shim_candidates()) {
       if (!std::filesystem::exists(path)) continue;
-      // A private link namespace: see src/spm/spm_api.h for why.
+      // A private link namespace: see src/tokenizer/spm/spm_api.h for why.
       void* h = ::dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
       if (!h) {
         failure += fmt::format(" {} ({})", path, ::dlerror());

@@ -4,12 +4,12 @@
 // chunk of hundreds of tokens, but for one token the ~100 allocations per
 // layer cost as much as the arithmetic of a small model. decode_step() runs the
 // same computation into buffers that a DecodeState allocates once per
-// sequence: projections as matrix-vector products written in place (gemv.h's
+// sequence: projections as matrix-vector products written in place (src/ops/gemv.h's
 // kernels, which stream fp32 and bf16 weights), RMSNorm, RoPE, softmax and
 // SwiGLU as short loops over those buffers, attention by gemv.h's row kernels
 // over the cache's own storage.
 //
-// Threads: a token is one run of a thread team (thread_team.h). Every member
+// Threads: a token is one run of a thread team (src/core/thread_team.h). Every member
 // computes its share of each matrix's rows (and the residual and SwiGLU of
 // those rows), its share of the KV heads in attention; the steps that need
 // all of a vector (RMSNorm, RoPE, the cache's append and statistics) run on
@@ -25,9 +25,9 @@
 // to the fp32 model's than forward()'s bf16 arithmetic is.
 //
 // What still allocates: a cache that compresses (bounded policies every
-// `buffer` tokens), one that asks for attention statistics (its bookkeeping
-// uses libtorch ops), and keys stored before RoPE (--positions cache), which
-// are rotated afresh for every attention.
+// `buffer` tokens) and one that asks for attention statistics (its bookkeeping
+// uses libtorch ops). Keys stored before RoPE (--positions cache) are rotated
+// inside the attention, a block of slots at a time, into per-member scratch.
 #pragma once
 
 #include <cstdint>

@@ -17,7 +17,7 @@ struct LoadedModel {
   std::string format;         // "safetensors" or "GGUF v3"
 };
 
-// A model directory, or a GGUF file (see gguf_model.h). Throws
+// A model directory, or a GGUF file (see lococo/model/gguf_llama.h). Throws
 // std::runtime_error naming the file and field/tensor on bad input; also
 // checks that the tokenizer fits the model's vocabulary.
 LoadedModel load_model_dir(const std::filesystem::path& dir, const ModelOptions& options = {});

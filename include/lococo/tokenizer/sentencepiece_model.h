@@ -12,7 +12,7 @@
 // Other fields are skipped on read and not written.
 //
 // Hand-written: Debian's libsentencepiece-dev ships no sentencepiece_model.pb.h,
-// and a second protobuf runtime beside libtorch's is what src/spm/spm_api.h
+// and a second protobuf runtime beside libtorch's is what src/tokenizer/spm/spm_api.h
 // keeps out of the process; the wire format of these few fields is small.
 #pragma once
 
