@@ -126,6 +126,8 @@ void add_recall(CLI::App& eval) {
   sub->add_option("--gaps", f->gaps, "Gaps between the two occurrences in tokens (2048 or 2k), comma separated")
       ->delimiter(',')->capture_default_str();
   sub->add_option("--passage", f->o.passage, "Tokens of the passage")->check(CLI::Range(2, 1 << 16))->capture_default_str();
+  sub->add_option("--lead", f->o.lead, "Tokens of text before the passage's first occurrence")
+      ->check(CLI::Range(0, 1 << 24))->capture_default_str();
   sub->add_option("--kind", f->o.kind, "Passage: shuffled (corpus tokens in random order) or text (a corpus window)")
       ->check(CLI::IsMember({"shuffled", "text"}))->capture_default_str();
   sub->add_option("--trials", f->o.trials, "Documents per gap")->check(CLI::PositiveNumber)->capture_default_str();

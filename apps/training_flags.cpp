@@ -24,6 +24,15 @@ void add_chunk_training_flags(CLI::App* sub, ChunkTrainingFlags& f) {
   sub->add_option("--recall-passage", o.recall_passage, "Tokens of a recall row's passage")
       ->check(CLI::Range(2, 1 << 16))->capture_default_str();
   sub->add_flag("!--recall-text", o.recall_shuffled, "Recall passages as text (default: their tokens shuffled)");
+  sub->add_option("--recall-lead", o.recall_lead,
+                  "A recall row opens with text of up to this share of its free tokens (uniform), then the passage")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  sub->add_option("--recall-weight", o.recall_weight, "Loss weight of a recall row's repeated passage")
+      ->check(CLI::Range(0.0, 1e6))->capture_default_str();
+  sub->add_option("--recall-gap", o.recall_gap,
+                  "Longest gap of a recall row in tokens (uniform from half of it), text after the repeat; "
+                  "0 = the repeat ends the sequence")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_option("--lr", o.optim.lr, "Base learning rate")->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--memory-lr-scale", o.memory_lr_scale, "Learning-rate multiplier of the compressor")
       ->check(CLI::PositiveNumber)->capture_default_str();
@@ -36,7 +45,12 @@ void add_chunk_training_flags(CLI::App* sub, ChunkTrainingFlags& f) {
   sub->add_option("--clip", o.optim.clip, "Gradient norm clip (0 = off)")->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_option("--kernel", o.compressor.kernel, "Conv kernel size (odd)")->capture_default_str();
   sub->add_option("--conv-layers", o.compressor.conv_layers, "Convs per layer")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_flag("--slot-features", o.compressor.slot_features,
+                "The conv also reads each slot's score and whether it is a fused slot");
+  sub->add_flag("--lambda-sigmoid", o.compressor.lambda_sigmoid, "Mix by sigmoid(lambda), kept in (0, 1)");
   sub->add_option("--eval-every", o.eval_every, "Validation every K steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--keep", o.keep, "The compressor written: best (by validation PPL) or last")
+      ->check(CLI::IsMember({"best", "last"}))->capture_default_str();
   sub->add_option("--val-tokens", o.val_tokens, "Validation tokens scored")->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--seed", o.seed, "Seed of the compressor and the data order")->capture_default_str();
   sub->add_flag("--resume", o.resume, "Continue from the checkpoint beside the output");

@@ -39,7 +39,7 @@ if [[ ! -f $DIR/m$M.safetensors ]]; then
     --segments $((2048 / M)) --positions cache --kernel 21 --steps "$STEPS" --warmup 20 --eval-every 100 \
     --val-tokens 4096 --seed "${SEED:-1}" -q "$@" --out "$DIR/m$M.safetensors" > "$DIR/train.log" 2>&1
 fi
-nice "$LOCOCO" eval recall -m "$MODEL" --data data/test --gaps 1k,4k,8k --passage 64 --trials 4 \
+nice "$LOCOCO" eval recall -m "$MODEL" --data data/test --gaps 1k,4k,8k --passage 64 --trials 8 \
   --policies full,lococo-hh,lococo --budget "$M" --chunk "$M" "${infer[@]}" --compressor "$DIR/m$M.safetensors" \
   --out "$DIR/recall" -q > /dev/null
 nice "$LOCOCO" eval ppl -m "$MODEL" --data data/test/moby-dick-test.txt --max-tokens 2048 --policies lococo-hh,lococo \

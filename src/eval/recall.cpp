@@ -63,20 +63,23 @@ std::string gap_header(const std::vector<int64_t>& gaps) {
 
 }  // namespace
 
-RecallDocuments make_recall_documents(const std::vector<int64_t>& corpus, int64_t bos, int64_t passage, int64_t gap,
-                                      const std::string& kind, std::mt19937_64& rng) {
+RecallDocuments make_recall_documents(const std::vector<int64_t>& corpus, int64_t bos, int64_t lead, int64_t passage,
+                                      int64_t gap, const std::string& kind, std::mt19937_64& rng) {
   if (kind != "shuffled" && kind != "text")
     throw std::invalid_argument(fmt::format("--kind must be shuffled or text (got '{}')", kind));
   if (passage < 2) throw std::invalid_argument(fmt::format("--passage must be at least 2 tokens (got {})", passage));
   if (gap < 0) throw std::invalid_argument(fmt::format("--gaps: {} is not a token count", gap));
+  if (lead < 0) throw std::invalid_argument(fmt::format("--lead: {} is not a token count", lead));
   if (static_cast<int64_t>(corpus.size()) < 2 * passage)
     throw std::invalid_argument(fmt::format("--data: {} tokens, fewer than two passages of {}", corpus.size(), passage));
   const auto shown = passage_from(corpus, passage, kind, rng);
   const auto decoy = passage_from(corpus, passage, kind, rng);
   const auto middle = gap_from(corpus, gap, rng);
+  const auto opening = gap_from(corpus, lead, rng);
   RecallDocuments d;
   for (auto* doc : {&d.repeat, &d.decoy}) {
     doc->push_back(bos);
+    doc->insert(doc->end(), opening.begin(), opening.end());
     doc->insert(doc->end(), doc == &d.repeat ? shown.begin() : decoy.begin(), doc == &d.repeat ? shown.end() : decoy.end());
     doc->insert(doc->end(), middle.begin(), middle.end());
     doc->insert(doc->end(), shown.begin(), shown.end());
@@ -110,7 +113,7 @@ RecallReport eval_recall(const LoadedModel& m, const std::vector<int64_t>& corpu
   const auto runs = cache_runs(o.policies, {o.budget});
   const int64_t context = m.model->config().max_position_embeddings;
   int64_t total = 0;
-  for (int64_t g : o.gaps) total += 2 * (2 * o.passage + g + 1) * o.trials;
+  for (int64_t g : o.gaps) total += 2 * (o.lead + 2 * o.passage + g + 1) * o.trials;
   Progress bar("eval recall", total * static_cast<int64_t>(runs.size()), "tok", o.progress);
   int64_t done = 0;
   torch::NoGradGuard no_grad;
@@ -122,12 +125,12 @@ RecallReport eval_recall(const LoadedModel& m, const std::vector<int64_t>& corpu
     for (size_t gi = 0; gi < o.gaps.size(); ++gi) {
       RecallCell cell;
       cell.gap = o.gaps[gi];
-      const int64_t length = 2 * o.passage + cell.gap + 1;
+      const int64_t length = o.lead + 2 * o.passage + cell.gap + 1;
       const bool skip = !is_bounded(run.policy) && !o.full_beyond_context && length > context;
       for (int64_t t = 0; t < o.trials && !skip; ++t) {
         // The same documents for every policy: a generator per (gap, trial).
         std::mt19937_64 rng(o.seed * 1000003 + gi * 7919 + static_cast<uint64_t>(t));
-        const auto docs = make_recall_documents(corpus, m.tokenizer->bos_id(), o.passage, cell.gap, o.kind, rng);
+        const auto docs = make_recall_documents(corpus, m.tokenizer->bos_id(), o.lead, o.passage, cell.gap, o.kind, rng);
         const auto progress = [&](int64_t n) { bar.set(done + n, r.cache); };
         cell.repeat_nll += passage_nll(*m.model, co, docs.repeat, docs.scored_begin, docs.scored_end, progress);
         done += length;
@@ -162,7 +165,8 @@ nlohmann::json RecallReport::to_json() const {
     }
     runs_json.push_back({{"policy", r.run.policy}, {"budget", r.run.budget}, {"cache", r.cache}, {"cells", cells}});
   }
-  return {{"kind", "recall"}, {"model", model}, {"passage", options.passage}, {"passage_kind", options.kind},
+  return {{"kind", "recall"}, {"model", model}, {"passage", options.passage}, {"lead", options.lead},
+          {"passage_kind", options.kind},
           {"trials", options.trials}, {"seed", options.seed}, {"budget", options.budget},
           {"chunk", options.cache.chunk}, {"positions", to_string(options.cache.positions)}, {"gaps", options.gaps},
           {"runs", runs_json}};
@@ -170,10 +174,10 @@ nlohmann::json RecallReport::to_json() const {
 
 std::string to_markdown(const RecallReport& r) {
   std::ostringstream md;
-  md << fmt::format("# Long-range recall\n\nModel `{}`; {} passages of {} tokens ({}) per gap; budget {}, chunk {}, {} "
-                    "positions.\n\nRecall kept (gain in NLL on the repeat over a decoy-first document, as a share of the "
+  md << fmt::format("# Long-range recall\n\nModel `{}`; {} passages of {} tokens ({}) after {} tokens of text, per "
+                    "gap; budget {}, chunk {}, {} positions.\n\nRecall kept (gain in NLL on the repeat over a decoy-first document, as a share of the "
                     "full cache's gain):\n\n",
-                    r.model, r.options.trials, r.options.passage, r.options.kind, r.options.budget,
+                    r.model, r.options.trials, r.options.passage, r.options.kind, r.options.lead, r.options.budget,
                     r.options.cache.chunk, to_string(r.options.cache.positions));
   md << gap_header(r.options.gaps);
   for (const auto& run : r.runs) {

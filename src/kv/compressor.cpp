@@ -35,6 +35,8 @@ void CompressorOptions::validate() const {
   if (activation != "relu" && activation != "gelu" && activation != "silu" && activation != "none")
     fail(fmt::format("--activation must be relu, gelu, silu or none (got '{}')", activation));
   if (!std::isfinite(lambda_init)) fail("--lambda-init must be finite");
+  if (lambda_sigmoid && !(lambda_init > 0 && lambda_init < 1))
+    fail(fmt::format("--lambda-init must be in (0, 1) with --lambda-sigmoid (got {})", lambda_init));
 }
 
 CompressorOptions CompressorOptions::with_shape_of(const ModelConfig& config, const CacheOptions& cache) const {
@@ -92,19 +94,23 @@ SlotPartition partition_slots(const torch::Tensor& scores, int64_t keep, int64_t
 // ---------------------------------------------------------------------------
 // One layer
 
-CompressorLayerImpl::CompressorLayerImpl(const CompressorOptions& o) : activation_(o.activation) {
+CompressorLayerImpl::CompressorLayerImpl(const CompressorOptions& o)
+    : activation_(o.activation), sigmoid_(o.lambda_sigmoid) {
   const int64_t m = o.fused();
   auto list = register_module("convs", torch::nn::ModuleList());
   // m = 0 (keep rate 1) fuses nothing: no convs at all.
   for (int64_t j = 0; m > 0 && j < o.conv_layers; ++j) {
-    const int64_t in = j == 0 ? 2 * o.head_dim : m * o.expand;
+    const int64_t in = j == 0 ? o.input_channels() : m * o.expand;
     const int64_t out = j + 1 == o.conv_layers ? m : m * o.expand;
     auto conv = torch::nn::Conv1d(torch::nn::Conv1dOptions(in, out, o.kernel).padding((o.kernel - 1) / 2));
     list->push_back(conv);
     convs.push_back(conv);
   }
-  lambda = register_parameter("lambda", torch::full({1}, o.lambda_init));
+  const double init = o.lambda_sigmoid ? std::log(o.lambda_init / (1 - o.lambda_init)) : o.lambda_init;
+  lambda = register_parameter("lambda", torch::full({1}, init));
 }
+
+torch::Tensor CompressorLayerImpl::mix() const { return sigmoid_ ? torch::sigmoid(lambda) : lambda; }
 
 torch::Tensor CompressorLayerImpl::fusion_weights(const torch::Tensor& x) const {
   auto z = x;  // [Hkv, C, S]
@@ -120,6 +126,19 @@ torch::Tensor CompressorLayerImpl::fusion_weights(const torch::Tensor& x) const 
 
 // ---------------------------------------------------------------------------
 // The compressor
+
+namespace {
+
+// The two feature channels of the slots N: centred log score and the fused
+// marker. s_rest [H, S]; fused [H, L] bool or undefined; rest [H, S]. -> [H, 2, S]
+torch::Tensor slot_features(const torch::Tensor& s_rest, const torch::Tensor& fused, const torch::Tensor& rest) {
+  auto log_s = (s_rest.clamp_min(0) + 1e-6).log();
+  log_s = log_s - log_s.mean(1, /*keepdim=*/true);                                     // [H, S]
+  auto marker = fused.defined() ? fused.gather(1, rest).to(s_rest.scalar_type()) : torch::zeros_like(s_rest);
+  return torch::stack({log_s, marker}, 1);                                             // [H, 2, S]
+}
+
+}  // namespace
 
 LococoCompressor::LococoCompressor(CompressorOptions options, uint64_t seed) : options_(std::move(options)) {
   options_.validate();
@@ -144,11 +163,12 @@ torch::Tensor LococoCompressor::mixing_weights(int i, const torch::Tensor& x, co
   const auto& l = layer(i);
   auto P = l.fusion_weights(x);                                                       // [Hkv, m, S]
   auto R = torch::zeros_like(P).scatter_(2, chosen.unsqueeze(-1), 1.0);               // [Hkv, m, S]
-  return (1 - l.lambda) * R + l.lambda * P;                                           // [Hkv, m, S]
+  const auto mix = l.mix();
+  return (1 - mix) * R + mix * P;                                                     // [Hkv, m, S]
 }
 
 CompressedSlots LococoCompressor::compress(int i, const torch::Tensor& keys, const torch::Tensor& values,
-                                           const torch::Tensor& scores) const {
+                                           const torch::Tensor& scores, const torch::Tensor& fused) const {
   const int64_t H = keys.size(0), L = keys.size(1), d = keys.size(2);
   const int64_t keep = options_.kept(), m = options_.fused();
   TORCH_CHECK(H == options_.num_kv_heads && d == options_.head_dim, "compress: keys must be [Hkv, L, d] = [",
@@ -173,6 +193,7 @@ CompressedSlots LococoCompressor::compress(int i, const torch::Tensor& keys, con
   }
   auto k_rest = rows(keys, c.parts.rest), v_rest = rows(values, c.parts.rest);        // [H, S, d]
   auto x = torch::cat({k_rest, v_rest}, -1).transpose(1, 2);                          // [H, 2d, S]
+  if (options_.slot_features) x = torch::cat({x, slot_features(s.gather(1, c.parts.rest), fused, c.parts.rest)}, 1);
   c.mixing = mixing_weights(i, x, c.parts.chosen);                                    // [H, m, S]
   c.keys = torch::cat({k_heavy, c.mixing.matmul(k_rest)}, 1);                         // [H, M, d]
   c.values = torch::cat({v_heavy, c.mixing.matmul(v_rest)}, 1);                       // [H, M, d]
@@ -204,6 +225,8 @@ std::map<std::string, std::string> to_metadata(const CompressorOptions& o) {
       {"expand", std::to_string(o.expand)},
       {"activation", o.activation},
       {"lambda_init", fmt::format("{:.17g}", o.lambda_init)},
+      {"lambda_sigmoid", o.lambda_sigmoid ? "1" : "0"},
+      {"slot_features", o.slot_features ? "1" : "0"},
       {"fused_slots", std::to_string(o.fused())},
   };
 }
@@ -259,6 +282,16 @@ CompressorOptions from_metadata(const SafetensorsFile& f) {
   o.expand = integer("expand");
   o.activation = field("activation");
   o.lambda_init = real("lambda_init");
+  // Flags added after the first files: absent means off.
+  auto flag = [&](const std::string& key) {
+    if (meta.find(key) == meta.end()) return false;
+    const auto v = integer(key);
+    if (v != 0 && v != 1)
+      throw std::runtime_error(fmt::format("{}: compressor metadata '{}' must be 0 or 1 (got {})", file, key, v));
+    return v == 1;
+  };
+  o.lambda_sigmoid = flag("lambda_sigmoid");
+  o.slot_features = flag("slot_features");
   try {
     o.validate();
   } catch (const std::invalid_argument& e) {

@@ -91,7 +91,8 @@ void LococoCache::fuse(int i) {
   const auto& l = layer(i);
   const int64_t L = l.len, H = l.k.size(0), m = shape_.fused();
   const KeysValues in = compression_input(i);  // with autograd history within the BPTT window
-  CompressedSlots c = compressor_->compress(i, in.keys, in.values, l.scores.narrow(1, 0, L));
+  const auto fused = l.positions.narrow(1, 0, L) < 0;  // fused slots have no position of their own
+  CompressedSlots c = compressor_->compress(i, in.keys, in.values, l.scores.narrow(1, 0, L), fused);
   auto positions = torch::cat({l.positions.narrow(1, 0, L).gather(1, c.parts.heavy),
                                torch::full({H, m}, -1, l.positions.options())}, 1);           // [Hkv, M]
   const auto order = compressed_order(H);                                                     // [Hkv, M]

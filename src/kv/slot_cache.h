@@ -32,12 +32,9 @@ class SlotCache : public KvCache {
   int64_t max_position_used() const { return max_position_; }
   const CacheOptions& options() const { return options_; }
 
-  // Read-only views of what is stored now (tests, diagnostics). Keys are raw in
-  // `Cache` mode. [Hkv, len, d]; scores [Hkv, len] fp32; positions [Hkv, len]
-  // int64 (absolute token index of each slot, -1 for a fused slot).
-  KeysValues stored(int layer) const;
-  torch::Tensor stored_scores(int layer) const;
-  torch::Tensor stored_positions(int layer) const;
+  KeysValues stored(int layer) const override;
+  torch::Tensor stored_scores(int layer) const override;
+  torch::Tensor stored_positions(int layer) const override;
 
  protected:
   struct LayerSlots {

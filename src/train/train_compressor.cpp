@@ -72,10 +72,10 @@ torch::Tensor distillation_loss(const torch::Tensor& teacher_logp, const torch::
   return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1).mean();
 }
 
-torch::Tensor training_sequence(const TokenData& data, int64_t length, const CompressorTrainOptions& o,
-                                std::mt19937_64& rng) {
+TrainingRow training_sequence(const TokenData& data, int64_t length, const CompressorTrainOptions& o,
+                              std::mt19937_64& rng) {
   const bool recall = o.recall_rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < o.recall_rate;
-  if (!recall) return data.random_window(length, rng);
+  if (!recall) return {data.random_window(length, rng), torch::ones({length - 1})};
   const int64_t p = o.recall_passage;
   if (p < 2 || 2 * p >= length)
     throw std::invalid_argument(fmt::format("--recall-passage {} does not fit twice in a sequence of {}", p, length));
@@ -86,8 +86,33 @@ torch::Tensor training_sequence(const TokenData& data, int64_t length, const Com
     std::shuffle(order.begin(), order.end(), rng);
     passage = passage.index_select(0, torch::tensor(order, torch::kInt64));
   }
-  const auto gap = data.random_window(length - 2 * p, rng);
-  return torch::cat({passage, gap, passage});  // [length]
+  const int64_t free = length - 2 * p;
+  if (o.recall_gap < 0 || o.recall_gap > free)
+    throw std::invalid_argument(fmt::format("--recall-gap {} must be in [0, {}] (the sequence less two passages)",
+                                            o.recall_gap, free));
+  const int64_t gap = o.recall_gap == 0 ? -1 : std::uniform_int_distribution<int64_t>(o.recall_gap / 2, o.recall_gap)(rng);
+  const int64_t spare = gap < 0 ? free : free - gap;  // lead + tail
+  const auto max_lead = static_cast<int64_t>(std::clamp(o.recall_lead, 0.0, 1.0) * static_cast<double>(spare));
+  const int64_t lead = gap < 0 ? std::uniform_int_distribution<int64_t>(0, max_lead)(rng)
+                               : std::uniform_int_distribution<int64_t>(0, spare)(rng);
+  const int64_t between = gap < 0 ? free - lead : gap;
+  auto text = data.random_window(free, rng);  // [free]: the lead, the gap, the tail
+  const int64_t repeat_at = lead + p + between;
+  TrainingRow row;
+  row.tokens = torch::cat({text.narrow(0, 0, lead), passage, text.narrow(0, lead, between), passage,
+                           text.narrow(0, lead + between, free - lead - between)});  // [length]
+  row.weights = torch::ones({length - 1});
+  // Predictions of the repeat's tokens after its first (only those have a cue).
+  row.weights.narrow(0, repeat_at, p - 1).fill_(o.recall_weight);
+  return row;
+}
+
+torch::Tensor weighted_next_token_loss(const torch::Tensor& logits, const torch::Tensor& targets,
+                                       const torch::Tensor& weights) {
+  auto nll = torch::nn::functional::cross_entropy(
+      logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));  // [B]
+  return (nll * weights.reshape({-1})).sum() / static_cast<double>(nll.size(0));
 }
 
 double streaming_ppl(const LlamaModel& model, KvCache& cache, const torch::Tensor& tokens, int64_t chunk) {
@@ -117,6 +142,8 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
     throw std::invalid_argument(fmt::format(
         "--bptt-chunks {} needs --grad-accum >= it (got {}): an optimiser step changes the parameters that the "
         "stored history was computed with, so each step ends a BPTT window", o.bptt_chunks, o.grad_accum));
+  if (o.keep != "best" && o.keep != "last")
+    throw std::invalid_argument(fmt::format("--keep must be best or last (got '{}')", o.keep));
   if (o.objective != "lm" && o.objective != "distill" && o.objective != "mix")
     throw std::invalid_argument(fmt::format("--objective must be lm, distill or mix (got '{}')", o.objective));
   const bool distill = o.objective != "lm";
@@ -144,13 +171,18 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
   dist.broadcast(trainer.parameters());
   MetricsLog log;
   if (dist.is_main()) log = MetricsLog(state_file(o, ".metrics.jsonl"), /*append=*/step > 0);
+  bool caller_stop = false;  // on_metrics asked to stop
+  auto record = [&](const nlohmann::json& r) {
+    log.write(r);
+    if (o.on_metrics && !o.on_metrics(r)) caller_stop = true;
+  };
   auto save = [&] {
     if (dist.is_main())
       trainer.save_checkpoint(ckpt, {{"step", step}, {"rng", rng_state(rng)}, {"best_val_ppl", best},
                                      {"world_size", dist.world_size()}});
   };
   CompressorTrainResult r;
-  install_stop_handler();
+  if (o.handle_signals) install_stop_handler();
   Progress bar("train-compressor", o.steps, "step", !o.quiet && dist.is_main());
   bar.set(step);
   const auto t0 = std::chrono::steady_clock::now();
@@ -160,22 +192,24 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
   while (step < o.steps) {
     // The global batch: `sequences` windows of N chunks, the same on every
     // rank (same RNG); this rank trains on its slice, each through a fresh cache.
-    std::vector<torch::Tensor> windows;
+    std::vector<TrainingRow> windows;
     for (int64_t i = 0; i < o.sequences; ++i) {
       auto w = training_sequence(train, o.segments * B + 1, o, rng);  // [N B + 1]
-      if (i >= seq_begin && i < seq_end) windows.push_back(w);
+      if (i >= seq_begin && i < seq_end) windows.push_back(std::move(w));
     }
     for (auto& c : caches) c->reset();
     for (auto& c : teachers) c->reset();
     bool sequence_trained = false;
-    for (int64_t s = 0; s < o.segments && step < o.steps; ++s) {
+    for (int64_t s = 0; s < o.segments && step < o.steps && !caller_stop; ++s) {
       bool trained = false;
       double chunk_loss = 0;
       for (int64_t i = 0; i < local; ++i) {
-        const auto chunk = windows[i].narrow(0, s * B, B);                               // [B]
+        const auto chunk = windows[i].tokens.narrow(0, s * B, B);                        // [B]
         auto logits = model.forward(chunk, caches[i].get())[0];                          // [B, V]
         torch::Tensor loss;
-        if (o.objective != "distill") loss = next_token_loss(logits, windows[i].narrow(0, s * B + 1, B));
+        if (o.objective != "distill")
+          loss = weighted_next_token_loss(logits, windows[i].tokens.narrow(0, s * B + 1, B),
+                                          windows[i].weights.narrow(0, s * B, B));
         if (distill) {
           torch::Tensor teacher;
           {
@@ -207,8 +241,8 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       r.tokens_per_second = tokens / std::max(secs, 1e-9);
       if (dist.is_main())
-        log.write({{"step", step}, {"loss", r.last_loss}, {"lr", trainer.current_lr()}, {"grad_norm", gnorm},
-                   {"tokens_per_second", r.tokens_per_second}, {"comm_seconds", dist.comm_seconds()}});
+        record({{"step", step}, {"loss", r.last_loss}, {"lr", trainer.current_lr()}, {"grad_norm", gnorm},
+                {"tokens_per_second", r.tokens_per_second}, {"comm_seconds", dist.comm_seconds()}});
       bar.set(step, fmt::format("loss {:.3f} {:.0f} tok/s", r.last_loss, r.tokens_per_second));
     }
     if (!sequence_trained && step < o.steps)  // would loop forever
@@ -222,14 +256,15 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
       last_eval = step;
       ValidationPpl v = validate(model, compressor, *val, o);
       r.validations.push_back(v);
-      log.write({{"step", step}, {"val_ppl_lococo", v.lococo}, {"val_ppl_lococo_hh", v.lococo_hh},
-                 {"val_ppl_streaming", v.streaming}});
-      if (v.lococo < best) {  // keep the best compressor
-        best = v.lococo;
+      record({{"step", step}, {"val_ppl_lococo", v.lococo}, {"val_ppl_lococo_hh", v.lococo_hh},
+              {"val_ppl_streaming", v.streaming}});
+      if (v.lococo < best || o.keep == "last") {  // keep the best compressor, or every one
+        best = std::min(best, v.lococo);
         compressor->save(o.out);
       }
     }
-    if (dist.any(stop_requested()) || (o.stop_after > 0 && step - start >= o.stop_after && step < o.steps)) {
+    if (dist.any(stop_requested() || caller_stop) ||
+        (o.stop_after > 0 && step - start >= o.stop_after && step < o.steps)) {
       save();
       r.interrupted = true;
       break;

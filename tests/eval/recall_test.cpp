@@ -20,31 +20,36 @@ std::vector<int64_t> counting_corpus(int64_t n) {
   return c;
 }
 
-TEST(RecallDocuments, PassageGapPassageAndADecoy) {
+TEST(RecallDocuments, LeadPassageGapPassageAndADecoy) {
   const auto corpus = counting_corpus(500);
   for (const std::string kind : {"shuffled", "text"}) {
-    std::mt19937_64 rng(3);
-    const auto d = make_recall_documents(corpus, /*bos=*/1, /*passage=*/16, /*gap=*/100, kind, rng);
-    ASSERT_EQ(d.repeat.size(), 1u + 16 + 100 + 16);
-    ASSERT_EQ(d.decoy.size(), d.repeat.size());
-    EXPECT_EQ(d.repeat[0], 1);
-    const std::vector<int64_t> first(d.repeat.begin() + 1, d.repeat.begin() + 17);
-    const std::vector<int64_t> last(d.repeat.end() - 16, d.repeat.end());
-    EXPECT_EQ(first, last);                                                   // the passage, twice
-    EXPECT_TRUE(std::equal(d.decoy.end() - 16, d.decoy.end(), last.begin()));  // the decoy document ends the same
-    EXPECT_NE(std::vector<int64_t>(d.decoy.begin() + 1, d.decoy.begin() + 17), first);
-    EXPECT_TRUE(std::equal(d.repeat.begin() + 17, d.repeat.end() - 16, d.decoy.begin() + 17));  // one gap
-    EXPECT_EQ(d.scored_end, static_cast<int64_t>(d.repeat.size()));
-    EXPECT_EQ(d.scored_begin, d.scored_end - 15);
-    // A corpus window, in order for "text", a permutation of one for "shuffled".
-    auto sorted = first;
-    std::sort(sorted.begin(), sorted.end());
-    for (size_t i = 1; i < sorted.size(); ++i) EXPECT_EQ(sorted[i], sorted[i - 1] + 1);
-    if (kind == "text") EXPECT_EQ(first, sorted);
+    for (const int64_t lead : {0, 30}) {
+      std::mt19937_64 rng(3);
+      const auto d = make_recall_documents(corpus, /*bos=*/1, lead, /*passage=*/16, /*gap=*/100, kind, rng);
+      ASSERT_EQ(d.repeat.size(), static_cast<size_t>(1 + lead + 16 + 100 + 16));
+      ASSERT_EQ(d.decoy.size(), d.repeat.size());
+      EXPECT_EQ(d.repeat[0], 1);
+      const auto at = d.repeat.begin() + 1 + lead;  // the first occurrence
+      const std::vector<int64_t> first(at, at + 16);
+      const std::vector<int64_t> last(d.repeat.end() - 16, d.repeat.end());
+      EXPECT_EQ(first, last);                                                   // the passage, twice
+      EXPECT_TRUE(std::equal(d.decoy.end() - 16, d.decoy.end(), last.begin()));  // the decoy document ends the same
+      EXPECT_NE(std::vector<int64_t>(d.decoy.begin() + 1 + lead, d.decoy.begin() + 17 + lead), first);
+      EXPECT_TRUE(std::equal(d.repeat.begin(), at, d.decoy.begin()));                  // one lead
+      EXPECT_TRUE(std::equal(at + 16, d.repeat.end() - 16, d.decoy.begin() + 17 + lead));  // one gap
+      EXPECT_EQ(d.scored_end, static_cast<int64_t>(d.repeat.size()));
+      EXPECT_EQ(d.scored_begin, d.scored_end - 15);
+      // A corpus window, in order for "text", a permutation of one for "shuffled".
+      auto sorted = first;
+      std::sort(sorted.begin(), sorted.end());
+      for (size_t i = 1; i < sorted.size(); ++i) EXPECT_EQ(sorted[i], sorted[i - 1] + 1);
+      if (kind == "text") EXPECT_EQ(first, sorted);
+    }
   }
   std::mt19937_64 rng(1);
-  EXPECT_THROW(make_recall_documents(corpus, 1, 16, 100, "poetry", rng), std::invalid_argument);
-  EXPECT_THROW(make_recall_documents(counting_corpus(20), 1, 16, 100, "text", rng), std::invalid_argument);
+  EXPECT_THROW(make_recall_documents(corpus, 1, 0, 16, 100, "poetry", rng), std::invalid_argument);
+  EXPECT_THROW(make_recall_documents(counting_corpus(20), 1, 0, 16, 100, "text", rng), std::invalid_argument);
+  EXPECT_THROW(make_recall_documents(corpus, 1, -1, 16, 100, "text", rng), std::invalid_argument);
 }
 
 TEST(RecallReport, KeptIsTheGainOverTheFullCachesGain) {
@@ -75,6 +80,7 @@ TEST(Recall, BundledModelRecallsWhatTheCacheKeeps) {
   o.budget = 64;
   o.gaps = {512};
   o.passage = 32;
+  o.lead = 128;
   o.trials = 3;
   o.cache.chunk = 64;
   o.cache.positions = PositionMode::Cache;

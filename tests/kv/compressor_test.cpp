@@ -122,6 +122,52 @@ TEST(Compressor, ConvStackShapesWithExpandAndSeveralLayers) {
   EXPECT_TRUE(torch::allclose(out.mixing.sum(-1), torch::ones({2, 8}), 1e-5, 1e-6));
 }
 
+// Slot features: a conv that reads only the fused marker (or only the score)
+// puts all of P on the fused slots (or on the best-scored slot) of N.
+TEST(Compressor, SlotFeaturesAreTheScoreAndTheFusedMarker) {
+  CompressorOptions o = small_options();
+  o.slot_features = true;
+  o.activation = "none";
+  ASSERT_EQ(o.input_channels(), 18);
+  LococoCompressor c(o, 3);
+  auto& conv = c.layer(0).convs[0];
+  ASSERT_EQ(conv->weight.sizes(), torch::IntArrayRef({8, 18, 5}));
+  const int64_t L = 27;
+  auto in = random_inputs(o, L, 4);
+  auto fused = torch::zeros({2, L}, torch::kBool);
+  fused.narrow(1, 3, 4).fill_(true);  // slots 3..6: low scores, never heavy hitters
+  in.scores.narrow(1, 3, 4).fill_(0.001);
+  torch::NoGradGuard no_grad;
+  c.layer(0).lambda.fill_(1.0);  // W = P
+  conv->bias.zero_();
+  for (const int feature : {17, 16}) {  // the marker, then the score
+    conv->weight.zero_();
+    conv->weight.select(1, feature).select(1, 2).fill_(feature == 17 ? 40.0 : 20.0);  // the kernel's centre tap
+    const auto out = c.compress(0, in.keys, in.values, in.scores, fused);
+    const auto on_rest = fused.gather(1, out.parts.rest).to(torch::kFloat32).unsqueeze(1);  // [H, 1, S]
+    if (feature == 17) {
+      EXPECT_TRUE(torch::allclose((out.mixing * on_rest).sum(-1), torch::ones({2, 8}), 1e-4, 1e-4));
+    } else {
+      const auto best = in.scores.gather(1, out.parts.rest).argmax(1);  // [H]
+      for (int64_t h = 0; h < 2; ++h)
+        EXPECT_EQ(out.mixing[h].argmax(-1).min().item<int64_t>(), best[h].item<int64_t>()) << "head " << h;
+    }
+  }
+}
+
+TEST(Compressor, SigmoidLambdaStartsAtTheInitialWeight) {
+  CompressorOptions o = small_options();
+  o.lambda_sigmoid = true;
+  o.lambda_init = 0.8;
+  LococoCompressor c(o, 1);
+  EXPECT_NEAR(c.layer(0).lambda.item<double>(), std::log(4.0), 1e-6);  // the logit
+  EXPECT_NEAR(c.layer(0).mix().item<double>(), 0.8, 1e-6);
+  c.layer(0).lambda.detach().fill_(50.0);
+  EXPECT_LE(c.layer(0).mix().item<double>(), 1.0);  // never past 1
+  o.lambda_init = 1.0;
+  EXPECT_THROW(LococoCompressor(o, 1), std::invalid_argument);
+}
+
 // One head, head_dim 1 (so 2 features: the key and the value), kernel 3, m = 1.
 CompressorOptions hand_options() {
   CompressorOptions o;
@@ -219,6 +265,8 @@ TEST(CompressorFile, SaveLoadRoundTrip) {
   o.expand = 3;
   o.activation = "silu";
   o.keep_rate = 0.3;
+  o.slot_features = true;
+  o.lambda_sigmoid = true;
   LococoCompressor c(o, 2);
   const auto file = dir / "c.safetensors";
   c.save(file);
@@ -228,6 +276,8 @@ TEST(CompressorFile, SaveLoadRoundTrip) {
   EXPECT_EQ(loaded->options().expand, 3);
   EXPECT_EQ(loaded->options().activation, "silu");
   EXPECT_EQ(loaded->options().keep_rate, 0.3);
+  EXPECT_TRUE(loaded->options().slot_features);
+  EXPECT_TRUE(loaded->options().lambda_sigmoid);
   EXPECT_EQ(loaded->options().fused(), c.options().fused());
   auto mine = c.named_parameters(), theirs = loaded->named_parameters();
   ASSERT_EQ(mine.size(), theirs.size());

@@ -58,24 +58,68 @@ TEST(TrainCompressor, BaseWeightsStayBitIdentical) {
   EXPECT_TRUE(std::filesystem::exists(dir / "c.safetensors"));
 }
 
-TEST(TrainCompressor, RecallRowsRepeatAPassage) {
+TEST(TrainCompressor, RecallRowsRepeatAPassageAfterALead) {
   TokenData data(recall_stream(2000, 7));
   auto o = small_options("unused");
   o.recall_rate = 1.0;
   o.recall_passage = 12;
+  o.recall_weight = 4;
   std::mt19937_64 rng(5);
   for (bool shuffled : {true, false}) {
     o.recall_shuffled = shuffled;
-    const auto row = training_sequence(data, 97, o, rng);
-    ASSERT_EQ(row.size(0), 97);
-    EXPECT_TRUE(torch::equal(row.narrow(0, 0, 12), row.narrow(0, 85, 12)));  // the passage opens and ends the row
+    for (double lead : {0.0, 0.5}) {
+      o.recall_lead = lead;
+      const auto row = training_sequence(data, 97, o, rng);
+      ASSERT_EQ(row.tokens.size(0), 97);
+      ASSERT_EQ(row.weights.size(0), 96);
+      const auto repeat = row.tokens.narrow(0, 85, 12);
+      bool found = false;  // the passage's first occurrence: at 0 without a lead, within the first half otherwise
+      for (int64_t at = 0; at <= (lead > 0 ? 36 : 0) && !found; ++at)
+        found = torch::equal(row.tokens.narrow(0, at, 12), repeat);
+      EXPECT_TRUE(found) << "shuffled " << shuffled << " lead " << lead;
+      // The repeat's predictions after its first token weigh 4, every other 1.
+      EXPECT_EQ(row.weights.narrow(0, 85, 11).min().item<float>(), 4.0f);
+      EXPECT_EQ(row.weights.narrow(0, 0, 85).max().item<float>(), 1.0f);
+    }
   }
+  // With a gap: the passage twice, [gap / 2, gap] apart, text after the repeat; the weights mark the repeat.
+  o.recall_gap = 20;
+  for (int trial = 0; trial < 5; ++trial) {
+    const auto row = training_sequence(data, 97, o, rng);
+    const auto heavy = torch::nonzero(row.weights > 1).flatten();  // predictions of the repeat's tokens 2..12
+    ASSERT_EQ(heavy.size(0), 11);
+    const int64_t repeat_at = heavy[0].item<int64_t>();
+    const auto repeat = row.tokens.narrow(0, repeat_at, 12);
+    int64_t first_at = -1;
+    for (int64_t at = 0; at + 12 <= repeat_at && first_at < 0; ++at)
+      if (torch::equal(row.tokens.narrow(0, at, 12), repeat)) first_at = at;
+    ASSERT_GE(first_at, 0);
+    const int64_t gap = repeat_at - first_at - 12;
+    EXPECT_GE(gap, 10);
+    EXPECT_LE(gap, 20);
+  }
+  o.recall_gap = 80;  // more than the sequence has
+  EXPECT_THROW(training_sequence(data, 97, o, rng), std::invalid_argument);
+  o.recall_gap = 0;
   o.recall_rate = 0;
   std::mt19937_64 a(9), b(9);
-  EXPECT_TRUE(torch::equal(training_sequence(data, 50, o, a), data.random_window(50, b)));  // plain windows otherwise
+  const auto plain = training_sequence(data, 50, o, a);
+  EXPECT_TRUE(torch::equal(plain.tokens, data.random_window(50, b)));  // plain windows otherwise
+  EXPECT_EQ(plain.weights.sum().item<float>(), 49.0f);
   o.recall_rate = 1.0;
   o.recall_passage = 40;
   EXPECT_THROW(training_sequence(data, 60, o, rng), std::invalid_argument);
+}
+
+TEST(TrainCompressor, WeightedLossIsTheMeanUnderUnitWeights) {
+  const auto logits = torch::randn({5, 11});
+  const auto targets = torch::randint(0, 11, {5}, torch::kInt64);
+  EXPECT_NEAR(weighted_next_token_loss(logits, targets, torch::ones({5})).item<double>(),
+              next_token_loss(logits, targets).item<double>(), 1e-6);
+  auto w = torch::zeros({5});
+  w[2] = 3;  // only the third prediction, three times over a fifth
+  const double one = torch::nn::functional::cross_entropy(logits.narrow(0, 2, 1), targets.narrow(0, 2, 1)).item<double>();
+  EXPECT_NEAR(weighted_next_token_loss(logits, targets, w).item<double>(), 3 * one / 5, 1e-6);
 }
 
 TEST(TrainCompressor, DistillationLossIsTheKlFromTheFullCache) {

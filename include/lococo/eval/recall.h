@@ -2,15 +2,16 @@
 // cache keeps, measured smoothly. A document holds a passage of P tokens, then
 // G tokens of other text (the gap), then the passage again; the mean NLL of
 // the second occurrence drops when the cache still holds (or has fused) the
-// first. The same document with another passage first (a decoy) gives the
-// floor: the NLL without any earlier occurrence. For a run at gap G:
+// first. The passage opens after `lead` tokens of text, so it sits
+// mid-document. The same document with another passage first (a decoy) gives
+// the floor: the NLL without any earlier occurrence. For a run at gap G:
 //   gain = floor NLL - repeat NLL         (both under that run's cache)
 //   recall kept = gain / the full cache's gain at G
 // (the full cache runs up to the trained context; past it, its gain at the
 // longest gap it ran is the reference). Every policy reads the same documents.
 //
 // report.json:
-//   {"kind": "recall", "model": str, "passage": int, "passage_kind": str, "trials": int, "seed": int,
+//   {"kind": "recall", "model": str, "passage": int, "lead": int, "passage_kind": str, "trials": int, "seed": int,
 //    "budget": int, "chunk": int, "positions": str, "gaps": [int],
 //    "runs": [{"policy": str, "budget": int, "cache": str,
 //              "cells": [{"gap": int, "trials": int (0: not run), "repeat_nll": num, "floor_nll": num,
@@ -37,6 +38,8 @@ struct RecallEvalOptions {
   int64_t budget = 128;                        // M of the bounded policies
   std::vector<int64_t> gaps = {1024, 4096};    // G: tokens between the two occurrences
   int64_t passage = 64;                        // P: tokens of the passage
+  int64_t lead = 512;                          // tokens of text before the first occurrence: the passage sits
+                                               // mid-document, not where caches that favour old tokens keep it
   std::string kind = "shuffled";               // the passage: "shuffled" (corpus tokens in random order) or "text"
   int64_t trials = 4;                          // documents per gap (each with its decoy)
   uint64_t seed = 0;                           // passages, decoys and gap offsets
@@ -71,8 +74,8 @@ struct RecallReport {
   nlohmann::json to_json() const;
 };
 
-// The two documents of one trial: [BOS, passage, gap, passage] and
-// [BOS, decoy, gap, passage]; `scored` is where the second passage's tokens
+// The two documents of one trial: [BOS, lead, passage, gap, passage] and
+// [BOS, lead, decoy, gap, passage] (the same lead and gap text); `scored` is where the second passage's tokens
 // after its first are (the first has no cue in either document).
 struct RecallDocuments {
   std::vector<int64_t> repeat, decoy;
@@ -80,7 +83,8 @@ struct RecallDocuments {
 };
 // Built from `corpus` (token ids of text) with `rng`; std::invalid_argument
 // when the corpus is shorter than a passage plus the gap.
-RecallDocuments make_recall_documents(const std::vector<int64_t>& corpus, int64_t bos, int64_t passage, int64_t gap,
+RecallDocuments make_recall_documents(const std::vector<int64_t>& corpus, int64_t bos, int64_t lead, int64_t passage,
+                                      int64_t gap,
                                       const std::string& kind, std::mt19937_64& rng);
 
 RecallReport eval_recall(const LoadedModel& model, const std::vector<int64_t>& corpus, const RecallEvalOptions& options);

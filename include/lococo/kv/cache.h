@@ -111,6 +111,14 @@ class KvCache {
   virtual int64_t tokens_seen() const = 0;
   virtual torch::ScalarType kv_dtype() const = 0;  // dtype keys and values are stored in
   virtual std::string describe() const = 0;       // e.g. "h2o(M=128,b=16)"
+
+  // Read-only views of what `layer` stores now (bindings, diagnostics, tests):
+  // keys and values [Hkv, slots, d] (keys before RoPE under `Cache` positions,
+  // after it under `Absolute`); scores [Hkv, slots] fp32, the policy's per-slot
+  // score; positions [Hkv, slots] int64, each slot's token index (-1: fused).
+  virtual KeysValues stored(int layer) const = 0;
+  virtual torch::Tensor stored_scores(int layer) const = 0;
+  virtual torch::Tensor stored_positions(int layer) const = 0;
   // Forgets the sequence (and a broken chunk), keeps the buffers.
   void reset();
   // Training: drops the autograd history stored slots carry (bptt_chunks > 1),

@@ -6,13 +6,18 @@
 // Compress(L slots -> M), per layer and KV head, given per-slot scores s [L]:
 //   keep = M - m slots verbatim: the top-(keep - w) by s among the first L - w,
 //   plus the last w; H, in cache order. The other S = L - keep slots N, in order:
-//     X = concat(K_N, V_N) as channels        [2d, S]
+//     X = concat(K_N, V_N) as channels        [2d, S]   (+ 2 slot features, below)
 //     Z = act(conv(... act(conv(X))))         [m, S]   act after every conv
 //     P = softmax(Z) over S (fp32)            [m, S]
 //     R = one-hot rows of the top-m of N by s, in position order
 //     W = (1 - lambda) R + lambda P           [m, S]   every row sums to 1
+//                                                      (sigmoid(lambda) with lambda_sigmoid)
 //   new cache = [K_H; W K_N], [V_H; W V_N]    [M, d]
 // The conv of a layer is shared by its KV heads: the heads are the batch of Conv1d.
+// With slot_features, X gains two channels per slot: its score as log(s + eps)
+// centred over N (scale-free: accumulated scores grow with the stream), and 1
+// for a slot that is itself a fused slot (0 for a token's own key and value),
+// so the conv can tell what the cache already carries from what just arrived.
 //
 // Saved as safetensors; the metadata records the hyper-parameters and the model
 // shape, so a file describes itself and a mismatch is refused with the field named.
@@ -50,6 +55,9 @@ struct CompressorOptions {
   int64_t expand = 1;              // hidden channels m * expand between convs (conv_layers > 1)
   std::string activation = "relu"; // after every conv, the last included: relu | gelu | silu | none
   double lambda_init = 0.5;        // initial mixing weight of the learned part
+  bool lambda_sigmoid = false;     // the mixing weight is sigmoid(lambda), kept in (0, 1)
+  bool slot_features = false;      // the conv also reads each slot's score and a fused-slot marker
+  int64_t input_channels() const { return 2 * head_dim + (slot_features ? 2 : 0); }  // C of X
 
   int64_t fused() const { return fused_slot_count(budget, keep_rate); }  // m
   int64_t kept() const { return budget - fused(); }                       // M - m
@@ -89,14 +97,17 @@ class CompressorLayerImpl : public torch::nn::Module {
  public:
   explicit CompressorLayerImpl(const CompressorOptions& options);
 
-  // x [Hkv, 2d, S] fp32 -> P [Hkv, m, S]: softmax over positions of the conv stack's output.
+  // x [Hkv, C, S] fp32 -> P [Hkv, m, S]: softmax over positions of the conv stack's output.
   torch::Tensor fusion_weights(const torch::Tensor& x) const;
+  // The weight of P in W: lambda, or sigmoid(lambda). [1]
+  torch::Tensor mix() const;
 
   std::vector<torch::nn::Conv1d> convs;
-  torch::Tensor lambda;  // [1]
+  torch::Tensor lambda;  // [1]: the raw parameter (the logit of the weight with lambda_sigmoid)
 
  private:
   std::string activation_;
+  bool sigmoid_ = false;
 };
 TORCH_MODULE(CompressorLayer);
 
@@ -111,13 +122,14 @@ class LococoCompressor : public torch::nn::Module {
   CompressorLayerImpl& layer(int i) { return *layers_.at(i); }
   const CompressorLayerImpl& layer(int i) const { return *layers_.at(i); }
 
-  // x [Hkv, 2d, S]; chosen [Hkv, m] (see SlotPartition). Returns W [Hkv, m, S].
+  // x [Hkv, C, S]; chosen [Hkv, m] (see SlotPartition). Returns W [Hkv, m, S].
   torch::Tensor mixing_weights(int layer, const torch::Tensor& x, const torch::Tensor& chosen) const;
 
-  // keys, values [Hkv, L, d] (any dtype), scores [Hkv, L], L >= M. Differentiable in
-  // the parameters when grad mode is on; the inputs are treated as constants.
+  // keys, values [Hkv, L, d] (any dtype), scores [Hkv, L], L >= M; fused [Hkv, L]
+  // bool, true for slots that are fused slots (read with slot_features; undefined
+  // = none). Differentiable in the parameters when grad mode is on.
   CompressedSlots compress(int layer, const torch::Tensor& keys, const torch::Tensor& values,
-                           const torch::Tensor& scores) const;
+                           const torch::Tensor& scores, const torch::Tensor& fused = {}) const;
 
   // Atomic write: fp32 tensors + metadata (hyper-parameters and model shape).
   void save(const std::filesystem::path& file) const;

@@ -1,0 +1,130 @@
+"""lococo: long-context language models in fixed memory.
+
+The engine's C++ runs underneath (the native module ``lococo._lococo``); this
+layer gives it Python's shape: keyword options, defaults as the CLI's, and
+docstrings. Tensors are torch.Tensor objects shared with the engine, never
+copied; the GIL is released while the engine computes.
+
+    import lococo
+    model = lococo.load()                       # the bundled model
+    cache = model.cache("lococo", budget=128)   # a fixed-size cache
+    logits = model.forward(model.tokenizer.encode("Call me Ishmael.", add_bos=True), cache)
+    for piece in model.generate("Call me", cache=model.cache("streaming"), stream=True):
+        print(piece, end="")
+"""
+
+import os as _os
+
+from . import _lococo
+from ._lococo import Cache, Model, TextStream, Tokenizer, default_model_path, policies
+
+__all__ = ["load", "Model", "Cache", "Tokenizer", "TextStream", "policies", "default_model_path",
+           "perplexity", "eval_passkey", "train_compressor"]
+
+
+def load(path=None, dtype=None):
+    """Load a model: a Hugging Face style directory or a GGUF file.
+
+    path: the model (default: the bundled tiny model, or $LOCOCO_MODEL).
+    dtype: "f32" (default), "bf16" or "f16": the dtype the weights compute in.
+    Raises OSError naming the file when it is missing or cannot be read.
+    """
+    return _lococo._load("" if path is None else _os.fspath(path), dtype or "f32")
+
+
+def _cache(self, policy="lococo", budget=128, chunk=None, **options):
+    """A fresh per-sequence KV cache of this model.
+
+    policy: one of lococo.policies() (full, streaming, h2o, tova, snapkv, lococo-hh, lococo).
+    budget: M, the slots a bounded policy keeps after a compression.
+    chunk: B, tokens per forward (default: the budget; the statistics a policy
+        ranks by are gathered per chunk).
+    options: as the CLI's flags with '_' for '-': buffer, positions ("cache" or
+        "absolute"), sinks, recent, observation_window, pool_kernel, keep_rate,
+        local_window, score_decay, window_last, compressor (a file; default the
+        model's own compressors/m<budget>.safetensors), allow_untrained, seed.
+    """
+    return _lococo._make_cache(self, policy, budget, budget if chunk is None else chunk, options)
+
+
+def _forward(self, ids, cache=None):
+    """Logits [len(ids), vocab] (fp32) of token ids continuing `cache`.
+
+    ids: a list of ints or a 1-D int64 tensor (read in place). With a cache the
+    ids go through in chunks of the cache's chunk size; without one, they form
+    a fresh causal sequence. A single chunk's logits are the engine's own
+    tensor (no copy).
+    """
+    return _lococo._forward(self, ids, cache)
+
+
+def _generate(self, prompt, cache=None, max_tokens=128, temperature=0.0, top_k=0, top_p=1.0, seed=0, stop=None,
+              add_bos=True, stop_at_eos=True, stream=False):
+    """Generate a continuation of `prompt` (text or token ids).
+
+    cache: a fresh cache (default: a full cache with 512-token chunks).
+    Returns a dict (text, tokens, finish_reason, prompt_tokens, prefill_seconds,
+    decode_seconds); with stream=True a TextStream yielding text pieces as they
+    are produced (its .result holds the dict once exhausted). Greedy by default.
+    """
+    if cache is None:
+        cache = self.cache("full", chunk=512)
+    return _lococo._generate(self, prompt, cache, max_tokens, temperature, top_k, top_p, seed, list(stop or []),
+                             add_bos, stop_at_eos, stream)
+
+
+Model.cache = _cache
+Model.forward = _forward
+Model.generate = _generate
+
+
+def _ids(model, text):
+    if isinstance(text, str):
+        return model.tokenizer.encode(text, add_bos=True)
+    return [int(t) for t in text]
+
+
+def perplexity(model, text, cache=None, return_nll=False):
+    """Streaming perplexity of `text` (a string, read with BOS first, or token ids).
+
+    cache: a fresh cache (default: full, 512-token chunks). Returns a dict:
+    perplexity, mean_nll, scored, tokens, seconds, tokens_per_second, cache,
+    cache_bytes (and nll, one value per scored token, with return_nll=True).
+    """
+    if cache is None:
+        cache = model.cache("full", chunk=512)
+    return _lococo._perplexity(model, _ids(model, text), cache, return_nll)
+
+
+def eval_passkey(model, policies=("full", "streaming", "lococo"), budget=128, chunk=None, lengths=(1024, 2048),
+                 depths=(0, 0.25, 0.5, 0.75, 1), trials=5, seed=0, full_beyond_context=False, progress=False,
+                 **cache_options):
+    """Passkey retrieval per policy, length and depth: the dict of `lococo eval passkey`'s report.json."""
+    return _lococo._eval_passkey(model, list(policies), budget, budget if chunk is None else chunk,
+                                 [int(n) for n in lengths], [float(d) for d in depths], trials, seed,
+                                 full_beyond_context, progress, cache_options)
+
+
+def train_compressor(model, data, out, budget=128, chunk=None, steps=100, val=None, callback=None, progress=False,
+                     **options):
+    """Train the LoCoCo compressor of every layer on the frozen `model`.
+
+    data, val: text files or directories (a path or a list of them).
+    out: the compressor .safetensors (its checkpoint beside it, OUT.ckpt).
+    callback: called with a dict after every optimiser step (step, loss, lr,
+        grad_norm, tokens_per_second) and every validation (step, val_ppl_*).
+    options: as the CLI's flags with '_' for '-' (segments, grad_accum, lr,
+        bptt_chunks, objective, recall_rate, kernel, keep_rate, local_window,
+        resume, stop_after, ...).
+    Ctrl-C (or an exception in the callback) stops the run with a checkpoint
+    and is raised; resume=True continues from it. Returns a dict: steps_done,
+    last_loss, tokens_per_second, interrupted, validations, out.
+    """
+    def paths(p):
+        if p is None:
+            return []
+        if isinstance(p, (str, bytes, _os.PathLike)):
+            return [_os.fspath(p)]
+        return [_os.fspath(x) for x in p]
+    return _lococo._train_compressor(model, paths(data), paths(val), _os.fspath(out), budget,
+                                     budget if chunk is None else chunk, steps, progress, callback, options)

@@ -1,0 +1,56 @@
+// The native half of the Python package `lococo` (python/lococo/__init__.py is
+// the other): one bind_* per concept, each in its own file, and the few types
+// they share. Tensors cross as torch.Tensor without copies (the module links
+// the same libtorch as Debian's python3-torch); the GIL is released while the
+// engine computes.
+#pragma once
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <pybind11/pybind11.h>
+
+#include "lococo/kv/cache.h"
+#include "lococo/model/model_dir.h"
+
+namespace lococo::python {
+
+namespace py = pybind11;
+
+// A file that cannot be read as what it should be: raised as OSError.
+struct FileError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A loaded model as Python holds it.
+struct Model {
+  LoadedModel loaded;
+  const LlamaModel& model() const { return *loaded.model; }
+  const Tokenizer& tokenizer() const { return *loaded.tokenizer; }
+};
+
+// A per-sequence cache and the options it was made with (its chunk is the
+// forward size that the policy's statistics assume).
+struct Cache {
+  std::shared_ptr<KvCache> cache;
+  CacheOptions options;
+};
+
+// CacheOptions for `model` from a policy, budget, chunk and keyword options
+// named as the CLI's flags with '_' for '-' (keep_rate, local_window, sinks, ...).
+// ValueError naming an unknown keyword or a bad value. The compressor is left
+// as given (resolve_compressor finds the model's own).
+CacheOptions cache_options(const Model& model, const std::string& policy, int64_t budget, int64_t chunk,
+                           const py::dict& options);
+
+// nlohmann::json -> Python objects (dict, list, str, int, float, bool, None).
+py::object to_python(const nlohmann::json& j);
+
+void bind_model(py::module_& m);     // model.cpp: load, Model, Tokenizer, forward, generate
+void bind_cache(py::module_& m);     // cache.cpp: Cache, policies
+void bind_evaluate(py::module_& m);  // evaluate.cpp: perplexity, passkey
+void bind_train(py::module_& m);     // train.cpp: train_compressor
+
+}  // namespace lococo::python

@@ -1,0 +1,146 @@
+// lococo.Cache: a per-sequence KV cache of any policy, and the policy table.
+#include <functional>
+#include <map>
+
+#include <fmt/format.h>
+#include <torch/python.h>
+
+#include "bindings.h"
+#include "lococo/kv/registry.h"
+
+namespace lococo::python {
+namespace {
+
+// One keyword option: how to store it into CacheOptions.
+using Setter = std::function<void(CacheOptions&, py::handle)>;
+
+template <typename T>
+Setter set(T CacheOptions::*field) {
+  return [field](CacheOptions& o, py::handle v) { o.*field = v.cast<T>(); };
+}
+
+template <typename Group, typename T>
+Setter set(Group CacheOptions::*group, T Group::*field) {
+  return [group, field](CacheOptions& o, py::handle v) { (o.*group).*field = v.cast<T>(); };
+}
+
+const std::map<std::string, Setter>& cache_setters() {
+  static const std::map<std::string, Setter> setters = {
+      {"buffer", set(&CacheOptions::buffer)},
+      {"positions", [](CacheOptions& o, py::handle v) { o.positions = parse_position_mode(py::str(v)); }},
+      {"sinks", set(&CacheOptions::streaming, &StreamingOptions::sinks)},
+      {"recent", set(&CacheOptions::h2o, &H2oOptions::recent)},
+      {"observation_window", set(&CacheOptions::snapkv, &SnapKvOptions::observation_window)},
+      {"pool_kernel", set(&CacheOptions::snapkv, &SnapKvOptions::pool_kernel)},
+      {"keep_rate", set(&CacheOptions::lococo, &LococoOptions::keep_rate)},
+      {"local_window", set(&CacheOptions::lococo, &LococoOptions::local_window)},
+      {"score_decay", set(&CacheOptions::lococo, &LococoOptions::score_decay)},
+      {"window_last", set(&CacheOptions::lococo, &LococoOptions::window_last)},
+      // str() also takes a pathlib.Path.
+      {"compressor", [](CacheOptions& o, py::handle v) { o.lococo.compressor = py::str(v); }},
+      {"allow_untrained", set(&CacheOptions::lococo, &LococoOptions::allow_untrained)},
+      {"seed", set(&CacheOptions::lococo, &LococoOptions::seed)},
+  };
+  return setters;
+}
+
+std::string known_names() {
+  std::string names;
+  for (const auto& [name, setter] : cache_setters()) names += (names.empty() ? "" : ", ") + name;
+  return names;
+}
+
+// The layer index checked: IndexError (pybind11 maps std::out_of_range).
+int checked_layer(const Cache& c, int layer) {
+  if (layer < 0 || layer >= c.cache->num_layers())
+    throw std::out_of_range(fmt::format("layer {} out of range: the cache has {} layers", layer, c.cache->num_layers()));
+  return layer;
+}
+
+Cache make(const Model& model, const std::string& policy, int64_t budget, int64_t chunk, const py::dict& options) {
+  Cache c;
+  // Without a compressor file, lococo takes the model's own for this budget.
+  c.options = resolve_compressor(cache_options(model, policy, budget, chunk, options), model.loaded.dir);
+  try {
+    c.cache = make_cache(model.model().config(), c.options);
+  } catch (const std::invalid_argument&) {
+    throw;
+  } catch (const std::runtime_error& e) {  // a compressor file that cannot be read
+    throw FileError(e.what());
+  }
+  return c;
+}
+
+}  // namespace
+
+CacheOptions cache_options(const Model& model, const std::string& policy, int64_t budget, int64_t chunk,
+                           const py::dict& options) {
+  cache_policy(policy);  // ValueError listing the policies for an unknown name
+  if (budget <= 0) throw std::invalid_argument(fmt::format("budget must be positive (got {})", budget));
+  if (chunk <= 0) throw std::invalid_argument(fmt::format("chunk must be positive (got {})", chunk));
+  CacheOptions o;
+  o.policy = policy;
+  o.budget = budget;
+  o.chunk = chunk;
+  o.positions = PositionMode::Cache;  // as the CLI: positions stay in the trained range for any length
+  const auto& embed = model.model().weights().embed;
+  o.dtype = at::promote_types(embed.scalar_type(), torch::kFloat32);  // fp32 slots for bf16/f16 weights too
+  o.device = embed.device();
+  for (const auto& [key, value] : options) {
+    const auto name = py::str(key).cast<std::string>();
+    const auto it = cache_setters().find(name);
+    if (it == cache_setters().end())
+      throw std::invalid_argument(fmt::format("unknown cache option '{}' (known: {})", name, known_names()));
+    try {
+      it->second(o, value);
+    } catch (const py::cast_error&) {
+      throw std::invalid_argument(
+          fmt::format("cache option '{}': {} is not of the right type", name, py::repr(value).cast<std::string>()));
+    }
+  }
+  return o;
+}
+
+void bind_cache(py::module_& m) {
+  py::class_<Cache>(m, "Cache", "A per-sequence KV cache (make one with Model.cache).")
+      .def_property_readonly("policy", [](const Cache& c) { return c.options.policy; })
+      .def_property_readonly("budget", [](const Cache& c) { return c.options.budget; })
+      .def_property_readonly("chunk", [](const Cache& c) { return c.options.chunk; })
+      .def_property_readonly("bounded", [](const Cache& c) { return is_bounded(c.options.policy); })
+      .def_property_readonly("positions", [](const Cache& c) { return to_string(c.options.positions); })
+      .def_property_readonly("num_layers", [](const Cache& c) { return c.cache->num_layers(); })
+      .def_property_readonly("bytes", [](const Cache& c) { return c.cache->bytes(); },
+                             "Bytes of key/value storage allocated now")
+      .def_property_readonly("tokens_seen", [](const Cache& c) { return c.cache->tokens_seen(); })
+      .def("slots", [](const Cache& c, int layer) { return c.cache->slots(checked_layer(c, layer)); },
+           py::arg("layer"), "Slots stored now in `layer`")
+      .def("keys", [](const Cache& c, int layer) { return c.cache->stored(checked_layer(c, layer)).keys; },
+           py::arg("layer"),
+           "The stored keys of `layer`, [kv_heads, slots, head_dim]: a view of the cache's memory, valid until "
+           "the next forward (before RoPE under cache positions)")
+      .def("values", [](const Cache& c, int layer) { return c.cache->stored(checked_layer(c, layer)).values; },
+           py::arg("layer"), "The stored values of `layer`, [kv_heads, slots, head_dim] (a view, as keys())")
+      .def("scores", [](const Cache& c, int layer) { return c.cache->stored_scores(checked_layer(c, layer)); },
+           py::arg("layer"), "The policy's score of each slot of `layer`, [kv_heads, slots]")
+      .def("positions_of", [](const Cache& c, int layer) { return c.cache->stored_positions(checked_layer(c, layer)); },
+           py::arg("layer"), "The token index each slot of `layer` holds, [kv_heads, slots] (-1: a fused slot)")
+      .def("reset", [](Cache& c) { c.cache->reset(); }, "Forget the sequence (keeps the buffers)")
+      .def("__repr__", [](const Cache& c) { return fmt::format("<lococo.Cache {}>", c.cache->describe()); });
+
+  m.def("_make_cache", &make, py::arg("model"), py::arg("policy"), py::arg("budget"), py::arg("chunk"),
+        py::arg("options"));
+  m.def("policies", [] {
+    py::list out;
+    for (const auto& p : cache_policies()) {
+      py::dict row;
+      row["name"] = p.name;
+      row["summary"] = p.summary;
+      row["bounded"] = p.bounded;
+      row["needs_compressor"] = p.needs_compressor;
+      out.append(row);
+    }
+    return out;
+  }, "Every cache policy: name, summary, bounded (memory fixed by the budget), needs_compressor");
+}
+
+}  // namespace lococo::python
