@@ -102,6 +102,8 @@ void add_passkey(CLI::App& eval) {
   sub->add_option("--seed", f->o.seed, "Seed of the keys (the same examples for every policy)")->capture_default_str();
   sub->add_option("--budget", f->o.budget, "Budget M of the bounded policies")->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_flag("--full-beyond-context", f->o.full_beyond_context, "Also run the full cache past the trained context");
+  sub->add_option("--filler", f->o.filler,
+                  "Text files or directories the filler is cut from (default: the classic repeated sentences)");
   register_command(sub, [f] {
     PasskeyEvalOptions o = f->o;
     o.lengths = parse_token_counts(f->lengths, "--lengths");

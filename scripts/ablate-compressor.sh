@@ -8,7 +8,7 @@
 #
 # Writes out/ablation/NAME/{m<M>.safetensors, train.log, recall/, ppl/} and
 # prints one summary line. Resumable: a trained compressor is not retrained.
-# Environment: M (budget = chunk, default 128), STEPS (default 400), SEED (default 1),
+# Environment: M (budget = chunk, default 128), STEPS (default 400), SEED (default 1), GAPS (default 512,1k,4k,8k),
 # LOCOCO (default build/lococo), MODEL (default models/lococo-tiny).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +39,7 @@ if [[ ! -f $DIR/m$M.safetensors ]]; then
     --segments $((2048 / M)) --positions cache --kernel 21 --steps "$STEPS" --warmup 20 --eval-every 100 \
     --val-tokens 4096 --seed "${SEED:-1}" -q "$@" --out "$DIR/m$M.safetensors" > "$DIR/train.log" 2>&1
 fi
-nice "$LOCOCO" eval recall -m "$MODEL" --data data/test --gaps 1k,4k,8k --passage 64 --trials 8 \
+nice "$LOCOCO" eval recall -m "$MODEL" --data data/test --gaps "${GAPS:-512,1k,4k,8k}" --passage 64 --trials 8 \
   --policies full,lococo-hh,lococo --budget "$M" --chunk "$M" "${infer[@]}" --compressor "$DIR/m$M.safetensors" \
   --out "$DIR/recall" -q > /dev/null
 nice "$LOCOCO" eval ppl -m "$MODEL" --data data/test/moby-dick-test.txt --max-tokens 2048 --policies lococo-hh,lococo \

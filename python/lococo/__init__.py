@@ -78,6 +78,15 @@ Model.forward = _forward
 Model.generate = _generate
 
 
+def _paths(p):
+    """None, one path, or several -> a list of str."""
+    if p is None:
+        return []
+    if isinstance(p, (str, bytes, _os.PathLike)):
+        return [_os.fsdecode(p)]
+    return [_os.fsdecode(x) for x in p]
+
+
 def _ids(model, text):
     if isinstance(text, str):
         return model.tokenizer.encode(text, add_bos=True)
@@ -97,12 +106,16 @@ def perplexity(model, text, cache=None, return_nll=False):
 
 
 def eval_passkey(model, policies=("full", "streaming", "lococo"), budget=128, chunk=None, lengths=(1024, 2048),
-                 depths=(0, 0.25, 0.5, 0.75, 1), trials=5, seed=0, full_beyond_context=False, progress=False,
-                 **cache_options):
-    """Passkey retrieval per policy, length and depth: the dict of `lococo eval passkey`'s report.json."""
+                 depths=(0, 0.25, 0.5, 0.75, 1), trials=5, seed=0, filler=None, full_beyond_context=False,
+                 progress=False, **cache_options):
+    """Passkey retrieval per policy, length and depth: the dict of `lococo eval passkey`'s report.json.
+
+    filler: text files or directories the filler is cut from (default: the
+    classic repeated sentences). cache_options: as for Model.cache.
+    """
     return _lococo._eval_passkey(model, list(policies), budget, budget if chunk is None else chunk,
                                  [int(n) for n in lengths], [float(d) for d in depths], trials, seed,
-                                 full_beyond_context, progress, cache_options)
+                                 _paths(filler), full_beyond_context, progress, cache_options)
 
 
 def train_compressor(model, data, out, budget=128, chunk=None, steps=100, val=None, callback=None, progress=False,
@@ -120,11 +133,5 @@ def train_compressor(model, data, out, budget=128, chunk=None, steps=100, val=No
     and is raised; resume=True continues from it. Returns a dict: steps_done,
     last_loss, tokens_per_second, interrupted, validations, out.
     """
-    def paths(p):
-        if p is None:
-            return []
-        if isinstance(p, (str, bytes, _os.PathLike)):
-            return [_os.fspath(p)]
-        return [_os.fspath(x) for x in p]
-    return _lococo._train_compressor(model, paths(data), paths(val), _os.fspath(out), budget,
+    return _lococo._train_compressor(model, _paths(data), _paths(val), _os.fspath(out), budget,
                                      budget if chunk is None else chunk, steps, progress, callback, options)

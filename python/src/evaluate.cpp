@@ -36,7 +36,8 @@ py::dict perplexity(const Model& m, const std::vector<int64_t>& ids, Cache& cach
 
 py::object passkey(const Model& m, const std::vector<std::string>& policies, int64_t budget, int64_t chunk,
                    const std::vector<int64_t>& lengths, const std::vector<double>& depths, int64_t trials,
-                   uint64_t seed, bool full_beyond_context, bool progress, const py::dict& cache_kw) {
+                   uint64_t seed, const std::vector<std::string>& filler, bool full_beyond_context, bool progress,
+                   const py::dict& cache_kw) {
   PasskeyEvalOptions o;
   o.policies = policies;
   o.budget = budget;
@@ -44,6 +45,7 @@ py::object passkey(const Model& m, const std::vector<std::string>& policies, int
   o.depths = depths;
   o.trials = trials;
   o.seed = seed;
+  o.filler = filler;
   o.full_beyond_context = full_beyond_context;
   o.progress = progress;
   // The options every policy shares (chunk, positions, per-policy knobs); each
@@ -54,7 +56,13 @@ py::object passkey(const Model& m, const std::vector<std::string>& policies, int
   {
     py::gil_scoped_release release;
     torch::NoGradGuard no_grad;
-    report = eval_passkey(m.loaded, o);
+    try {
+      report = eval_passkey(m.loaded, o);
+    } catch (const std::invalid_argument&) {
+      throw;
+    } catch (const std::runtime_error& e) {  // a filler file that cannot be read
+      throw FileError(e.what());
+    }
   }
   return to_python(report.to_json());
 }
@@ -64,7 +72,7 @@ py::object passkey(const Model& m, const std::vector<std::string>& policies, int
 void bind_evaluate(py::module_& m) {
   m.def("_perplexity", &perplexity, py::arg("model"), py::arg("ids"), py::arg("cache"), py::arg("return_nll"));
   m.def("_eval_passkey", &passkey, py::arg("model"), py::arg("policies"), py::arg("budget"), py::arg("chunk"),
-        py::arg("lengths"), py::arg("depths"), py::arg("trials"), py::arg("seed"), py::arg("full_beyond_context"),
+        py::arg("lengths"), py::arg("depths"), py::arg("trials"), py::arg("seed"), py::arg("filler"), py::arg("full_beyond_context"),
         py::arg("progress"), py::arg("cache_options"));
 }
 

@@ -57,6 +57,7 @@ const std::map<std::string, Setter>& train_setters() {
       {"conv_layers", set(&CompressorTrainOptions::compressor, &CompressorOptions::conv_layers)},
       {"slot_features", set(&CompressorTrainOptions::compressor, &CompressorOptions::slot_features)},
       {"lambda_sigmoid", set(&CompressorTrainOptions::compressor, &CompressorOptions::lambda_sigmoid)},
+      {"init_std", set(&CompressorTrainOptions::compressor, &CompressorOptions::init_std)},
   };
   return setters;
 }

@@ -199,9 +199,21 @@ void check_passkey_options(const PasskeyEvalOptions& o, const Tokenizer& tok) {
 }
 
 // The example of (length, depth, trial): the same for every policy.
-PasskeyExample example_for(const Tokenizer& tok, const PasskeyEvalOptions& o, size_t li, size_t di, int64_t trial) {
+PasskeyExample example_for(const Tokenizer& tok, const PasskeyEvalOptions& o, size_t li, size_t di, int64_t trial,
+                           const std::vector<int64_t>& filler) {
   std::mt19937_64 rng(o.seed * 1000003ULL + li * 10007ULL + di * 101ULL + static_cast<uint64_t>(trial));
-  return make_passkey_example(tok, o.lengths[li], o.depths[di], rng);
+  return make_passkey_example(tok, o.lengths[li], o.depths[di], rng, filler.empty() ? nullptr : &filler);
+}
+
+// The tokens of the filler files, documents joined without BOS (empty: none given).
+std::vector<int64_t> filler_tokens(const PasskeyEvalOptions& o, const Tokenizer& tok) {
+  std::vector<int64_t> out;
+  if (o.filler.empty()) return out;
+  for (const auto& d : load_documents(o.filler, tok))
+    for (int64_t id : d.tokens)
+      if (id != tok.bos_id()) out.push_back(id);
+  if (out.empty()) throw std::invalid_argument("--filler: the files hold no text");
+  return out;
 }
 
 }  // namespace
@@ -214,6 +226,7 @@ PasskeyReport eval_passkey(const LoadedModel& m, const PasskeyEvalOptions& o) {
   report.model = m.dir.string();
   report.options = o;
   const int64_t context = m.model->config().max_position_embeddings;
+  const auto filler = filler_tokens(o, *m.tokenizer);
   int64_t total = 0;
   for (int64_t len : o.lengths) total += len * static_cast<int64_t>(o.depths.size()) * o.trials;
   Progress bar("eval passkey", total * static_cast<int64_t>(runs.size()), "tok", o.progress);
@@ -227,7 +240,7 @@ PasskeyReport eval_passkey(const LoadedModel& m, const PasskeyEvalOptions& o) {
       for (size_t di = 0; di < o.depths.size(); ++di) {
         PasskeyCell cell{o.lengths[li], o.depths[di], 0, 0};
         for (int64_t t = 0; t < o.trials && !skip; ++t) {
-          const auto ex = example_for(*m.tokenizer, o, li, di, t);
+          const auto ex = example_for(*m.tokenizer, o, li, di, t, filler);
           auto cache = make_cache(m.model->config(), co);
           cell.correct += answer_passkey(*m.model, *m.tokenizer, *cache, ex.prompt, ex.key, co.chunk);
           cell.trials += 1;

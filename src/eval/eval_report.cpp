@@ -12,6 +12,12 @@
 namespace lococo {
 namespace {
 
+// "sentences" (the classic filler) or the filler files, comma separated.
+std::string passkey_filler_name(const PasskeyEvalOptions& o) {
+  return o.filler.empty() ? std::string("sentences") : fmt::format("{}", fmt::join(o.filler, ", "));
+}
+
+
 std::string position_name(PositionMode p) { return p == PositionMode::Cache ? "cache" : "absolute"; }
 
 nlohmann::json or_null(double accuracy) { return accuracy < 0 ? nlohmann::json(nullptr) : nlohmann::json(accuracy); }
@@ -92,14 +98,15 @@ nlohmann::json PasskeyReport::to_json() const {
   }
   return {{"kind", "passkey"}, {"model", model}, {"trials", options.trials}, {"seed", options.seed},
           {"budget", options.budget}, {"chunk", options.cache.chunk}, {"positions", position_name(options.cache.positions)},
-          {"lengths", options.lengths}, {"depths", options.depths}, {"runs", runs_json}};
+          {"lengths", options.lengths}, {"depths", options.depths}, {"filler", passkey_filler_name(options)},
+          {"runs", runs_json}};
 }
 
 std::string to_markdown(const PasskeyReport& r) {
   std::ostringstream md;
-  md << fmt::format("# Passkey retrieval\n\nModel `{}`; {} trials per (length, depth); budget {}, chunk {}, {} "
-                    "positions.\n\n| policy |",
-                    r.model, r.options.trials, r.options.budget, r.options.cache.chunk,
+  md << fmt::format("# Passkey retrieval\n\nModel `{}`; {} trials per (length, depth); filler: {}; budget {}, chunk "
+                    "{}, {} positions.\n\n| policy |",
+                    r.model, r.options.trials, passkey_filler_name(r.options), r.options.budget, r.options.cache.chunk,
                     position_name(r.options.cache.positions));
   for (int64_t len : r.options.lengths) md << fmt::format(" {} |", len);
   md << " all |\n|---|";

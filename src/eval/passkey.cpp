@@ -18,24 +18,33 @@ void append(std::vector<int64_t>& out, const std::vector<int64_t>& more) { out.i
 
 }  // namespace
 
-PasskeyExample make_passkey_example(const Tokenizer& tok, int64_t length, double depth, std::mt19937_64& rng) {
+PasskeyExample make_passkey_example(const Tokenizer& tok, int64_t length, double depth, std::mt19937_64& rng,
+                                    const std::vector<int64_t>* corpus) {
   if (!(depth >= 0.0 && depth <= 1.0)) throw std::invalid_argument(fmt::format("passkey depth {} outside [0, 1]", depth));
+  if (corpus && corpus->empty()) throw std::invalid_argument("passkey filler: the corpus has no tokens");
   PasskeyExample ex;
   ex.key = fmt::format("{:05d}", std::uniform_int_distribution<int>(10000, 99999)(rng));
   const auto head = tok.encode(kInstruction, /*add_bos=*/true);
-  const auto filler = tok.encode(kFiller);
   const auto needle = tok.encode(fmt::format(" The pass key is {}. Remember it. {} is the pass key.", ex.key, ex.key));
   const auto question = tok.encode(kQuestion);
   const int64_t fixed = static_cast<int64_t>(head.size() + needle.size() + question.size());
-  const int64_t reps = std::max<int64_t>(0, (length - fixed) / static_cast<int64_t>(filler.size()));
   if (fixed > length)
     throw std::invalid_argument(fmt::format("passkey length {} is shorter than the fixed text ({} tokens)", length, fixed));
-  const int64_t before = static_cast<int64_t>(std::llround(depth * reps));
+  // The filler as units: whole sentences groups, or corpus tokens one by one.
+  std::vector<std::vector<int64_t>> units;
+  if (corpus) {
+    auto at = std::uniform_int_distribution<size_t>(0, corpus->size() - 1)(rng);
+    for (int64_t i = 0; i < length - fixed; ++i, at = (at + 1) % corpus->size()) units.push_back({(*corpus)[at]});
+  } else {
+    const auto sentences = tok.encode(kFiller);
+    units.assign(static_cast<size_t>((length - fixed) / static_cast<int64_t>(sentences.size())), sentences);
+  }
+  const auto before = static_cast<size_t>(std::llround(depth * static_cast<double>(units.size())));
   ex.prompt = head;
-  for (int64_t i = 0; i < before; ++i) append(ex.prompt, filler);
+  for (size_t i = 0; i < before; ++i) append(ex.prompt, units[i]);
   ex.key_offset = static_cast<int64_t>(ex.prompt.size());
   append(ex.prompt, needle);
-  for (int64_t i = before; i < reps; ++i) append(ex.prompt, filler);
+  for (size_t i = before; i < units.size(); ++i) append(ex.prompt, units[i]);
   append(ex.prompt, question);
   ex.answer = tok.encode(" " + ex.key);
   // SentencePiece may fold the leading space into the first piece differently in

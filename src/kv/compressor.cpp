@@ -35,6 +35,7 @@ void CompressorOptions::validate() const {
   if (activation != "relu" && activation != "gelu" && activation != "silu" && activation != "none")
     fail(fmt::format("--activation must be relu, gelu, silu or none (got '{}')", activation));
   if (!std::isfinite(lambda_init)) fail("--lambda-init must be finite");
+  if (!(init_std > 0 && std::isfinite(init_std))) fail(fmt::format("--init-std must be positive (got {})", init_std));
   if (lambda_sigmoid && !(lambda_init > 0 && lambda_init < 1))
     fail(fmt::format("--lambda-init must be in (0, 1) with --lambda-sigmoid (got {})", lambda_init));
 }
@@ -148,10 +149,10 @@ LococoCompressor::LococoCompressor(CompressorOptions options, uint64_t seed) : o
   for (int64_t i = 0; i < options_.num_layers; ++i) {
     CompressorLayer layer(options_);
     for (auto& conv : layer->convs) {
-      // Reference init: weights N(0, 1) (a nearly one-hot softmax at first), bias as torch's default.
+      // Weights N(0, init_std): 1 is the reference (a nearly one-hot softmax at first); bias as torch's default.
       const auto& w = conv->weight;
       const double bound = 1.0 / std::sqrt(static_cast<double>(w.size(1) * w.size(2)));
-      w.copy_(at::normal(0.0, 1.0, w.sizes(), gen));
+      w.copy_(at::normal(0.0, options_.init_std, w.sizes(), gen));
       conv->bias.uniform_(-bound, bound, gen);
     }
     list->push_back(layer);

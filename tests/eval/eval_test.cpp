@@ -1,6 +1,7 @@
 // Evaluation: eval ppl against an independent NLL computation, the passkey
 // generator and scorer, report schemas, and the errors of bad ranges.
 #include <fstream>
+#include <numeric>
 
 #include <gtest/gtest.h>
 
@@ -151,6 +152,34 @@ TEST_F(PasskeyTest, KeySitsAtTheRequestedDepth) {
     // The key's digits are in the prompt's text.
     EXPECT_NE(tok.decode(ex.prompt).find(ex.key), std::string::npos);
   }
+}
+
+TEST_F(PasskeyTest, CorpusFillerIsAWindowOfTheCorpusAroundTheKey) {
+  const auto& tok = *m_.tokenizer;
+  std::vector<int64_t> corpus(500);
+  std::iota(corpus.begin(), corpus.end(), 100);  // 100, 101, ...: every window is a run of consecutive ids
+  const auto needle_start = tok.encode(" The pass key is");
+  for (double depth : {0.0, 0.5, 1.0}) {
+    std::mt19937_64 rng(7);
+    const auto ex = make_passkey_example(tok, 300, depth, rng, &corpus);
+    EXPECT_EQ(static_cast<int64_t>(ex.prompt.size()), 300);  // the corpus fills every free token
+    ASSERT_TRUE(std::equal(needle_start.begin(), needle_start.end(), ex.prompt.begin() + ex.key_offset));
+    std::mt19937_64 head_rng(7);
+    const int64_t head = make_passkey_example(tok, 300, 0.0, head_rng, &corpus).key_offset;
+    const double filler = 300.0 - static_cast<double>(passkey_min_length(tok));
+    EXPECT_NEAR(static_cast<double>(ex.key_offset - head) / filler, depth, 0.02);
+    // Before and after the needle, the filler continues one corpus window (mod the corpus size).
+    const auto needle = tok.encode(" The pass key is " + ex.key + ". Remember it. " + ex.key + " is the pass key.");
+    const auto question = tok.encode(" What is the pass key? The pass key is");
+    std::vector<int64_t> window(ex.prompt.begin() + head, ex.prompt.begin() + ex.key_offset);
+    window.insert(window.end(), ex.prompt.begin() + ex.key_offset + static_cast<int64_t>(needle.size()),
+                  ex.prompt.end() - static_cast<int64_t>(question.size()));
+    ASSERT_EQ(static_cast<int64_t>(window.size()), 300 - head - static_cast<int64_t>(needle.size() + question.size()));
+    for (size_t i = 1; i < window.size(); ++i) EXPECT_EQ((window[i] - 100) % 500, (window[i - 1] - 100 + 1) % 500);
+  }
+  const std::vector<int64_t> empty;
+  std::mt19937_64 rng(1);
+  EXPECT_THROW(make_passkey_example(tok, 300, 0.5, rng, &empty), std::invalid_argument);
 }
 
 TEST_F(PasskeyTest, ScorerIsExact) {

@@ -121,3 +121,16 @@ def test_the_gil_is_released_while_the_engine_computes(model, text):
     worker.join()
     assert done and done[0]["tokens"] > 2000
     assert ticks > 20  # the main thread ran while the engine worked
+
+
+def test_passkey_report_as_a_dict(model):
+    report = lococo.eval_passkey(model, policies=["full", "streaming"], budget=64, lengths=[300], depths=[0.5],
+                                 trials=2)
+    assert report["kind"] == "passkey" and report["filler"] == "sentences"
+    assert [run["policy"] for run in report["runs"]] == ["full", "streaming"]
+    assert report["runs"][0]["cells"][0]["trials"] == 2
+    from conftest import SLICE
+    other = lococo.eval_passkey(model, policies=["full"], lengths=[300], depths=[0.5], trials=1, filler=SLICE)
+    assert other["filler"] == str(SLICE)
+    with pytest.raises(OSError, match="no-such-filler"):
+        lococo.eval_passkey(model, policies=["full"], lengths=[300], trials=1, filler="no-such-filler")

@@ -105,6 +105,8 @@ struct PasskeyEvalOptions {
   int64_t trials = 5;                         // examples per (length, depth)
   uint64_t seed = 0;                          // the keys; the same examples for every policy
   bool full_beyond_context = false;           // run unbounded policies past max_position_embeddings
+  std::vector<std::string> filler;            // text files or directories the filler comes from
+                                              // (empty: the classic repeated sentences)
   CacheOptions cache;                         // chunk, positions and the policies' knobs
   bool progress = true;
 };

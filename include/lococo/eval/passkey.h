@@ -18,8 +18,12 @@ struct PasskeyExample {
 };
 
 // Builds a prompt of about `length` tokens (never more) with the key sentence
-// at `depth` in [0, 1] of the filler (0 = start, 1 = end).
-PasskeyExample make_passkey_example(const Tokenizer& tokenizer, int64_t length, double depth, std::mt19937_64& rng);
+// at `depth` in [0, 1] of the filler (0 = start, 1 = end). The filler is the
+// classic repeated sentences ("The grass is green. ..."), or with `corpus`
+// (token ids, non-empty) a window of it from a random offset (wrapping around),
+// so that retrieval is measured on text the model did not learn it with.
+PasskeyExample make_passkey_example(const Tokenizer& tokenizer, int64_t length, double depth, std::mt19937_64& rng,
+                                    const std::vector<int64_t>* corpus = nullptr);
 
 // The shortest prompt length make_passkey_example accepts (no filler at all).
 int64_t passkey_min_length(const Tokenizer& tokenizer);

@@ -55,6 +55,8 @@ struct CompressorOptions {
   int64_t expand = 1;              // hidden channels m * expand between convs (conv_layers > 1)
   std::string activation = "relu"; // after every conv, the last included: relu | gelu | silu | none
   double lambda_init = 0.5;        // initial mixing weight of the learned part
+  double init_std = 1.0;           // std of the initial conv weights (the reference's N(0, 1) makes P nearly
+                                   // one-hot, its gradient small); training only, not stored in files
   bool lambda_sigmoid = false;     // the mixing weight is sigmoid(lambda), kept in (0, 1)
   bool slot_features = false;      // the conv also reads each slot's score and a fused-slot marker
   int64_t input_channels() const { return 2 * head_dim + (slot_features ? 2 : 0); }  // C of X
