@@ -1,5 +1,7 @@
 #include "cli_common.h"
 
+#include "lococo/generate/saved_state.h"
+
 #include <cstdlib>
 #include <unistd.h>
 
@@ -125,6 +127,25 @@ CacheOptions cache_options(const CacheFlags& f, const LoadedModel& m) {
 CacheOptions inference_cache_options(const CacheFlags& f, const LoadedModel& m) {
   CacheOptions o = cache_options(f, m);
   return resolve_compressor(o, m.dir);
+}
+
+CacheOptions saved_state_cache_options(const CacheFlags& f, const LoadedModel& m, const nlohmann::json& state,
+                                       const CLI::App& app) {
+  const CacheOptions given = cache_options(f, m);  // the flags, defaults included
+  const nlohmann::json mine = cache_options_json(given);
+  // The flag of each field cache_options_json() names.
+  static const std::vector<std::pair<std::string, std::string>> flag_of = {
+      {"policy", "--cache"},         {"budget", "--budget"},           {"chunk", "--chunk"},
+      {"buffer", "--buffer"},        {"positions", "--positions"},     {"sinks", "--sinks"},
+      {"recent", "--recent"},        {"observation_window", "--obs-window"}, {"pool_kernel", "--pool-kernel"},
+      {"keep_rate", "--keep-rate"},  {"local_window", "--local-window"}, {"score_decay", "--score-decay"},
+      {"window_last", "--window-last"}};
+  for (const auto& [key, flag] : flag_of)
+    if (app.count(flag) > 0 && state.contains(key) && (!mine.contains(key) || mine[key] != state[key]))
+      throw std::invalid_argument(fmt::format("{} {}: the state was saved with {} {} (leave the flag out to use the "
+                                              "state's)", flag, mine.contains(key) ? mine[key].dump() : "?", key,
+                                              state[key].dump()));
+  return resolve_compressor(options_from_state(state, given), m.dir);
 }
 
 int64_t parse_token_count(const std::string& text, const std::string& flag) {

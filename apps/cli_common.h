@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "lococo/generate/generate.h"
 #include "lococo/kv/cache.h"
@@ -43,6 +44,12 @@ CacheOptions cache_options(const CacheFlags& flags, const LoadedModel& model);
 // The same, and for lococo without --compressor the model directory's own
 // compressors/m<budget>.safetensors when it has one (generate, perplexity).
 CacheOptions inference_cache_options(const CacheFlags& flags, const LoadedModel& model);
+
+// The cache options of a saved state (lococo/generate/saved_state.h): the
+// state's own, with the model's compressor for lococo; a cache flag given on
+// the command line (`app`) that differs from the state is refused, naming it.
+CacheOptions saved_state_cache_options(const CacheFlags& flags, const LoadedModel& model,
+                                       const nlohmann::json& state_options, const CLI::App& app);
 
 // "2048", "2k" or "1m" as tokens; throws std::invalid_argument naming `flag`.
 int64_t parse_token_count(const std::string& text, const std::string& flag);

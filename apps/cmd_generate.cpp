@@ -1,11 +1,14 @@
 // lococo generate: continue a prompt, streaming text to stdout.
+#include <chrono>
 #include <iostream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "cli_common.h"
 #include "lococo/core/io_util.h"
+#include "lococo/generate/saved_state.h"
 #include "commands.h"
 
 namespace lococo::cli {
@@ -16,6 +19,7 @@ void add_generate_command(CLI::App& root) {
     CacheFlags cache;
     GenerateOptions gen;
     std::string prompt, file;
+    std::string save_state, load_state;
     bool json = false;
   };
   auto f = std::make_shared<Flags>();
@@ -28,20 +32,49 @@ void add_generate_command(CLI::App& root) {
   sub->add_option("--stop", f->gen.stop, "Stop when this text appears (repeatable)");
   sub->add_flag("!--ignore-eos,!--no-eos", f->gen.stop_at_eos, "Keep generating past the end-of-sequence token");
   sub->add_flag("--json", f->json, "Print one JSON object with the text and timings instead of streaming");
+  sub->add_option("--save-state", f->save_state,
+                  "After reading the prompt, save the cache's state to FILE (continue later with --load-state)");
+  sub->add_option("--load-state", f->load_state,
+                  "Continue from a state saved by --save-state (the model's and cache options must match; the "
+                  "prompt, optional, continues the text read)");
   add_cache_flags(sub, f->cache);
   add_sampling_flags(sub, f->gen.sampling);
-  register_command(sub, [f] {
+  register_command(sub, [f, sub] {
     LoadedModel m = load_model(f->model);
     const std::string prompt = f->file.empty() ? f->prompt : read_input_text(f->file);
-    if (prompt.empty()) throw std::invalid_argument("empty prompt: give --prompt TEXT or --file PATH");
-    CacheOptions co = inference_cache_options(f->cache, m);
+    if (prompt.empty() && f->load_state.empty())
+      throw std::invalid_argument("empty prompt: give --prompt TEXT or --file PATH");
+    const std::string model_fp = model_fingerprint(*m.model, *m.tokenizer);
+    std::optional<SavedState> state;
+    if (!f->load_state.empty()) state = read_state(f->load_state);
+    const CacheOptions co = state ? saved_state_cache_options(f->cache, m, state->options, *sub)
+                                  : inference_cache_options(f->cache, m);
     auto cache = make_cache(m.model->config(), co);
+    torch::NoGradGuard no_grad;
+    torch::Tensor logits;  // [V]: the next-token logits after what the cache has read
+    std::string text_read;
+    int64_t tokens_read = 0;
+    if (state) {
+      logits = restore_state(*state, *cache, co, model_fp, m.model->config().vocab_size);
+      text_read = state->text;
+      tokens_read = state->tokens;
+    }
+    // A fresh text starts with BOS; a continuation of a saved state does not.
+    const auto tokens = m.tokenizer->encode(prompt, /*add_bos=*/!state);
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!tokens.empty()) logits = prefill(*m.model, *cache, tokens, co.chunk);
+    const double prefill_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    text_read = text_fingerprint(tokens, text_read);
+    tokens_read += static_cast<int64_t>(tokens.size());
+    if (!f->save_state.empty())
+      save_state(f->save_state, *cache, co, model_fp, text_read, tokens_read, logits);
     GenerateOptions g = f->gen;
     g.chunk = co.chunk;
-    auto tokens = m.tokenizer->encode(prompt);
     TextCallback print = nullptr;
     if (!f->json) print = [](const std::string& s) { std::cout << s << std::flush; return true; };
-    GenerateResult r = generate(*m.model, *m.tokenizer, *cache, tokens, g, print);
+    GenerateResult r = continue_generation(*m.model, *m.tokenizer, *cache, logits, g, print);
+    r.prompt_tokens = static_cast<int64_t>(tokens.size());
+    r.prefill_seconds = prefill_seconds;
     const double decode_tps = r.decode_seconds > 0 ? r.tokens.size() / r.decode_seconds : 0;
     const double prefill_tps = r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0;
     if (f->json) {

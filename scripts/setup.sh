@@ -17,6 +17,7 @@ PACKAGES=(
   clang libclang-rt-14-dev  # libFuzzer + sanitizers for the parser fuzzers (scripts/fuzz.sh)
   libpcre2-dev  # Unicode regular expressions of Hugging Face tokenizer.json pre-tokenizers
   libicu-dev  # Unicode normalization (NFC) of tokenizer.json normalizers
+  libxxhash-dev  # fingerprints of saved cache states
   # The Python package lococo (python/), built against Debian's torch (the same libtorch),
   # its pytest suite, and the plot of examples/compare_policies.py
   pybind11-dev python3-dev python3-torch python3-pytest python3-matplotlib

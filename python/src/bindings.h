@@ -45,8 +45,10 @@ struct Cache {
 CacheOptions cache_options(const Model& model, const std::string& policy, int64_t budget, int64_t chunk,
                            const py::dict& options);
 
-// nlohmann::json -> Python objects (dict, list, str, int, float, bool, None).
+// nlohmann::json -> Python objects (dict, list, str, int, float, bool, None), and
+// back (os.PathLike values as their str()); ValueError for other types.
 py::object to_python(const nlohmann::json& j);
+nlohmann::json to_json(py::handle value);
 
 void bind_model(py::module_& m);     // model.cpp: load, Model, Tokenizer, forward, generate
 void bind_cache(py::module_& m);     // cache.cpp: Cache, policies

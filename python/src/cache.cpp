@@ -1,7 +1,4 @@
 // lococo.Cache: a per-sequence KV cache of any policy, and the policy table.
-#include <functional>
-#include <map>
-
 #include <fmt/format.h>
 #include <torch/python.h>
 
@@ -10,45 +7,6 @@
 
 namespace lococo::python {
 namespace {
-
-// One keyword option: how to store it into CacheOptions.
-using Setter = std::function<void(CacheOptions&, py::handle)>;
-
-template <typename T>
-Setter set(T CacheOptions::*field) {
-  return [field](CacheOptions& o, py::handle v) { o.*field = v.cast<T>(); };
-}
-
-template <typename Group, typename T>
-Setter set(Group CacheOptions::*group, T Group::*field) {
-  return [group, field](CacheOptions& o, py::handle v) { (o.*group).*field = v.cast<T>(); };
-}
-
-const std::map<std::string, Setter>& cache_setters() {
-  static const std::map<std::string, Setter> setters = {
-      {"buffer", set(&CacheOptions::buffer)},
-      {"positions", [](CacheOptions& o, py::handle v) { o.positions = parse_position_mode(py::str(v)); }},
-      {"sinks", set(&CacheOptions::streaming, &StreamingOptions::sinks)},
-      {"recent", set(&CacheOptions::h2o, &H2oOptions::recent)},
-      {"observation_window", set(&CacheOptions::snapkv, &SnapKvOptions::observation_window)},
-      {"pool_kernel", set(&CacheOptions::snapkv, &SnapKvOptions::pool_kernel)},
-      {"keep_rate", set(&CacheOptions::lococo, &LococoOptions::keep_rate)},
-      {"local_window", set(&CacheOptions::lococo, &LococoOptions::local_window)},
-      {"score_decay", set(&CacheOptions::lococo, &LococoOptions::score_decay)},
-      {"window_last", set(&CacheOptions::lococo, &LococoOptions::window_last)},
-      // str() also takes a pathlib.Path.
-      {"compressor", [](CacheOptions& o, py::handle v) { o.lococo.compressor = py::str(v); }},
-      {"allow_untrained", set(&CacheOptions::lococo, &LococoOptions::allow_untrained)},
-      {"seed", set(&CacheOptions::lococo, &LococoOptions::seed)},
-  };
-  return setters;
-}
-
-std::string known_names() {
-  std::string names;
-  for (const auto& [name, setter] : cache_setters()) names += (names.empty() ? "" : ", ") + name;
-  return names;
-}
 
 // The layer index checked: IndexError (pybind11 maps std::out_of_range).
 int checked_layer(const Cache& c, int layer) {
@@ -86,18 +44,8 @@ CacheOptions cache_options(const Model& model, const std::string& policy, int64_
   const auto& embed = model.model().weights().embed;
   o.dtype = at::promote_types(embed.scalar_type(), torch::kFloat32);  // fp32 slots for bf16/f16 weights too
   o.device = embed.device();
-  for (const auto& [key, value] : options) {
-    const auto name = py::str(key).cast<std::string>();
-    const auto it = cache_setters().find(name);
-    if (it == cache_setters().end())
-      throw std::invalid_argument(fmt::format("unknown cache option '{}' (known: {})", name, known_names()));
-    try {
-      it->second(o, value);
-    } catch (const py::cast_error&) {
-      throw std::invalid_argument(
-          fmt::format("cache option '{}': {} is not of the right type", name, py::repr(value).cast<std::string>()));
-    }
-  }
+  // The keywords by the CLI's names, one table for both (lococo/kv/registry.h).
+  o = apply_cache_options_json(o, to_json(options));
   return o;
 }
 

@@ -1,4 +1,5 @@
 // The extension module lococo._lococo: error mapping and the bind_* of each concept.
+#include <fmt/format.h>
 #include <torch/python.h>
 
 #include "bindings.h"
@@ -25,6 +26,26 @@ py::object to_python(const nlohmann::json& j) {
     }
     default: return py::none();  // binary and discarded values never occur in reports
   }
+}
+
+nlohmann::json to_json(py::handle v) {
+  if (v.is_none()) return nullptr;
+  if (py::isinstance<py::bool_>(v)) return v.cast<bool>();  // before int: bool is an int in Python
+  if (py::isinstance<py::int_>(v)) return v.cast<int64_t>();
+  if (py::isinstance<py::float_>(v)) return v.cast<double>();
+  if (py::isinstance<py::str>(v)) return v.cast<std::string>();
+  if (py::hasattr(v, "__fspath__")) return py::str(v).cast<std::string>();
+  if (py::isinstance<py::dict>(v)) {
+    nlohmann::json out = nlohmann::json::object();
+    for (const auto& [key, value] : v.cast<py::dict>()) out[py::str(key).cast<std::string>()] = to_json(value);
+    return out;
+  }
+  if (py::isinstance<py::list>(v) || py::isinstance<py::tuple>(v)) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& item : v) out.push_back(to_json(item));
+    return out;
+  }
+  throw std::invalid_argument(fmt::format("{} cannot be an option value", py::repr(v).cast<std::string>()));
 }
 
 }  // namespace lococo::python

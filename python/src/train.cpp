@@ -62,13 +62,6 @@ const std::map<std::string, Setter>& train_setters() {
   return setters;
 }
 
-// The cache's own options among the keywords (they also shape inference).
-bool is_cache_option(const std::string& name) {
-  static const std::vector<std::string> names = {"buffer", "positions", "keep_rate", "local_window", "score_decay",
-                                                 "window_last"};
-  return std::find(names.begin(), names.end(), name) != names.end();
-}
-
 TokenData token_data(const std::vector<std::string>& paths, const Model& m, const std::filesystem::path& cache_dir) {
   try {
     return TokenData(paths, m.tokenizer(), cache_dir);
@@ -87,16 +80,14 @@ py::dict train(const Model& m, const std::vector<std::string>& data, const std::
   o.out = out;
   o.quiet = !progress;
   o.handle_signals = false;  // Python keeps its own SIGINT handler: KeyboardInterrupt
-  py::dict cache_kw;
+  py::dict cache_kw;  // the rest: the cache's own options (they also shape inference), checked there
   for (const auto& [key, value] : options) {
     const auto name = py::str(key).cast<std::string>();
-    if (is_cache_option(name)) {
+    const auto it = train_setters().find(name);
+    if (it == train_setters().end()) {
       cache_kw[key] = value;
       continue;
     }
-    const auto it = train_setters().find(name);
-    if (it == train_setters().end())
-      throw std::invalid_argument(fmt::format("train_compressor: unknown option '{}'", name));
     try {
       it->second(o, value);
     } catch (const py::cast_error&) {

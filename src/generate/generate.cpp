@@ -97,16 +97,23 @@ GenerateResult generate(const LlamaModel& model, const Tokenizer& tokenizer, KvC
   if (o.max_tokens < 0) throw std::invalid_argument("--max-tokens must be >= 0");
   std::vector<int64_t> prompt = prompt_in;
   if (o.add_bos && (prompt.empty() || prompt[0] != tokenizer.bos_id())) prompt.insert(prompt.begin(), tokenizer.bos_id());
-  GenerateResult r;
+  torch::NoGradGuard no_grad;
+  const auto t0 = std::chrono::steady_clock::now();
+  torch::Tensor logits = prefill(model, cache, prompt, o.chunk);            // [V]
+  const double prefill_seconds = seconds_since(t0);
+  GenerateResult r = continue_generation(model, tokenizer, cache, logits, o, on_text);
   r.prompt_tokens = static_cast<int64_t>(prompt.size());
+  r.prefill_seconds = prefill_seconds;
+  return r;
+}
+
+GenerateResult continue_generation(const LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,
+                                   torch::Tensor logits, const GenerateOptions& o, const TextCallback& on_text) {
+  if (o.max_tokens < 0) throw std::invalid_argument("--max-tokens must be >= 0");
+  GenerateResult r;
   torch::NoGradGuard no_grad;
   Sampler sampler(o.sampling);
-
-  auto t0 = std::chrono::steady_clock::now();
-  torch::Tensor logits = prefill(model, cache, prompt, o.chunk);            // [V]
-  r.prefill_seconds = seconds_since(t0);
-
-  t0 = std::chrono::steady_clock::now();
+  const auto t0 = std::chrono::steady_clock::now();
   IncrementalDetokenizer detok(tokenizer);
   std::string text;       // everything decoded so far
   size_t emitted = 0;     // bytes of `text` handed to on_text

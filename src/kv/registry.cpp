@@ -1,6 +1,7 @@
 #include "lococo/kv/registry.h"
 
 #include <algorithm>
+#include <functional>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -11,13 +12,18 @@ namespace lococo {
 
 const std::vector<CachePolicyTraits>& cache_policies() {
   static const std::vector<CachePolicyTraits> table = {
-      {"full", "every token kept (the quality ceiling; memory grows)", false, false, true, make_full_cache},
-      {"streaming", "attention sinks + the most recent tokens (StreamingLLM)", true, false, true, make_streaming_cache},
-      {"h2o", "heavy hitters by accumulated attention + recent tokens (H2O)", true, false, true, make_h2o_cache},
-      {"tova", "evicts the slots the last query attends to least (TOVA)", true, false, false, make_tova_cache},
-      {"snapkv", "slots voted for by the last queries' window, pooled (SnapKV)", true, false, false, make_snapkv_cache},
-      {"lococo-hh", "LoCoCo's heavy-hitter selection without fusion", true, false, true, make_lococo_hh_cache},
-      {"lococo", "heavy hitters + slots fused by a learned convolution (LoCoCo)", true, true, true, make_lococo_cache},
+      {"full", "every token kept (the quality ceiling; memory grows)", false, false, true, make_full_cache, {}},
+      {"streaming", "attention sinks + the most recent tokens (StreamingLLM)", true, false, true, make_streaming_cache,
+       {"sinks"}},
+      {"h2o", "heavy hitters by accumulated attention + recent tokens (H2O)", true, false, true, make_h2o_cache,
+       {"recent"}},
+      {"tova", "evicts the slots the last query attends to least (TOVA)", true, false, false, make_tova_cache, {}},
+      {"snapkv", "slots voted for by the last queries' window, pooled (SnapKV)", true, false, false, make_snapkv_cache,
+       {"observation_window", "pool_kernel"}},
+      {"lococo-hh", "LoCoCo's heavy-hitter selection without fusion", true, false, true, make_lococo_hh_cache,
+       {"keep_rate", "local_window", "score_decay", "window_last"}},
+      {"lococo", "heavy hitters + slots fused by a learned convolution (LoCoCo)", true, true, true, make_lococo_cache,
+       {"keep_rate", "local_window", "score_decay", "window_last"}},
   };
   return table;
 }
@@ -73,6 +79,89 @@ const std::string& baseline_policy() {
 std::unique_ptr<KvCache> make_cache(const ModelConfig& config, const CacheOptions& o) {
   if (o.chunk <= 0) throw std::invalid_argument(fmt::format("--chunk must be positive (got {})", o.chunk));
   return cache_policy(o.policy).make(config, o);
+}
+
+namespace {
+
+// One option by name: read from and written into CacheOptions.
+struct OptionField {
+  std::string name;
+  std::function<nlohmann::json(const CacheOptions&)> get;
+  std::function<void(CacheOptions&, const nlohmann::json&)> set;
+};
+
+template <typename T>
+OptionField field(std::string name, T CacheOptions::*f) {
+  return {std::move(name), [f](const CacheOptions& o) { return nlohmann::json(o.*f); },
+          [f](CacheOptions& o, const nlohmann::json& j) { o.*f = j.get<T>(); }};
+}
+
+template <typename G, typename T>
+OptionField field(std::string name, G CacheOptions::*g, T G::*f) {
+  return {std::move(name), [g, f](const CacheOptions& o) { return nlohmann::json((o.*g).*f); },
+          [g, f](CacheOptions& o, const nlohmann::json& j) { (o.*g).*f = j.get<T>(); }};
+}
+
+// The common fields first, then every policy's knobs, then the lococo
+// inference settings that no state records (compressor files are fingerprinted).
+const std::vector<OptionField>& option_fields() {
+  static const std::vector<OptionField> fields = {
+      field("policy", &CacheOptions::policy),
+      field("budget", &CacheOptions::budget),
+      field("chunk", &CacheOptions::chunk),
+      field("buffer", &CacheOptions::buffer),
+      {"positions", [](const CacheOptions& o) { return nlohmann::json(to_string(o.positions)); },
+       [](CacheOptions& o, const nlohmann::json& j) { o.positions = parse_position_mode(j.get<std::string>()); }},
+      {"dtype", [](const CacheOptions& o) { return nlohmann::json(dtype_name(o.dtype)); },
+       [](CacheOptions& o, const nlohmann::json& j) { o.dtype = parse_dtype(j.get<std::string>(), "dtype"); }},
+      field("sinks", &CacheOptions::streaming, &StreamingOptions::sinks),
+      field("recent", &CacheOptions::h2o, &H2oOptions::recent),
+      field("observation_window", &CacheOptions::snapkv, &SnapKvOptions::observation_window),
+      field("pool_kernel", &CacheOptions::snapkv, &SnapKvOptions::pool_kernel),
+      field("keep_rate", &CacheOptions::lococo, &LococoOptions::keep_rate),
+      field("local_window", &CacheOptions::lococo, &LococoOptions::local_window),
+      field("score_decay", &CacheOptions::lococo, &LococoOptions::score_decay),
+      field("window_last", &CacheOptions::lococo, &LococoOptions::window_last),
+      field("compressor", &CacheOptions::lococo, &LococoOptions::compressor),
+      field("allow_untrained", &CacheOptions::lococo, &LococoOptions::allow_untrained),
+      field("seed", &CacheOptions::lococo, &LococoOptions::seed),
+  };
+  return fields;
+}
+
+const size_t kCommonFields = 6;  // policy .. dtype
+
+const OptionField* find_field(const std::string& name) {
+  for (const auto& f : option_fields())
+    if (f.name == name) return &f;
+  return nullptr;
+}
+
+}  // namespace
+
+nlohmann::json cache_options_json(const CacheOptions& o) {
+  nlohmann::json j = nlohmann::json::object();
+  for (size_t i = 0; i < kCommonFields; ++i) j[option_fields()[i].name] = option_fields()[i].get(o);
+  for (const auto& knob : cache_policy(o.policy).knobs) j[knob] = find_field(knob)->get(o);
+  return j;
+}
+
+CacheOptions apply_cache_options_json(CacheOptions o, const nlohmann::json& j) {
+  if (!j.is_object()) throw std::invalid_argument("cache options: a JSON object expected");
+  for (const auto& [key, value] : j.items()) {
+    const OptionField* f = find_field(key);
+    if (!f) {
+      std::vector<std::string> known;
+      for (const auto& k : option_fields()) known.push_back(k.name);
+      throw std::invalid_argument(fmt::format("unknown cache option '{}' (known: {})", key, fmt::join(known, ", ")));
+    }
+    try {
+      f->set(o, value);
+    } catch (const nlohmann::json::exception&) {
+      throw std::invalid_argument(fmt::format("cache option '{}': {} is not of the right type", key, value.dump()));
+    }
+  }
+  return o;
 }
 
 std::filesystem::path model_compressor_path(const std::filesystem::path& model, int64_t budget) {

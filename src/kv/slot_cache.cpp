@@ -190,6 +190,82 @@ KeysValues SlotCache::stored(int i) const {
 
 torch::Tensor SlotCache::stored_scores(int i) const { return layers_[i].scores.narrow(1, 0, layers_[i].len); }
 
+CacheSnapshot SlotCache::snapshot() const {
+  CacheSnapshot s;
+  auto copy = [](const torch::Tensor& t) { return t.detach().to(torch::kCPU).contiguous().clone(); };
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const LayerSlots& l = layers_[i];
+    const std::string at = fmt::format("layers.{}.", i);
+    s.tensors.emplace_back(at + "keys", copy(l.k.narrow(1, 0, l.len)));            // [Hkv, len, d]
+    s.tensors.emplace_back(at + "values", copy(l.v.narrow(1, 0, l.len)));          // [Hkv, len, d]
+    s.tensors.emplace_back(at + "scores", copy(l.scores.narrow(1, 0, l.len)));     // [Hkv, len]
+    s.tensors.emplace_back(at + "positions", copy(l.positions.narrow(1, 0, l.len)));  // [Hkv, len]
+  }
+  s.counters = {{"tokens_seen", seen_}, {"max_position", max_position_}};
+  add_policy_state(s);
+  return s;
+}
+
+void SlotCache::restore(const CacheSnapshot& s) {
+  reset();
+  try {
+    SnapshotReader r(s);
+    const int64_t H = config_.num_kv_heads, d = config_.head_dim;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const std::string at = fmt::format("layers.{}.", i);
+      const auto it = std::find_if(s.tensors.begin(), s.tensors.end(), [&](const auto& t) { return t.first == at + "keys"; });
+      if (it == s.tensors.end()) throw std::invalid_argument(fmt::format("tensor '{}keys' is missing", at));
+      const int64_t len = it->second.dim() == 3 ? it->second.size(1) : -1;
+      if (len < 0) throw std::invalid_argument(fmt::format("tensor '{}keys' must have 3 dimensions", at));
+      ensure_capacity(static_cast<int>(i), len);
+      LayerSlots& l = layers_[i];
+      torch::NoGradGuard no_grad;
+      l.k.narrow(1, 0, len).copy_(r.take(at + "keys", {H, len, d}, options_.dtype, options_.device));
+      l.v.narrow(1, 0, len).copy_(r.take(at + "values", {H, len, d}, options_.dtype, options_.device));
+      l.scores.narrow(1, 0, len).copy_(r.take(at + "scores", {H, len}, torch::kFloat32, options_.device));
+      l.positions.narrow(1, 0, len).copy_(r.take(at + "positions", {H, len}, torch::kInt64, options_.device));
+      l.len = len;
+    }
+    auto counter = [&](const char* name) {
+      if (!s.counters.is_object() || !s.counters.contains(name) || !s.counters[name].is_number_integer() ||
+          s.counters[name].get<int64_t>() < 0)
+        throw std::invalid_argument(fmt::format("counter '{}' is missing or not a count", name));
+      return s.counters[name].get<int64_t>();
+    };
+    seen_ = counter("tokens_seen");
+    max_position_ = counter("max_position");
+    restore_policy_state(r);
+    r.expect_all_taken();
+  } catch (...) {
+    reset();
+    throw;
+  }
+}
+
+SlotCache::SnapshotReader::SnapshotReader(const CacheSnapshot& s) {
+  for (const auto& [name, t] : s.tensors)
+    if (!tensors_.emplace(name, t).second) throw std::invalid_argument(fmt::format("tensor '{}' appears twice", name));
+}
+
+torch::Tensor SlotCache::SnapshotReader::take(const std::string& name, const std::vector<int64_t>& sizes,
+                                              torch::ScalarType type, torch::Device device) {
+  const auto it = tensors_.find(name);
+  if (it == tensors_.end()) throw std::invalid_argument(fmt::format("tensor '{}' is missing", name));
+  if (it->second.sizes() != torch::IntArrayRef(sizes))
+    throw std::invalid_argument(fmt::format("tensor '{}' has shape [{}], expected [{}]", name,
+                                            fmt::join(it->second.sizes(), ", "), fmt::join(sizes, ", ")));
+  if (it->second.is_floating_point() != c10::isFloatingType(type))
+    throw std::invalid_argument(fmt::format("tensor '{}' has dtype {}, expected {}", name,
+                                            c10::toString(it->second.scalar_type()), c10::toString(type)));
+  taken_.insert(name);
+  return it->second.to(device, type);
+}
+
+void SlotCache::SnapshotReader::expect_all_taken() const {
+  for (const auto& [name, t] : tensors_)
+    if (!taken_.count(name)) throw std::invalid_argument(fmt::format("unexpected tensor '{}'", name));
+}
+
 torch::Tensor SlotCache::stored_positions(int i) const {
   return layers_[i].positions.narrow(1, 0, layers_[i].len);
 }

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <set>
 #include <string>
 
 #include <torch/torch.h>
@@ -35,6 +37,10 @@ class SlotCache : public KvCache {
   KeysValues stored(int layer) const override;
   torch::Tensor stored_scores(int layer) const override;
   torch::Tensor stored_positions(int layer) const override;
+  // Every layer's slots (keys, values, scores, positions) and the counters,
+  // plus what a policy keeps beside them (add_policy_state).
+  CacheSnapshot snapshot() const final;
+  void restore(const CacheSnapshot& snapshot) final;
 
  protected:
   struct LayerSlots {
@@ -73,6 +79,25 @@ class SlotCache : public KvCache {
   // The stored keys and values as a compression should read them: with their
   // autograd history in training (live), else the buffers. [Hkv, len, d].
   KeysValues compression_input(int layer) const;
+
+  // Reads a snapshot's tensors by name, checking each one's shape, and
+  // remembers which were read (restore refuses tensors nobody read).
+  class SnapshotReader {
+   public:
+    explicit SnapshotReader(const CacheSnapshot& s);
+    // `name` with exactly `sizes` as `type` (on `device`); std::invalid_argument otherwise.
+    torch::Tensor take(const std::string& name, const std::vector<int64_t>& sizes, torch::ScalarType type,
+                       torch::Device device);
+    void expect_all_taken() const;
+
+   private:
+    std::map<std::string, torch::Tensor> tensors_;
+    std::set<std::string> taken_;
+  };
+  // A policy's own sequence state beyond the slots (SnapKV's query window):
+  // written into a snapshot after the slots, read back after them.
+  virtual void add_policy_state(CacheSnapshot& s) const {}
+  virtual void restore_policy_state(SnapshotReader& r) {}
 
   const ModelConfig config_;
   const CacheOptions options_;

@@ -74,6 +74,29 @@ class SnapKvCache final : public BoundedCache {
     for (auto& rows : windows_) rows = torch::Tensor();
   }
 
+  // The window's rows over the stored slots: [Hkv, w, len] per layer.
+  void add_policy_state(CacheSnapshot& s) const override {
+    const int64_t w = options_.snapkv.observation_window;
+    for (int i = 0; i < num_layers(); ++i) {
+      const int64_t len = slots(i);
+      const auto& rows = windows_[i];
+      s.tensors.emplace_back(fmt::format("layers.{}.window", i),
+                             rows.defined() ? rows.narrow(2, 0, len).to(torch::kCPU).contiguous().clone()
+                                            : torch::zeros({config_.num_kv_heads, w, len}));
+    }
+  }
+
+  void restore_policy_state(SnapshotReader& r) override {
+    const int64_t w = options_.snapkv.observation_window;
+    for (int i = 0; i < num_layers(); ++i) {
+      const int64_t len = slots(i);
+      auto& rows = window(i);
+      rows.zero_();
+      rows.narrow(2, 0, len).copy_(
+          r.take(fmt::format("layers.{}.window", i), {config_.num_kv_heads, w, len}, torch::kFloat32, options_.device));
+    }
+  }
+
  private:
   // The last w queries' probabilities over the slots, oldest first: [Hkv, w, cap].
   torch::Tensor& window(int i) {

@@ -64,6 +64,13 @@ GenerateResult generate(const LlamaModel& model, const Tokenizer& tokenizer, KvC
                         const std::vector<int64_t>& prompt, const GenerateOptions& options,
                         const TextCallback& on_text = nullptr);
 
+// The decode loop alone: generates from `logits` [V], the next-token logits
+// after what `cache` has read (prefill's, or a saved state's); prompt_tokens
+// and prefill_seconds stay 0.
+GenerateResult continue_generation(const LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,
+                                   torch::Tensor logits, const GenerateOptions& options,
+                                   const TextCallback& on_text = nullptr);
+
 // Feeds `tokens` through the model in chunks of `chunk`; returns the logits of
 // the last token [V].
 torch::Tensor prefill(const LlamaModel& model, KvCache& cache, const std::vector<int64_t>& tokens, int64_t chunk);

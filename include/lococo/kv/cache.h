@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "lococo/core/config.h"
@@ -94,6 +95,13 @@ struct KeysValues {
   bool rotate_at_slot_index = false;
 };
 
+// A cache's sequence state, enough to continue the sequence exactly in a cache
+// made with the same options (saved states: lococo/generate/saved_state.h).
+struct CacheSnapshot {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;  // CPU copies: "layers.<i>.keys", ...
+  nlohmann::json counters;                                      // {"tokens_seen": n, ...}
+};
+
 class CacheChunk;
 
 class KvCache {
@@ -119,6 +127,13 @@ class KvCache {
   virtual KeysValues stored(int layer) const = 0;
   virtual torch::Tensor stored_scores(int layer) const = 0;
   virtual torch::Tensor stored_positions(int layer) const = 0;
+
+  // The sequence state (copies), and back: restore() replaces the sequence by a
+  // snapshot of a cache made with the same options, or throws
+  // std::invalid_argument naming a missing, misshapen or unexpected tensor or
+  // counter (the cache is then reset).
+  virtual CacheSnapshot snapshot() const = 0;
+  virtual void restore(const CacheSnapshot& snapshot) = 0;
   // Forgets the sequence (and a broken chunk), keeps the buffers.
   void reset();
   // Training: drops the autograd history stored slots carry (bptt_chunks > 1),

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "lococo/kv/cache.h"
 
 namespace lococo {
@@ -19,6 +21,7 @@ struct CachePolicyTraits {
   bool needs_compressor = false;    // runs a trained compressor (options.lococo.compressor)
   bool compared_by_default = true;  // in the default --policies of eval and bench
   std::unique_ptr<KvCache> (*make)(const ModelConfig&, const CacheOptions&) = nullptr;
+  std::vector<std::string> knobs;   // the policy's own options it reads (cache_options_json's names)
 };
 
 // Every policy, in the order the CLI lists them.
@@ -34,6 +37,15 @@ const std::string& reference_policy();
 const std::string& trained_policy();
 // The heuristic a trained compressor's validation is reported beside.
 const std::string& baseline_policy();
+
+// Cache options as JSON, named as the CLI's flags with '_' for '-': the common
+// fields (policy, budget, chunk, buffer, positions, dtype) and the knobs of
+// options.policy only: what shapes a cache's state (saved states record it).
+nlohmann::json cache_options_json(const CacheOptions& options);
+// `options` with the fields `json` names set: the common ones, any policy's
+// knobs, and compressor / allow_untrained / seed. std::invalid_argument naming
+// an unknown key or a value of the wrong type.
+CacheOptions apply_cache_options_json(CacheOptions options, const nlohmann::json& json);
 
 // Where a model keeps its trained compressor for budget M: a model directory
 // DIR keeps it at DIR/compressors/m<M>.safetensors; a model file (GGUF)
