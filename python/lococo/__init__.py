@@ -59,23 +59,41 @@ def _forward(self, ids, cache=None):
 
 
 def _generate(self, prompt, cache=None, max_tokens=128, temperature=0.0, top_k=0, top_p=1.0, seed=0, stop=None,
-              add_bos=True, stop_at_eos=True, stream=False):
+              add_bos=None, stop_at_eos=True, stream=False):
     """Generate a continuation of `prompt` (text or token ids).
 
-    cache: a fresh cache (default: a full cache with 512-token chunks).
+    cache: the cache to read through (default: a fresh full cache with
+        512-token chunks). A cache that has read text already (forward(), or
+        Model.load_state()) continues it: the prompt is the continuation, and
+        an empty prompt generates right after what it read.
+    add_bos: BOS before the prompt (default: only when the cache is fresh).
     Returns a dict (text, tokens, finish_reason, prompt_tokens, prefill_seconds,
     decode_seconds); with stream=True a TextStream yielding text pieces as they
     are produced (its .result holds the dict once exhausted). Greedy by default.
     """
     if cache is None:
         cache = self.cache("full", chunk=512)
+    if add_bos is None:
+        add_bos = cache.tokens_seen == 0
     return _lococo._generate(self, prompt, cache, max_tokens, temperature, top_k, top_p, seed, list(stop or []),
                              add_bos, stop_at_eos, stream)
+
+
+def _load_state(self, path, compressor=None):
+    """A cache continuing the state saved by Cache.save() at `path`.
+
+    Its options are the state's; lococo uses the model's own compressor for
+    the state's budget unless `compressor` names the file it was saved with.
+    Raises ValueError when the state was made by another model or compressor
+    (naming what differs), OSError when the file cannot be read.
+    """
+    return _lococo._load_state(self, _os.fspath(path), "" if compressor is None else _os.fspath(compressor))
 
 
 Model.cache = _cache
 Model.forward = _forward
 Model.generate = _generate
+Model.load_state = _load_state
 
 
 def _paths(p):

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <pybind11/pybind11.h>
 
+#include "lococo/generate/saved_state.h"
 #include "lococo/kv/cache.h"
 #include "lococo/model/model_dir.h"
 
@@ -27,15 +28,28 @@ struct FileError : std::runtime_error {
 // A loaded model as Python holds it.
 struct Model {
   LoadedModel loaded;
+  std::string fingerprint;  // model_fingerprint(), for saved states
   const LlamaModel& model() const { return *loaded.model; }
   const Tokenizer& tokenizer() const { return *loaded.tokenizer; }
 };
 
-// A per-sequence cache and the options it was made with (its chunk is the
-// forward size that the policy's statistics assume).
+// A per-sequence cache, the options it was made with (its chunk is the forward
+// size that the policy's statistics assume), and what a saved state needs:
+// the text read through forward() and the logits after it.
 struct Cache {
   std::shared_ptr<KvCache> cache;
   CacheOptions options;
+  Model model;
+  torch::Tensor last_logits;  // [V] after the last token read, undefined before any
+  std::string text;           // text_fingerprint() of the ids read
+  int64_t tokens = 0;         // ids read
+  bool tracked = true;        // false once generate() or perplexity() read through it (ids not followed)
+  void forget() {             // a fresh sequence
+    last_logits = torch::Tensor();
+    text.clear();
+    tokens = 0;
+    tracked = true;
+  }
 };
 
 // CacheOptions for `model` from a policy, budget, chunk and keyword options

@@ -1,5 +1,6 @@
 // lococo.Cache: a per-sequence KV cache of any policy, and the policy table.
 #include <fmt/format.h>
+#include <pybind11/stl/filesystem.h>
 #include <torch/python.h>
 
 #include "bindings.h"
@@ -15,10 +16,11 @@ int checked_layer(const Cache& c, int layer) {
   return layer;
 }
 
-Cache make(const Model& model, const std::string& policy, int64_t budget, int64_t chunk, const py::dict& options) {
+// A cache of `model` with `options` (ready to use).
+Cache build(const Model& model, const CacheOptions& options) {
   Cache c;
-  // Without a compressor file, lococo takes the model's own for this budget.
-  c.options = resolve_compressor(cache_options(model, policy, budget, chunk, options), model.loaded.dir);
+  c.model = model;
+  c.options = options;
   try {
     c.cache = make_cache(model.model().config(), c.options);
   } catch (const std::invalid_argument&) {
@@ -26,6 +28,40 @@ Cache make(const Model& model, const std::string& policy, int64_t budget, int64_
   } catch (const std::runtime_error& e) {  // a compressor file that cannot be read
     throw FileError(e.what());
   }
+  return c;
+}
+
+Cache make(const Model& model, const std::string& policy, int64_t budget, int64_t chunk, const py::dict& options) {
+  // Without a compressor file, lococo takes the model's own for this budget.
+  return build(model, resolve_compressor(cache_options(model, policy, budget, chunk, options), model.loaded.dir));
+}
+
+void save(const Cache& c, const std::filesystem::path& path) {
+  if (!c.tracked)
+    throw std::invalid_argument("save: generate() or perplexity() read through this cache, so what it read is not "
+                                "known; save a cache that read its text with forward()");
+  if (c.tokens == 0) throw std::invalid_argument("save: the cache has not read anything");
+  py::gil_scoped_release release;
+  save_state(path, *c.cache, c.options, c.model.fingerprint, c.text, c.tokens, c.last_logits);
+}
+
+// A cache continuing a saved state: the state's options, the model's own
+// compressor for lococo unless `compressor` names one.
+Cache load(const Model& model, const std::string& path, const std::string& compressor) {
+  SavedState state;
+  try {
+    state = read_state(path);
+  } catch (const std::invalid_argument&) {
+    throw;
+  } catch (const std::runtime_error& e) {
+    throw FileError(e.what());
+  }
+  CacheOptions o = options_from_state(state.options, cache_options(model, reference_policy(), 1, 1, py::dict()));
+  o.lococo.compressor = compressor;
+  Cache c = build(model, resolve_compressor(o, model.loaded.dir));
+  c.last_logits = restore_state(state, *c.cache, c.options, model.fingerprint, model.model().config().vocab_size);
+  c.text = state.text;
+  c.tokens = state.tokens;
   return c;
 }
 
@@ -72,9 +108,16 @@ void bind_cache(py::module_& m) {
            py::arg("layer"), "The policy's score of each slot of `layer`, [kv_heads, slots]")
       .def("positions_of", [](const Cache& c, int layer) { return c.cache->stored_positions(checked_layer(c, layer)); },
            py::arg("layer"), "The token index each slot of `layer` holds, [kv_heads, slots] (-1: a fused slot)")
-      .def("reset", [](Cache& c) { c.cache->reset(); }, "Forget the sequence (keeps the buffers)")
+      .def("reset", [](Cache& c) {
+        c.cache->reset();
+        c.forget();
+      }, "Forget the sequence (keeps the buffers)")
+      .def("save", &save, py::arg("path"),
+           "Write the cache's state to `path` (read it back with Model.load_state): for a bounded policy a few "
+           "megabytes at most, however long the text it read")
       .def("__repr__", [](const Cache& c) { return fmt::format("<lococo.Cache {}>", c.cache->describe()); });
 
+  m.def("_load_state", &load, py::arg("model"), py::arg("path"), py::arg("compressor"));
   m.def("_make_cache", &make, py::arg("model"), py::arg("policy"), py::arg("budget"), py::arg("chunk"),
         py::arg("options"));
   m.def("policies", [] {

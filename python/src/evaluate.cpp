@@ -16,6 +16,7 @@ py::dict perplexity(const Model& m, const std::vector<int64_t>& ids, Cache& cach
   po.chunk = cache.options.chunk;
   po.keep_nll = return_nll;
   PerplexityResult r;
+  cache.tracked = false;  // a saved state could not say what it read
   {
     py::gil_scoped_release release;
     torch::NoGradGuard no_grad;

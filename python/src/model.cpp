@@ -22,7 +22,9 @@ Model load(const std::string& path, const std::string& dtype) {
   ModelOptions options;
   options.dtype = parse_dtype(dtype, "dtype");  // ValueError naming it
   try {
-    return Model{load_model_dir(p, options)};
+    Model m{load_model_dir(p, options), ""};
+    m.fingerprint = model_fingerprint(m.model(), m.tokenizer());
+    return m;
   } catch (const std::invalid_argument&) {
     throw;
   } catch (const std::runtime_error& e) {
@@ -63,7 +65,26 @@ torch::Tensor forward(const Model& m, const py::object& ids_obj, Cache* cache) {
   std::vector<torch::Tensor> parts;
   for (int64_t at = 0; at < T; at += B)
     parts.push_back(m.model().forward(ids.narrow(0, at, std::min(B, T - at)), cache->cache.get())[0]);  // [b, V]
+  // What a saved state of this cache records.
+  const auto contiguous = ids.contiguous();
+  const int64_t* p = contiguous.data_ptr<int64_t>();
+  cache->text = text_fingerprint(std::vector<int64_t>(p, p + T), cache->text);
+  cache->tokens += T;
+  cache->last_logits = parts.back()[-1];
   return parts.size() == 1 ? parts[0] : torch::cat(parts);
+}
+
+// Generates after `ids`: a fresh prompt through generate(), or with no ids the
+// continuation of what the cache has read (its last logits).
+GenerateResult run_generation(const Model& m, Cache& cache, const std::vector<int64_t>& ids, const GenerateOptions& o,
+                              const TextCallback& on_text) {
+  torch::NoGradGuard no_grad;
+  if (ids.empty()) {
+    if (!cache.last_logits.defined() || !cache.tracked)
+      throw std::invalid_argument("prompt: empty, and the cache has not read anything to continue from");
+    return continue_generation(m.model(), m.tokenizer(), *cache.cache, cache.last_logits, o, on_text);
+  }
+  return generate(m.model(), m.tokenizer(), *cache.cache, ids, o, on_text);
 }
 
 py::dict result_dict(const GenerateResult& r) {
@@ -123,8 +144,7 @@ class TextStream {
     GenerateResult r;
     std::exception_ptr error;
     try {
-      torch::NoGradGuard no_grad;
-      r = generate(model_.model(), model_.tokenizer(), *cache_.cache, prompt, options, [this](const std::string& p) {
+      r = run_generation(model_, cache_, prompt, options, [this](const std::string& p) {
         std::lock_guard<std::mutex> lock(mu_);
         pieces_.push_back(p);
         ready_.notify_one();
@@ -162,12 +182,16 @@ py::object generate_text(const Model& m, const py::object& prompt, Cache& cache,
   GenerateOptions o = base;
   o.chunk = cache.options.chunk;
   if (o.max_tokens < 0) throw std::invalid_argument(fmt::format("max_tokens must not be negative (got {})", o.max_tokens));
-  if (stream) return py::cast(std::make_unique<TextStream>(m, cache, std::move(ids), o));
+  if (ids.empty() && (!cache.last_logits.defined() || !cache.tracked))
+    throw std::invalid_argument("prompt: empty, and the cache has not read anything to continue from");
+  // The generated tokens are read through the cache without being followed here.
+  Cache reading = cache;
+  cache.tracked = false;
+  if (stream) return py::cast(std::make_unique<TextStream>(m, reading, std::move(ids), o));
   GenerateResult r;
   {
     py::gil_scoped_release release;
-    torch::NoGradGuard no_grad;
-    r = generate(m.model(), m.tokenizer(), *cache.cache, ids, o);
+    r = run_generation(m, reading, ids, o, nullptr);
   }
   return result_dict(r);
 }

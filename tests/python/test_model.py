@@ -134,3 +134,26 @@ def test_passkey_report_as_a_dict(model):
     assert other["filler"] == str(SLICE)
     with pytest.raises(OSError, match="no-such-filler"):
         lococo.eval_passkey(model, policies=["full"], lengths=[300], trials=1, filler="no-such-filler")
+
+
+def test_a_saved_state_continues_like_the_cache_it_was_saved_from(model, text, tmp_path):
+    ids = model.tokenizer.encode(text, add_bos=True)
+    first, rest = ids[:640], ids[640:700]  # 640: whole 128-token chunks, so both runs chunk alike
+    whole = model.cache("lococo", budget=128)
+    expected = model.forward(first + rest, whole)[640:]
+    cache = model.cache("lococo", budget=128)
+    model.forward(first, cache)
+    path = tmp_path / "moby.state"
+    cache.save(path)
+    assert path.stat().st_size < 2 * 1024 * 1024
+    loaded = model.load_state(path)
+    assert loaded.tokens_seen == 640 and repr(loaded) == repr(cache)
+    # Generation right after the text read, from the loaded state and from the original cache.
+    again = model.load_state(path)
+    assert model.generate("", cache=again, max_tokens=12)["tokens"] == \
+        model.generate("", cache=cache, max_tokens=12)["tokens"]
+    assert torch.equal(model.forward(rest, loaded), expected)
+    with pytest.raises(ValueError, match="generate"):
+        cache.save(tmp_path / "after-generate.state")  # what generate() read is not followed
+    with pytest.raises(OSError, match="missing.state"):
+        model.load_state(tmp_path / "missing.state")
