@@ -48,6 +48,8 @@ void add_chunk_training_flags(CLI::App* sub, ChunkTrainingFlags& f) {
   sub->add_flag("--slot-features", o.compressor.slot_features,
                 "The conv also reads each slot's score and whether it is a fused slot");
   sub->add_flag("--lambda-sigmoid", o.compressor.lambda_sigmoid, "Mix by sigmoid(lambda), kept in (0, 1)");
+  sub->add_option("--lambda-init", o.compressor.lambda_init, "Initial mixing weight of the learned part (lambda)")
+      ->capture_default_str();
   sub->add_option("--init-std", o.compressor.init_std,
                   "Std of the initial conv weights (1: the reference; smaller starts P soft)")
       ->check(CLI::PositiveNumber)->capture_default_str();

@@ -58,6 +58,7 @@ const std::map<std::string, Setter>& train_setters() {
       {"slot_features", set(&CompressorTrainOptions::compressor, &CompressorOptions::slot_features)},
       {"lambda_sigmoid", set(&CompressorTrainOptions::compressor, &CompressorOptions::lambda_sigmoid)},
       {"init_std", set(&CompressorTrainOptions::compressor, &CompressorOptions::init_std)},
+      {"lambda_init", set(&CompressorTrainOptions::compressor, &CompressorOptions::lambda_init)},
   };
   return setters;
 }

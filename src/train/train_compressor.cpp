@@ -49,6 +49,28 @@ std::vector<ParamGroup> parameter_groups(LococoCompressor& compressor, LlamaMode
   return groups;
 }
 
+// The mean NLL of the recall rows' repeated passages: what a compressor keeps
+// of the far context, logged beside the loss.
+struct RecallNll {
+  double sum = 0;
+  int64_t count = 0;
+  void add(const torch::Tensor& logits, const torch::Tensor& targets, const torch::Tensor& repeat) {
+    torch::NoGradGuard no_grad;
+    const auto rows = torch::nonzero(repeat).flatten();
+    if (rows.numel() == 0) return;
+    sum += torch::nn::functional::cross_entropy(
+               logits.index_select(0, rows), targets.index_select(0, rows),
+               torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
+    count += rows.numel();
+  }
+  double take() {
+    const double mean = sum / static_cast<double>(count);
+    sum = 0;
+    count = 0;
+    return mean;
+  }
+};
+
 ValidationPpl validate(const LlamaModel& model, const std::shared_ptr<LococoCompressor>& compressor,
                        const TokenData& val, const CompressorTrainOptions& o) {
   torch::NoGradGuard g;
@@ -75,7 +97,7 @@ torch::Tensor distillation_loss(const torch::Tensor& teacher_logp, const torch::
 TrainingRow training_sequence(const TokenData& data, int64_t length, const CompressorTrainOptions& o,
                               std::mt19937_64& rng) {
   const bool recall = o.recall_rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < o.recall_rate;
-  if (!recall) return {data.random_window(length, rng), torch::ones({length - 1})};
+  if (!recall) return {data.random_window(length, rng), torch::ones({length - 1}), torch::zeros({length - 1}, torch::kBool)};
   const int64_t p = o.recall_passage;
   if (p < 2 || 2 * p >= length)
     throw std::invalid_argument(fmt::format("--recall-passage {} does not fit twice in a sequence of {}", p, length));
@@ -104,6 +126,8 @@ TrainingRow training_sequence(const TokenData& data, int64_t length, const Compr
   row.weights = torch::ones({length - 1});
   // Predictions of the repeat's tokens after its first (only those have a cue).
   row.weights.narrow(0, repeat_at, p - 1).fill_(o.recall_weight);
+  row.repeat = torch::zeros({length - 1}, torch::kBool);
+  row.repeat.narrow(0, repeat_at, p - 1).fill_(true);
   return row;
 }
 
@@ -187,6 +211,7 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
   bar.set(step);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t start = step;
+  RecallNll recall;
   int64_t tokens = 0, accumulated = 0, last_eval = step;
   double loss_sum = 0;
   while (step < o.steps) {
@@ -207,9 +232,10 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
         const auto chunk = windows[i].tokens.narrow(0, s * B, B);                        // [B]
         auto logits = model.forward(chunk, caches[i].get())[0];                          // [B, V]
         torch::Tensor loss;
-        if (o.objective != "distill")
-          loss = weighted_next_token_loss(logits, windows[i].tokens.narrow(0, s * B + 1, B),
-                                          windows[i].weights.narrow(0, s * B, B));
+        const auto targets = windows[i].tokens.narrow(0, s * B + 1, B);                 // [B]
+        const auto weights = windows[i].weights.narrow(0, s * B, B);                     // [B]
+        if (o.objective != "distill") loss = weighted_next_token_loss(logits, targets, weights);
+        recall.add(logits, targets, windows[i].repeat.narrow(0, s * B, B));
         if (distill) {
           torch::Tensor teacher;
           {
@@ -240,9 +266,12 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
       ++step;
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       r.tokens_per_second = tokens / std::max(secs, 1e-9);
-      if (dist.is_main())
-        record({{"step", step}, {"loss", r.last_loss}, {"lr", trainer.current_lr()}, {"grad_norm", gnorm},
-                {"tokens_per_second", r.tokens_per_second}, {"comm_seconds", dist.comm_seconds()}});
+      if (dist.is_main()) {
+        nlohmann::json row = {{"step", step}, {"loss", r.last_loss}, {"lr", trainer.current_lr()}, {"grad_norm", gnorm},
+                              {"tokens_per_second", r.tokens_per_second}, {"comm_seconds", dist.comm_seconds()}};
+        if (recall.count > 0) row["recall_nll"] = recall.take();  // this rank's repeats since the last record
+        record(row);
+      }
       bar.set(step, fmt::format("loss {:.3f} {:.0f} tok/s", r.last_loss, r.tokens_per_second));
     }
     if (!sequence_trained && step < o.steps)  // would loop forever

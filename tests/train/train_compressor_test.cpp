@@ -80,6 +80,7 @@ TEST(TrainCompressor, RecallRowsRepeatAPassageAfterALead) {
       // The repeat's predictions after its first token weigh 4, every other 1.
       EXPECT_EQ(row.weights.narrow(0, 85, 11).min().item<float>(), 4.0f);
       EXPECT_EQ(row.weights.narrow(0, 0, 85).max().item<float>(), 1.0f);
+      EXPECT_TRUE(torch::equal(row.repeat, row.weights > 1));  // the repeat's predictions, marked
     }
   }
   // With a gap: the passage twice, [gap / 2, gap] apart, text after the repeat; the weights mark the repeat.
@@ -106,6 +107,7 @@ TEST(TrainCompressor, RecallRowsRepeatAPassageAfterALead) {
   const auto plain = training_sequence(data, 50, o, a);
   EXPECT_TRUE(torch::equal(plain.tokens, data.random_window(50, b)));  // plain windows otherwise
   EXPECT_EQ(plain.weights.sum().item<float>(), 49.0f);
+  EXPECT_FALSE(plain.repeat.any().item<bool>());
   o.recall_rate = 1.0;
   o.recall_passage = 40;
   EXPECT_THROW(training_sequence(data, 60, o, rng), std::invalid_argument);

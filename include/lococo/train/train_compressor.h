@@ -83,6 +83,7 @@ torch::Tensor distillation_loss(const torch::Tensor& teacher_logp, const torch::
 struct TrainingRow {
   torch::Tensor tokens;   // [length]
   torch::Tensor weights;  // [length - 1]: weight of predicting tokens[i + 1]
+  torch::Tensor repeat;   // [length - 1] bool: the prediction is of a recall row's repeated passage
 };
 
 // A training sequence of `length` tokens: a random window of `data`, or with
