@@ -1,5 +1,7 @@
 #include "lococo/core/io_util.h"
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -12,34 +14,43 @@
 
 namespace lococo {
 
+void sync_path(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error(path.string() + ": cannot open to sync: " + std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) throw std::runtime_error(path.string() + ": fsync failed: " + std::strerror(err));
+}
+
 void write_file_atomic(const std::filesystem::path& path,
                        const std::function<void(std::ostream&)>& write) {
   namespace fs = std::filesystem;
-  if (path.has_parent_path()) fs::create_directories(path.parent_path());
+  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  if (path.has_parent_path()) fs::create_directories(dir);
   const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid()) + "." +
                        std::to_string(std::random_device{}());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(path.string() + ": cannot open for writing");
-    try {
+  try {
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      if (!out) throw std::runtime_error(path.string() + ": cannot open for writing");
       write(out);
-    } catch (...) {
-      out.close();
-      fs::remove(tmp);
-      throw;
+      out.close();  // flushes; a full disk shows here
+      if (!out) throw std::runtime_error(path.string() + ": write failed (disk full?)");
     }
-    out.flush();
-    if (!out) {
-      fs::remove(tmp);
-      throw std::runtime_error(path.string() + ": write failed (disk full?)");
-    }
+    sync_path(tmp);
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw;
   }
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) {
-    fs::remove(tmp);
+    fs::remove(tmp, ec);
     throw std::runtime_error(path.string() + ": cannot rename temporary file: " + ec.message());
   }
+  sync_path(dir);  // the rename itself reaches the disk
 }
 
 void write_text_atomic(const std::filesystem::path& path, const std::string& text) {

@@ -187,8 +187,8 @@ PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
   PretrainResult r;
   r.best_val_loss = 1e30;
   const fs::path ckpt = o.out / "checkpoint";
-  if (o.resume && fs::exists(ckpt)) {
-    auto state = trainer.load_checkpoint(ckpt);
+  if (const auto from = o.resume ? checkpoint_to_resume(ckpt) : fs::path(); !from.empty()) {
+    auto state = trainer.load_checkpoint(from);
     start = state.at("step").get<int64_t>();
     set_rng_state(rng, state.at("rng").get<std::string>());
     r.best_val_loss = state.value("best_val_loss", 1e30);
@@ -197,6 +197,7 @@ PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
                                               state.value("world_size", 1), dist.world_size()));
   }
   dist.broadcast(trainer.parameters());
+  r.steps_done = start;  // a resumed run that is done already saves what it has, not step 0
   MetricsLog log;
   if (dist.is_main()) log = MetricsLog(o.out / "metrics.jsonl", /*append=*/start > 0);
   auto save = [&](int64_t step) {

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "lococo/core/io_util.h"
 #include "lococo/io/safetensors.h"
@@ -110,11 +111,33 @@ void Trainer::save_checkpoint(const std::filesystem::path& dir, const nlohmann::
     write_text_atomic(tmp / "optimizer.pt", bytes.str());
   }
   write_text_atomic(tmp / "state.json", state.dump(2));
-  // Swap in the new directory; the previous one survives until the swap is done.
+  // Swap in the new directory; the previous one survives until the swap is done
+  // (a crash in between leaves `old`, which checkpoint_to_resume() takes).
+  sync_path(tmp);
   fs::remove_all(old);
   if (fs::exists(dir)) fs::rename(dir, old);
   fs::rename(tmp, dir);
+  sync_path(dir.has_parent_path() ? dir.parent_path() : fs::path("."));
   fs::remove_all(old);
+}
+
+namespace {
+bool complete_checkpoint(const std::filesystem::path& dir) {
+  for (const char* f : {"trainable.safetensors", "optimizer.pt", "state.json"})
+    if (!std::filesystem::exists(dir / f)) return false;
+  return true;
+}
+}  // namespace
+
+std::filesystem::path checkpoint_to_resume(const std::filesystem::path& dir) {
+  if (std::filesystem::exists(dir)) return dir;  // load_checkpoint names a missing file
+  const std::filesystem::path old = dir.string() + ".old";
+  if (complete_checkpoint(old)) {
+    spdlog::warn("--resume: {} is missing; continuing from {} (a save was interrupted)", dir.string(), old.string());
+    return old;
+  }
+  spdlog::warn("--resume: no checkpoint at {}; starting from step 0", dir.string());
+  return {};
 }
 
 nlohmann::json Trainer::load_checkpoint(const std::filesystem::path& dir) {

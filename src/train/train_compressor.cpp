@@ -49,6 +49,30 @@ std::vector<ParamGroup> parameter_groups(LococoCompressor& compressor, LlamaMode
   return groups;
 }
 
+// What a resumed run must share with the run that wrote its checkpoint, by flag name.
+nlohmann::json run_config(const CompressorTrainOptions& o) {
+  const auto& c = o.compressor;
+  return {{"budget", o.cache.budget}, {"chunk", o.cache.chunk}, {"buffer", o.cache.buffer},
+          {"positions", to_string(o.cache.positions)}, {"keep-rate", o.cache.lococo.keep_rate},
+          {"local-window", o.cache.lococo.local_window}, {"score-decay", o.cache.lococo.score_decay},
+          {"window-last", o.cache.lococo.window_last}, {"kernel", c.kernel}, {"conv-layers", c.conv_layers},
+          {"slot-features", c.slot_features}, {"lambda-sigmoid", c.lambda_sigmoid}, {"segments", o.segments},
+          {"steps", o.steps}, {"grad-accum", o.grad_accum}, {"bptt-chunks", o.bptt_chunks},
+          {"objective", o.objective}, {"recall-rate", o.recall_rate}, {"recall-passage", o.recall_passage},
+          {"recall-lead", o.recall_lead}, {"recall-weight", o.recall_weight}, {"recall-gap", o.recall_gap},
+          {"sequences", o.sequences}, {"lr", o.optim.lr}, {"memory-lr-scale", o.memory_lr_scale},
+          {"train-norms", o.train_norms}, {"seed", o.seed}};
+}
+
+// std::invalid_argument naming the first flag whose value differs from the checkpoint's.
+void refuse_changed_config(const nlohmann::json& saved, const nlohmann::json& now, const std::filesystem::path& ckpt) {
+  for (const auto& [flag, value] : saved.items())
+    if (now.contains(flag) && now[flag] != value)
+      throw std::invalid_argument(fmt::format("{}: --{} was {} when the checkpoint was written, {} now (a resumed "
+                                              "run keeps its configuration)", ckpt.string(), flag, value.dump(),
+                                              now[flag].dump()));
+}
+
 // The mean NLL of the recall rows' repeated passages: what a compressor keeps
 // of the far context, logged beside the loss.
 struct RecallNll {
@@ -183,8 +207,10 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
   int64_t step = 0;
   double best = 1e30;
   const auto ckpt = state_file(o, ".ckpt");
-  if (o.resume && std::filesystem::exists(ckpt)) {
-    auto state = trainer.load_checkpoint(ckpt);
+  const nlohmann::json config = run_config(o);
+  if (const auto from = o.resume ? checkpoint_to_resume(ckpt) : std::filesystem::path(); !from.empty()) {
+    auto state = trainer.load_checkpoint(from);
+    refuse_changed_config(state.value("config", nlohmann::json::object()), config, from);
     step = state.at("step").get<int64_t>();
     set_rng_state(rng, state.at("rng").get<std::string>());
     best = state.value("best_val_ppl", 1e30);
@@ -203,7 +229,7 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
   auto save = [&] {
     if (dist.is_main())
       trainer.save_checkpoint(ckpt, {{"step", step}, {"rng", rng_state(rng)}, {"best_val_ppl", best},
-                                     {"world_size", dist.world_size()}});
+                                     {"world_size", dist.world_size()}, {"config", config}});
   };
   CompressorTrainResult r;
   if (o.handle_signals) install_stop_handler();

@@ -210,6 +210,9 @@ TEST(TrainCompressor, ResumeEqualsUninterruptedRun) {
   EXPECT_TRUE(train_compressor(model, train, nullptr, split).interrupted);
   split.stop_after = 0;
   split.resume = true;
+  auto changed = split;  // a resumed run keeps its configuration: a changed one is refused by flag
+  changed.grad_accum = 2;
+  testing::expect_error([&] { train_compressor(model, train, nullptr, changed); }, {"--grad-accum", "split"});
   EXPECT_FALSE(train_compressor(model, train, nullptr, split).interrupted);
   auto a = read_losses(dir / "full.safetensors.metrics.jsonl");
   auto b = read_losses(dir / "split.safetensors.metrics.jsonl");

@@ -6,6 +6,7 @@
 #include "lococo/model/model_dir.h"
 #include "lococo/train/pretrain.h"
 #include "lococo/train/train.h"
+#include "lococo/core/io_util.h"
 #include "test_util.h"
 
 namespace lococo {
@@ -117,6 +118,8 @@ TEST_F(PretrainTest, LossFallsAndResumeEqualsUninterruptedRun) {
   first.stop_after = 3;  // as if interrupted after step 3
   EXPECT_TRUE(pretrain(config_, first).interrupted);
   EXPECT_FALSE(std::filesystem::exists(dir_ / "split" / "model.safetensors"));
+  // As if a crash came between the two renames of a checkpoint save: only .old is left.
+  std::filesystem::rename(dir_ / "split" / "checkpoint", dir_ / "split" / "checkpoint.old");
   auto second = options("split", 8);
   second.resume = true;
   auto r = pretrain(config_, second);
@@ -126,6 +129,11 @@ TEST_F(PretrainTest, LossFallsAndResumeEqualsUninterruptedRun) {
   for (size_t i = 0; i < full.size(); ++i) EXPECT_NEAR(resumed[i], full[i], 1e-5) << "step " << i + 1;
   auto loaded = load_model_dir(dir_ / "split");
   EXPECT_EQ(loaded.model->config().num_layers, config_.num_layers);
+  // Resuming a finished run keeps its checkpoint's step and its metrics.
+  EXPECT_EQ(pretrain(config_, second).steps_done, 8);
+  const auto state = nlohmann::json::parse(read_text_file(dir_ / "split" / "checkpoint" / "state.json"));
+  EXPECT_EQ(state.at("step").get<int64_t>(), 8);
+  EXPECT_EQ(losses("split").size(), 8u);
 }
 
 }  // namespace

@@ -14,10 +14,15 @@
 
 namespace lococo {
 
-// Writes `path` atomically: `write` fills a temporary file beside it, which is
-// then renamed over `path`, so readers never see a half-written file.
+// Writes `path` atomically and durably: `write` fills a temporary file beside
+// it, which is flushed to disk (fsync), renamed over `path`, and the directory
+// synced, so readers never see a half-written file and a crash or power loss
+// leaves the old file or the new one. A full disk is a std::runtime_error
+// naming the file; the old file stays.
 void write_file_atomic(const std::filesystem::path& path,
                        const std::function<void(std::ostream&)>& write);
+// fsync of a file or directory; std::runtime_error naming it when that fails.
+void sync_path(const std::filesystem::path& path);
 void write_text_atomic(const std::filesystem::path& path, const std::string& text);
 
 // A report directory's report.json (pretty-printed) and report.md, each written

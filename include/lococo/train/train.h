@@ -98,6 +98,11 @@ class MetricsLog {
 // SIGINT / SIGTERM set a flag instead of killing the process, so a training
 // loop can save a checkpoint and exit cleanly.
 void install_stop_handler();
+
+// The checkpoint directory a `--resume` continues from: `dir`, or `dir`.old when
+// a crash between the two renames of a save left only that one (logged); empty,
+// with a warning naming `dir`, when there is neither (the run starts fresh).
+std::filesystem::path checkpoint_to_resume(const std::filesystem::path& dir);
 bool stop_requested();
 
 // Cross-entropy of logits [..., V] against targets [...] (mean over tokens).
