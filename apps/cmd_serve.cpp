@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "cli_common.h"
+#include "lococo/core/io_util.h"
 #include "commands.h"
 #include "lococo/tokenizer/chat_template.h"
 #include "lococo/server/server.h"
@@ -37,6 +38,7 @@ void add_serve_command(CLI::App& root) {
     ModelFlags model;
     CacheFlags cache;
     ServerOptions server;
+    std::string api_key_file;
   };
   auto f = std::make_shared<Flags>();
   auto* sub = root.add_subcommand("serve", "OpenAI-compatible HTTP server; every request gets a fixed-budget KV cache");
@@ -57,7 +59,11 @@ void add_serve_command(CLI::App& root) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
   sub->add_option("--timeout", s.timeout_seconds, "Seconds a generation may run")
       ->check(CLI::PositiveNumber)->capture_default_str();
-  sub->add_option("--api-key", s.api_key, "Require this Bearer token (default: $LOCOCO_API_KEY, else none)");
+  sub->add_option("--api-key", s.api_key,
+                  "Require this Bearer token (default: $LOCOCO_API_KEY, else none; visible in ps: prefer the "
+                  "variable or --api-key-file)");
+  sub->add_option("--api-key-file", f->api_key_file, "Read the Bearer token from this file (first line)");
+  sub->add_flag("--metrics-open", s.metrics_open, "Serve /metrics without the API key");
   sub->add_option("--chat-template", s.chat_template, "Chat template (default: detected from the model, else plain)")
       ->check(CLI::IsMember(chat_template_names()));
   sub->add_option("--model-name", s.model_name, "Model id reported to clients")->capture_default_str();
@@ -78,6 +84,12 @@ void add_serve_command(CLI::App& root) {
     LoadedModel m = load_model(f->model);
     ServerOptions o = f->server;
     o.cache = inference_cache_options(f->cache, m);
+    if (!f->api_key_file.empty()) {
+      if (!o.api_key.empty()) throw std::invalid_argument("--api-key and --api-key-file: give one");
+      const std::string text = read_text_file(f->api_key_file);
+      o.api_key = text.substr(0, text.find_first_of("\r\n"));
+      if (o.api_key.empty()) throw std::invalid_argument("--api-key-file " + f->api_key_file + ": the file's first line is empty");
+    }
     if (o.api_key.empty())
       if (const char* env = std::getenv("LOCOCO_API_KEY")) o.api_key = env;
     if (o.default_max_tokens > o.max_tokens_limit)

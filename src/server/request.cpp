@@ -1,6 +1,7 @@
 #include "server/request.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -18,12 +19,22 @@ using nlohmann::json;
 int64_t get_int(const json& j, const char* key, int64_t fallback, int64_t lo, int64_t hi) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   const json& v = j[key];
-  if (!v.is_number_integer() && !(v.is_number_float() && v.get<double>() == static_cast<int64_t>(v.get<double>())))
+  const auto out_of_range = [&] { bad(fmt::format("'{}' must be between {} and {}", key, lo, hi)); };
+  if (v.is_number_unsigned()) {  // up to 2^64 - 1: compared as unsigned, never cast blindly
+    if (v.get<uint64_t>() > static_cast<uint64_t>(std::max<int64_t>(hi, 0))) out_of_range();
+    return static_cast<int64_t>(v.get<uint64_t>());
+  }
+  if (v.is_number_integer()) {
+    const int64_t n = v.get<int64_t>();
+    if (n < lo || n > hi) out_of_range();
+    return n;
+  }
+  if (!v.is_number_float() || !std::isfinite(v.get<double>()) || v.get<double>() != std::floor(v.get<double>()))
     bad(fmt::format("'{}' must be an integer", key));
+  // Compared as doubles before any cast: 1e300 is out of range, not undefined behaviour.
   const double d = v.get<double>();
-  if (d < static_cast<double>(lo) || d > static_cast<double>(hi))
-    bad(fmt::format("'{}' must be between {} and {}", key, lo, hi));
-  return v.is_number_integer() ? v.get<int64_t>() : static_cast<int64_t>(d);
+  if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) out_of_range();
+  return static_cast<int64_t>(d);
 }
 
 double get_number(const json& j, const char* key, double fallback, double lo, double hi) {

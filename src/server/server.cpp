@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <strings.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
@@ -66,6 +68,7 @@ struct Server::Impl {
   httplib::Server http;
   Admission admission;
   Metrics metrics;
+  std::atomic<uint64_t> internal_errors_{0};
   std::atomic<uint64_t> next_id{1};
   enum State { kIdle, kServing, kDone };
   std::atomic<int> state{kIdle};
@@ -95,6 +98,14 @@ struct Server::Impl {
     routes();
   }
 
+  // An engine failure: logged whole under a request id; the client, who may be
+  // anyone, gets the id only (libtorch messages carry paths and backtraces).
+  std::string internal_error(const std::exception& e) {
+    const uint64_t id = ++internal_errors_;
+    spdlog::error("request error {}: {}", id, e.what());
+    return fmt::format("internal error (id {}; the server log has the details)", id);
+  }
+
   void reply_error(httplib::Response& res, int status, const std::string& message) {
     res.status = status;
     res.set_content(to_text(error_body(status, message)), "application/json");
@@ -103,8 +114,9 @@ struct Server::Impl {
   bool authorised(const httplib::Request& req, httplib::Response& res) {
     if (options.api_key.empty()) return true;
     const std::string h = req.get_header_value("Authorization");
-    const std::string prefix = "Bearer ";
-    if (h.compare(0, prefix.size(), prefix) == 0 && same_secret(options.api_key, h.substr(prefix.size()))) return true;
+    // The scheme is case-insensitive (RFC 7235); the token is not.
+    const bool bearer = h.size() > 7 && strncasecmp(h.c_str(), "Bearer ", 7) == 0;
+    if (bearer && same_secret(options.api_key, h.substr(7))) return true;
     reply_error(res, 401, "missing or wrong API key (Authorization: Bearer <key>)");
     return false;
   }
@@ -120,7 +132,7 @@ struct Server::Impl {
       } catch (const std::invalid_argument& e) {
         reply_error(res, 400, e.what());
       } catch (const std::exception& e) {
-        reply_error(res, 500, e.what());
+        reply_error(res, 500, internal_error(e));
       }
       metrics.count_request(name, res.status == -1 ? 200 : res.status);  // -1: httplib's "200 unless set"
     };
@@ -138,7 +150,7 @@ struct Server::Impl {
       const auto [busy, waiting] = admission.busy_and_waiting();
       res.set_content(to_text({{"status", "ok"}, {"slots_busy", busy}, {"queued", waiting}}), "application/json");
     }));
-    http.Get("/metrics", endpoint("metrics", false, [this](auto&, auto& res) {
+    http.Get("/metrics", endpoint("metrics", !options.metrics_open, [this](auto&, auto& res) {
       const auto [busy, waiting] = admission.busy_and_waiting();
       res.set_content(metrics.render(busy, waiting), "text/plain; version=0.0.4");
     }));
@@ -233,7 +245,7 @@ struct Server::Impl {
         j["lococo"] = {{"cache", desc}, {"cache_bytes", bytes}};
         if (!send(j)) return false;
       } catch (const std::exception& e) {
-        send(error_body(500, e.what()));
+        send(error_body(500, internal_error(e)));
       }
       const std::string done = "data: [DONE]\n\n";
       sink.write(done.data(), done.size());

@@ -166,6 +166,10 @@ TEST_F(ServerTest, BadRequestsGet400WithJsonErrors) {
       R"({"prompt": "hi", "cache": {"policy": "magic"}})",     // unknown policy
       R"({"prompt": "hi", "cache": {"budget": 0}})",           // bad budget
       R"({"prompt": ""})",                                     // empty prompt
+      R"({"prompt": "hi", "max_tokens": 1e300})",              // beyond int64 (no undefined cast)
+      R"({"prompt": "hi", "seed": 1e19})",                     // beyond int64 as a float
+      R"({"prompt": "hi", "seed": 18446744073709551615})",     // beyond int64 as an unsigned integer
+      R"({"prompt": "hi", "max_tokens": 2.5})",                // not an integer
   };
   for (const auto& body : bad) {
     auto res = s.client().Post("/v1/completions", body, "application/json");
@@ -197,6 +201,17 @@ TEST_F(ServerTest, ApiKeyIsRequiredWhenSet) {
   EXPECT_EQ(right.Post("/v1/completions", body, "application/json")->status, 200);
   EXPECT_EQ(json::parse(right.Get("/v1/models")->body)["data"][0]["id"], "lococo");
   EXPECT_EQ(s.client().Get("/health")->status, 200);  // health stays open for probes
+  EXPECT_EQ(s.client().Get("/metrics")->status, 401);  // metrics need the key unless --metrics-open
+  EXPECT_EQ(right.Get("/metrics")->status, 200);
+  // The scheme is case-insensitive (RFC 7235), the token is not.
+  httplib::Headers lower = {{"Authorization", "bearer sesame"}}, upper = {{"Authorization", "BEARER sesame"}};
+  EXPECT_EQ(s.client().Get("/v1/models", lower)->status, 200);
+  EXPECT_EQ(s.client().Get("/v1/models", upper)->status, 200);
+  httplib::Headers token_case = {{"Authorization", "Bearer SESAME"}};
+  EXPECT_EQ(s.client().Get("/v1/models", token_case)->status, 401);
+  o.metrics_open = true;
+  RunningServer open(*model_, o);
+  EXPECT_EQ(open.client().Get("/metrics")->status, 200);
 }
 
 // `lococo serve` as its own process: the real binary, its own RSS.

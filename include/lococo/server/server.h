@@ -39,6 +39,7 @@ struct ServerOptions {
   int64_t default_max_tokens = 128;    // max_tokens when a request gives none
   double timeout_seconds = 300;        // a generation running longer ends ("timeout")
   std::string api_key;                 // non-empty: require "Authorization: Bearer <key>"
+  bool metrics_open = false;           // /metrics answers without the key (default: it needs it too)
   std::string chat_template;           // empty: detected from the model directory
   std::string model_name = "lococo";   // id reported by /v1/models and in replies
   CacheOptions cache;                  // default policy, budget, chunk, ... per request
