@@ -8,6 +8,7 @@
 
 #include "cli_common.h"
 #include "lococo/core/io_util.h"
+#include "lococo/core/progress.h"
 #include "lococo/generate/saved_state.h"
 #include "commands.h"
 
@@ -20,7 +21,7 @@ void add_generate_command(CLI::App& root) {
     GenerateOptions gen;
     std::string prompt, file;
     std::string save_state, load_state;
-    bool json = false;
+    bool json = false, quiet = false;
   };
   auto f = std::make_shared<Flags>();
   auto* sub = root.add_subcommand("generate", "Generate text from a prompt under a KV-cache policy");
@@ -32,6 +33,7 @@ void add_generate_command(CLI::App& root) {
   sub->add_option("--stop", f->gen.stop, "Stop when this text appears (repeatable)");
   sub->add_flag("!--ignore-eos,!--no-eos", f->gen.stop_at_eos, "Keep generating past the end-of-sequence token");
   sub->add_flag("--json", f->json, "Print one JSON object with the text and timings instead of streaming");
+  sub->add_flag("--quiet,-q", f->quiet, "No progress bar while a long prompt is read");
   sub->add_option("--save-state", f->save_state,
                   "After reading the prompt, save the cache's state to FILE (continue later with --load-state)");
   sub->add_option("--load-state", f->load_state,
@@ -62,7 +64,13 @@ void add_generate_command(CLI::App& root) {
     // A fresh text starts with BOS; a continuation of a saved state does not.
     const auto tokens = m.tokenizer->encode(prompt, /*add_bos=*/!state);
     const auto t0 = std::chrono::steady_clock::now();
-    if (!tokens.empty()) logits = prefill(*m.model, *cache, tokens, co.chunk);
+    {
+      // A prompt of more than a few chunks shows its reading: tokens/s and ETA.
+      const auto n = static_cast<int64_t>(tokens.size());
+      Progress bar("reading", n, "tok", !f->json && n > 4 * co.chunk && !f->quiet);
+      if (n > 0) logits = prefill(*m.model, *cache, tokens, co.chunk, [&](int64_t done) { bar.set(done); });
+      bar.finish();
+    }
     const double prefill_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     text_read = text_fingerprint(tokens, text_read);
     tokens_read += static_cast<int64_t>(tokens.size());
@@ -88,7 +96,7 @@ void add_generate_command(CLI::App& root) {
                           {"cache_bytes", cache->bytes()}};
       std::cout << to_json_line(j) << "\n";  // generated text need not be valid UTF-8
     } else {
-      std::cout << "\n";
+      std::cout << std::endl;  // before the stats on stderr
       fmt::print(stderr, "[{} prompt tokens at {:.1f} tok/s; {} generated at {:.1f} tok/s; cache {} ({:.1f} KiB); {}]\n",
                  r.prompt_tokens, prefill_tps, r.tokens.size(), decode_tps, cache->describe(),
                  cache->bytes() / 1024.0, r.finish_reason);

@@ -79,7 +79,8 @@ std::string IncrementalDetokenizer::text_with_pending() const {
   return text_.substr(0, text_.size() - pending_cut_) + pending_;
 }
 
-torch::Tensor prefill(const LlamaModel& model, KvCache& cache, const std::vector<int64_t>& tokens, int64_t chunk) {
+torch::Tensor prefill(const LlamaModel& model, KvCache& cache, const std::vector<int64_t>& tokens, int64_t chunk,
+                      const std::function<void(int64_t done)>& on_progress) {
   if (tokens.empty()) throw std::invalid_argument("prompt is empty");
   if (chunk <= 0) throw std::invalid_argument("--chunk must be positive");
   torch::NoGradGuard no_grad;
@@ -88,6 +89,7 @@ torch::Tensor prefill(const LlamaModel& model, KvCache& cache, const std::vector
   for (int64_t s = 0; s < static_cast<int64_t>(tokens.size()); s += chunk) {
     const int64_t n = std::min<int64_t>(chunk, tokens.size() - s);
     last = model.forward(all.narrow(0, s, n), &cache, LogitsFor::Last);  // [1, 1, V]
+    if (on_progress) on_progress(s + n);
   }
   return last.reshape({-1});
 }

@@ -72,7 +72,8 @@ GenerateResult continue_generation(const LlamaModel& model, const Tokenizer& tok
                                    const TextCallback& on_text = nullptr);
 
 // Feeds `tokens` through the model in chunks of `chunk`; returns the logits of
-// the last token [V].
-torch::Tensor prefill(const LlamaModel& model, KvCache& cache, const std::vector<int64_t>& tokens, int64_t chunk);
+// the last token [V]. `on_progress` (optional) hears the tokens read after each chunk.
+torch::Tensor prefill(const LlamaModel& model, KvCache& cache, const std::vector<int64_t>& tokens, int64_t chunk,
+                      const std::function<void(int64_t done)>& on_progress = nullptr);
 
 }  // namespace lococo
