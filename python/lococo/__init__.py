@@ -90,6 +90,12 @@ def _load_state(self, path, compressor=None):
     return _lococo._load_state(self, _os.fspath(path), "" if compressor is None else _os.fspath(compressor))
 
 
+def _load_cache(path, model=None, compressor=None):
+    """Cache.load(path, model=None): Model.load_state of `model` (default: lococo.load())."""
+    return (model if model is not None else load()).load_state(path, compressor)
+
+
+Cache.load = staticmethod(_load_cache)
 Model.cache = _cache
 Model.forward = _forward
 Model.generate = _generate
