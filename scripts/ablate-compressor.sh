@@ -2,7 +2,7 @@
 # One row of the compressor ablation (docs/DESIGN.md section 9): trains a
 # lococo compressor for the bundled model with the given train-compressor
 # flags, then measures it beside lococo-hh with the same inference flags:
-# long-range recall (eval recall) and perplexity on the Moby Dick test chapters.
+# long-range recall (eval recall) and perplexity on the model card's test documents.
 #
 #   scripts/ablate-compressor.sh NAME [train-compressor flags...]
 #
@@ -42,12 +42,17 @@ fi
 nice "$LOCOCO" eval recall -m "$MODEL" --data data/test --gaps "${GAPS:-512,1k,4k,8k}" --passage 64 --trials 8 \
   --policies full,lococo-hh,lococo --budget "$M" --chunk "$M" "${infer[@]}" --compressor "$DIR/m$M.safetensors" \
   --out "$DIR/recall" -q > /dev/null
-nice "$LOCOCO" eval ppl -m "$MODEL" --data data/test/moby-dick-test.txt --max-tokens 2048 --policies lococo-hh,lococo \
-  --budgets "$M" --chunk "$M" "${infer[@]}" --compressor "$DIR/m$M.safetensors" --out "$DIR/ppl" -q > /dev/null
+# Perplexity on the model card's documents (every State of the Union test address
+# and the Moby Dick test chapters, each cut to the trained context), streaming beside.
+nice "$LOCOCO" eval ppl -m "$MODEL" --data data/test/sotu-*.txt data/test/moby-dick-test.txt --min-tokens 2048 \
+  --max-tokens 2048 --policies streaming,lococo-hh,lococo --budgets "$M" --chunk "$M" "${infer[@]}" \
+  --compressor "$DIR/m$M.safetensors" --out "$DIR/ppl" -q > /dev/null
 node -e '
 const [recall, ppl, name] = [require(process.argv[1]), require(process.argv[2]), process.argv[3]];
 for (const run of recall.runs.filter((r) => r.budget > 0)) {
   const kept = run.cells.map((c) => (c.recall_kept === null ? "-" : c.recall_kept.toFixed(2))).join(" / ");
   const p = ppl.runs.find((r) => r.policy === run.policy);
-  console.log(`${name}: ${run.cache}: recall kept ${kept} (gaps ${recall.gaps.join(", ")}); PPL ${p.perplexity.toFixed(2)}`);
+  const s = ppl.runs.find((r) => r.policy === "streaming");
+  console.log(`${name}: ${run.cache}: recall kept ${kept} (gaps ${recall.gaps.join(", ")}); ` +
+              `PPL ${p.perplexity.toFixed(2)} (streaming ${s.perplexity.toFixed(2)})`);
 }' "$PWD/$DIR/recall/report.json" "$PWD/$DIR/ppl/report.json" "$NAME"
