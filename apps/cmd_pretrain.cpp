@@ -40,6 +40,13 @@ void add_pretrain_command(CLI::App& root) {
                   "Copy rows: twice (a text window, then itself) or tiled (a window of 8..T/2 text or shuffled tokens, "
                   "repeated to fill the row)")
       ->check(CLI::IsMember({"twice", "tiled"}))->capture_default_str();
+  sub->add_option("--passkey-text-filler", o.passkey_text_filler,
+                  "Share of passkey rows whose filler is a window of the training text (the rest: the classic "
+                  "sentences)")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  sub->add_option("--passkey-shuffled-filler", o.passkey_shuffled_filler,
+                  "Share of passkey rows whose filler is a shuffled window of the training text")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   sub->add_option("--short-passkey-rate", o.short_passkey_rate, "Passkey share in the short phase")
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--lr", o.optim.lr, "Peak learning rate")->check(CLI::PositiveNumber)->capture_default_str();

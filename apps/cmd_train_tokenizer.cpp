@@ -41,6 +41,9 @@ void add_train_tokenizer_command(CLI::App& root) {
       ->check(CLI::Range(int64_t{260}, int64_t{1} << 20))->capture_default_str();
   sub->add_option("--model-type", f->options.model_type, "SentencePiece algorithm")
       ->check(CLI::IsMember({"bpe", "unigram"}))->capture_default_str();
+  sub->add_flag("--keep-whitespace", f->options.keep_whitespace,
+                "Keep whitespace and newlines as written (identity normalisation, as Llama's tokenizer; default: "
+                "NFKC with extra whitespace removed)");
   register_command(sub, [f] {
     std::vector<std::string> lines;
     auto add_file = [&](const std::filesystem::path& p) {

@@ -1,5 +1,6 @@
 #include "lococo/eval/passkey.h"
 
+#include <algorithm>
 #include <cctype>
 #include <stdexcept>
 
@@ -19,7 +20,7 @@ void append(std::vector<int64_t>& out, const std::vector<int64_t>& more) { out.i
 }  // namespace
 
 PasskeyExample make_passkey_example(const Tokenizer& tok, int64_t length, double depth, std::mt19937_64& rng,
-                                    const std::vector<int64_t>* corpus) {
+                                    const std::vector<int64_t>* corpus, bool shuffle_filler) {
   if (!(depth >= 0.0 && depth <= 1.0)) throw std::invalid_argument(fmt::format("passkey depth {} outside [0, 1]", depth));
   if (corpus && corpus->empty()) throw std::invalid_argument("passkey filler: the corpus has no tokens");
   PasskeyExample ex;
@@ -35,6 +36,7 @@ PasskeyExample make_passkey_example(const Tokenizer& tok, int64_t length, double
   if (corpus) {
     auto at = std::uniform_int_distribution<size_t>(0, corpus->size() - 1)(rng);
     for (int64_t i = 0; i < length - fixed; ++i, at = (at + 1) % corpus->size()) units.push_back({(*corpus)[at]});
+    if (shuffle_filler) std::shuffle(units.begin(), units.end(), rng);
   } else {
     const auto sentences = tok.encode(kFiller);
     units.assign(static_cast<size_t>((length - fixed) / static_cast<int64_t>(sentences.size())), sentences);

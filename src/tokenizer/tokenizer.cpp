@@ -140,8 +140,11 @@ void train_sentencepiece(const std::vector<std::string>& lines, const std::files
       "--model_type={} --vocab_size={} --character_coverage={} --byte_fallback=true "
       "--unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --input_sentence_size={} --shuffle_input_sentence=true "
       "--hard_vocab_limit={} --split_digits=true --max_sentence_length=16384 --minloglevel=2 "
-      "--num_threads=2",
-      o.model_type, o.vocab_size, o.character_coverage, o.max_sentences, o.hard_vocab_limit ? "true" : "false");
+      "--num_threads=2{}",
+      o.model_type, o.vocab_size, o.character_coverage, o.max_sentences, o.hard_vocab_limit ? "true" : "false",
+      o.keep_whitespace ? " --normalization_rule_name=identity --remove_extra_whitespaces=false "
+                          "--add_dummy_prefix=true --allow_whitespace_only_pieces=true"
+                        : "");
   std::vector<const char*> ptrs;
   std::vector<size_t> lens;
   for (const auto& l : lines) {

@@ -55,14 +55,30 @@ torch::Tensor repeated_window(const TokenData& data, int64_t len, const std::str
   return window.repeat({(len + w - 1) / w}).narrow(0, 0, len);
 }
 
+// Where passkey rows take their filler from (PretrainOptions' rates; corpus:
+// the training tokens without BOS, null when both rates are 0).
+struct FillerMix {
+  double text = 0, shuffled = 0;
+  const std::vector<int64_t>* corpus = nullptr;
+};
+
 torch::Tensor make_row(const TokenData& data, const Tokenizer& tok, int64_t len, double passkey_rate,
-                       double copy_rate, const std::string& copy_style, std::mt19937_64& rng) {
+                       double copy_rate, const std::string& copy_style, const FillerMix& filler, std::mt19937_64& rng) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
   if (copy_rate > 0 && u(rng) < copy_rate) return repeated_window(data, len, copy_style, rng);
   const int64_t min_len = passkey_min_length(tok) + 8;  // + answer and EOS
   if (u(rng) >= passkey_rate || len < min_len) return data.random_window(len, rng);
   const int64_t want = std::uniform_int_distribution<int64_t>(std::max(min_len, len / 4), len)(rng);
-  PasskeyExample ex = make_passkey_example(tok, want - 8, u(rng), rng);
+  const std::vector<int64_t>* corpus = nullptr;
+  bool shuffled = false;
+  if (filler.corpus) {  // (only then a draw: recipes without it keep their random stream)
+    const double f = u(rng);
+    if (f < filler.text + filler.shuffled) {
+      corpus = filler.corpus;
+      shuffled = f >= filler.text;
+    }
+  }
+  PasskeyExample ex = make_passkey_example(tok, want - 8, u(rng), rng, corpus, shuffled);
   std::vector<int64_t> seq = ex.prompt;
   seq.insert(seq.end(), ex.answer.begin(), ex.answer.end());
   seq.push_back(tok.eos_id());
@@ -75,11 +91,11 @@ torch::Tensor make_row(const TokenData& data, const Tokenizer& tok, int64_t len,
 // The global batch is drawn the same way on every rank (same RNG); this rank
 // keeps its rows [dist.shard(batch)).
 torch::Tensor make_batch(const TokenData& data, const Tokenizer& tok, const Phase& ph, const std::string& copy_style,
-                         std::mt19937_64& rng, const Distributed& dist) {
+                         const FillerMix& filler, std::mt19937_64& rng, const Distributed& dist) {
   const auto [begin, end] = dist.shard(ph.batch, "the batch (--batch, or its short-phase multiple)");
   std::vector<torch::Tensor> rows;
   for (int64_t b = 0; b < ph.batch; ++b) {
-    auto row = make_row(data, tok, ph.seq_len + 1, ph.passkey_rate, ph.copy_rate, copy_style, rng);
+    auto row = make_row(data, tok, ph.seq_len + 1, ph.passkey_rate, ph.copy_rate, copy_style, filler, rng);
     if (b >= begin && b < end) rows.push_back(row);
   }
   return torch::stack(rows);  // [batch / world, T + 1]
@@ -183,6 +199,18 @@ PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
     return it->second;
   };
 
+  if (o.passkey_text_filler < 0 || o.passkey_shuffled_filler < 0 || o.passkey_text_filler + o.passkey_shuffled_filler > 1)
+    throw std::invalid_argument("--passkey-text-filler and --passkey-shuffled-filler must be >= 0 and sum to at most 1");
+  std::vector<int64_t> filler_tokens;  // the training text without BOS, for passkey fillers
+  FillerMix filler{o.passkey_text_filler, o.passkey_shuffled_filler, nullptr};
+  if (filler.text + filler.shuffled > 0) {
+    const auto& t = train.tokens();  // [N] int64
+    const int64_t* p = t.data_ptr<int64_t>();
+    for (int64_t i = 0; i < t.size(0); ++i)
+      if (p[i] != tok.bos_id()) filler_tokens.push_back(p[i]);
+    filler.corpus = &filler_tokens;
+  }
+
   int64_t start = 0;
   PretrainResult r;
   r.best_val_loss = 1e30;
@@ -213,7 +241,7 @@ PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
   int64_t tokens = 0;
   for (int64_t step = start; step < o.steps; ++step) {
     const Phase ph = phase_at(o, step);
-    auto batch = make_batch(train, tok, ph, o.copy_style, rng, dist);       // [rows, T + 1]
+    auto batch = make_batch(train, tok, ph, o.copy_style, filler, rng, dist);  // [rows, T + 1]
     auto logits = model.forward(batch.narrow(1, 0, ph.seq_len), nullptr);  // [rows, T, V]
     auto loss = next_token_loss(logits, batch.narrow(1, 1, ph.seq_len));
     r.last_loss = loss.item<double>();

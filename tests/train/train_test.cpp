@@ -1,6 +1,7 @@
 // Training machinery: schedule, checkpoints, resume equivalence, NaN detection.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 
 #include "lococo/model/model_dir.h"
@@ -106,6 +107,19 @@ class PretrainTest : public ::testing::Test {
   TempDir dir_;
   ModelConfig config_;
 };
+
+TEST_F(PretrainTest, PasskeyRowsTakeTheirFillerFromTheTrainingText) {
+  auto o = options("filler", 2);
+  o.passkey_rate = 1.0;
+  o.passkey_text_filler = 0.5;
+  o.passkey_shuffled_filler = 0.5;
+  const auto r = pretrain(config_, o);
+  EXPECT_EQ(r.steps_done, 2);
+  EXPECT_TRUE(std::isfinite(r.last_loss));
+  o.passkey_text_filler = 0.7;
+  o.passkey_shuffled_filler = 0.7;  // more than every row
+  EXPECT_THROW(pretrain(config_, o), std::invalid_argument);
+}
 
 TEST_F(PretrainTest, LossFallsAndResumeEqualsUninterruptedRun) {
   torch::set_num_threads(1);  // bit-for-bit reproducible reductions

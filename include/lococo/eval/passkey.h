@@ -21,9 +21,10 @@ struct PasskeyExample {
 // at `depth` in [0, 1] of the filler (0 = start, 1 = end). The filler is the
 // classic repeated sentences ("The grass is green. ..."), or with `corpus`
 // (token ids, non-empty) a window of it from a random offset (wrapping around),
-// so that retrieval is measured on text the model did not learn it with.
+// so that retrieval is measured on text the model did not learn it with;
+// `shuffle_filler` shuffles that window's tokens.
 PasskeyExample make_passkey_example(const Tokenizer& tokenizer, int64_t length, double depth, std::mt19937_64& rng,
-                                    const std::vector<int64_t>* corpus = nullptr);
+                                    const std::vector<int64_t>* corpus = nullptr, bool shuffle_filler = false);
 
 // The shortest prompt length make_passkey_example accepts (no filler at all).
 int64_t passkey_min_length(const Tokenizer& tokenizer);

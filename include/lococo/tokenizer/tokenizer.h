@@ -48,6 +48,11 @@ struct TokenizerTrainOptions {
   double character_coverage = 1.0;   // share of characters covered by pieces
   int64_t max_sentences = 2000000;   // sentences sampled for training
   bool hard_vocab_limit = true;      // false: allow a smaller vocabulary on tiny corpora
+  // Whitespace as written: identity normalisation, no removal of repeated or
+  // leading spaces, newlines through byte pieces (Llama's own setting; what
+  // llama.cpp assumes of a GGUF vocabulary). Off: SentencePiece's default NFKC
+  // with extra whitespace removed, which folds newlines into spaces.
+  bool keep_whitespace = false;
 };
 
 // Trains a SentencePiece model (byte fallback, ids unk=0 bos=1 eos=2) on

@@ -26,6 +26,9 @@ struct PretrainOptions {
   int64_t short_steps = 0;              // ... for this many steps (same tokens per step)
   double passkey_rate = 0.1;            // share of sequences that are passkey examples
   double short_passkey_rate = -1;       // passkey share during the short phase (-1 = passkey_rate)
+  double passkey_text_filler = 0;       // share of passkey rows whose filler is a window of the training text ...
+  double passkey_shuffled_filler = 0;   // ... or such a window shuffled (the rest: the classic sentences), so
+                                        // retrieval does not hang on one filler
   double copy_rate = 0;                 // share of rows that repeat a window (teaches copying)
   std::string copy_style = "twice";     // copy rows: "twice" (a text window, then itself) or "tiled" (short windows repeated)
   int64_t eval_every = 100;             // validation loss every K steps (0 = never)
