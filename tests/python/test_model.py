@@ -44,7 +44,10 @@ def test_logits_give_the_clis_perplexity(model, text, lococo_binary, tmp_path):
 def test_tensors_cross_without_copies(model):
     ids = torch.tensor(model.tokenizer.encode("Call me Ishmael. Some years ago", add_bos=True))
     assert lococo._lococo._data_ptr(ids) == ids.data_ptr()  # the engine reads the caller's tensor in place
-    model.forward(ids)
+    # The logits are a view of the engine's own [1, T, V] output, not a copy of it.
+    logits = model.forward(ids)
+    assert logits._is_view() and logits._base.shape == (1, len(ids), model.config["vocab_size"])
+    assert logits.data_ptr() == logits._base.data_ptr()
     # A cache's keys are a view of its memory: zeroing them from Python changes what the model reads next.
     a, b = model.cache("full", chunk=16), model.cache("full", chunk=16)
     first, second = ids[:6], ids[6:]
