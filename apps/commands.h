@@ -12,6 +12,7 @@ void add_perplexity_command(CLI::App& root);
 void add_train_tokenizer_command(CLI::App& root);
 void add_pretrain_command(CLI::App& root);
 void add_train_compressor_command(CLI::App& root);
+void add_train_retention_command(CLI::App& root);
 void add_tune_command(CLI::App& root);
 void add_eval_command(CLI::App& root);
 void add_bench_command(CLI::App& root);
@@ -27,6 +28,7 @@ inline void add_all_commands(CLI::App& root) {
   add_train_tokenizer_command(root);
   add_pretrain_command(root);
   add_train_compressor_command(root);
+  add_train_retention_command(root);
   add_tune_command(root);
   add_eval_command(root);
   add_bench_command(root);

@@ -36,6 +36,7 @@ void CompressorOptions::validate() const {
     fail(fmt::format("--activation must be relu, gelu, silu or none (got '{}')", activation));
   if (!std::isfinite(lambda_init)) fail("--lambda-init must be finite");
   if (!(init_std > 0 && std::isfinite(init_std))) fail(fmt::format("--init-std must be positive (got {})", init_std));
+  if (retention_hidden < 0) fail(fmt::format("--retention-hidden must not be negative (got {})", retention_hidden));
   if (lambda_sigmoid && !(lambda_init > 0 && lambda_init < 1))
     fail(fmt::format("--lambda-init must be in (0, 1) with --lambda-sigmoid (got {})", lambda_init));
 }
@@ -109,6 +110,20 @@ CompressorLayerImpl::CompressorLayerImpl(const CompressorOptions& o)
   }
   const double init = o.lambda_sigmoid ? std::log(o.lambda_init / (1 - o.lambda_init)) : o.lambda_init;
   lambda = register_parameter("lambda", torch::full({1}, init));
+  if (o.learned_retention()) {
+    namespace nn = torch::nn;
+    retention = register_module("retention", nn::Sequential(nn::Linear(o.retention_inputs(), o.retention_hidden),
+                                                             nn::GELU(), nn::Linear(o.retention_hidden, o.num_kv_heads)));
+  }
+}
+
+torch::Tensor CompressorLayerImpl::retention_scores(const torch::Tensor& keys, const torch::Tensor& values) const {
+  TORCH_CHECK(!retention.is_empty(), "retention_scores: this compressor has no learned retention");
+  const int64_t H = keys.size(0), T = keys.size(1);
+  const auto dtype = at::promote_types(keys.scalar_type(), torch::kFloat32);
+  auto x = torch::cat({keys, values}, -1).to(dtype).transpose(0, 1).reshape({T, -1});  // [T, Hkv 2d]
+  auto mlp = retention;  // a holder copy: forward() is not const
+  return mlp->forward(x).transpose(0, 1).reshape({H, T});                                // [Hkv, T]
 }
 
 torch::Tensor CompressorLayerImpl::mix() const { return sigmoid_ ? torch::sigmoid(lambda) : lambda; }
@@ -155,9 +170,31 @@ LococoCompressor::LococoCompressor(CompressorOptions options, uint64_t seed) : o
       w.copy_(at::normal(0.0, options_.init_std, w.sizes(), gen));
       conv->bias.uniform_(-bound, bound, gen);
     }
+    if (!layer->retention.is_empty())
+      for (auto& p : layer->retention->named_parameters()) {
+        // N(0, 1 / fan_in) weights, zero biases: deterministic in the seed like the convs.
+        const bool weight = p.key().find("weight") != std::string::npos;
+        if (weight) p.value().copy_(at::normal(0.0, 1.0 / std::sqrt(static_cast<double>(p.value().size(1))),
+                                               p.value().sizes(), gen));
+        else p.value().zero_();
+      }
     list->push_back(layer);
     layers_.push_back(layer);
   }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LococoCompressor::retention_parameters() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : named_parameters())
+    if (p.key().find(".retention.") != std::string::npos) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LococoCompressor::fusion_parameters() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : named_parameters())
+    if (p.key().find(".retention.") == std::string::npos) out.emplace_back(p.key(), p.value());
+  return out;
 }
 
 torch::Tensor LococoCompressor::mixing_weights(int i, const torch::Tensor& x, const torch::Tensor& chosen) const {
@@ -228,6 +265,7 @@ std::map<std::string, std::string> to_metadata(const CompressorOptions& o) {
       {"lambda_init", fmt::format("{:.17g}", o.lambda_init)},
       {"lambda_sigmoid", o.lambda_sigmoid ? "1" : "0"},
       {"slot_features", o.slot_features ? "1" : "0"},
+      {"retention_hidden", std::to_string(o.retention_hidden)},
       {"fused_slots", std::to_string(o.fused())},
   };
 }
@@ -293,6 +331,7 @@ CompressorOptions from_metadata(const SafetensorsFile& f) {
   };
   o.lambda_sigmoid = flag("lambda_sigmoid");
   o.slot_features = flag("slot_features");
+  o.retention_hidden = meta.count("retention_hidden") ? integer("retention_hidden") : 0;
   try {
     o.validate();
   } catch (const std::invalid_argument& e) {

@@ -23,6 +23,9 @@ CompressorOptions checked_shape(const ModelConfig& config, const CacheOptions& o
   if (compressor) {
     const std::string why = compressor->options().mismatch(config, options);
     if (!why.empty()) throw std::invalid_argument("lococo: the compressor does not fit this model and cache (" + why + ")");
+    // Retention reads keys before RoPE, which only `cache` positions store.
+    if (compressor->options().learned_retention() && options.positions != PositionMode::Cache)
+      throw std::invalid_argument("lococo: a compressor with learned retention needs --positions cache");
   }
   return shape;
 }
@@ -35,7 +38,11 @@ LococoCache::LococoCache(const ModelConfig& config, const CacheOptions& options,
       shape_(checked_shape(config, options, compressor.get())),
       compressor_(std::move(compressor)) {}
 
+bool LococoCache::learned_retention() const { return compressor_ && compressor_->options().learned_retention(); }
+
 AttentionStatsRequest LococoCache::stats_request(int) const {
+  // observe() runs only when statistics were asked for, so learned retention
+  // asks too (for the cheapest kind) to score each chunk as it arrives.
   AttentionStatsRequest r;
   r.column_sums = true;
   return r;
@@ -44,6 +51,13 @@ AttentionStatsRequest LococoCache::stats_request(int) const {
 void LococoCache::observe(int i, const AttentionStats& stats) {
   torch::NoGradGuard no_grad;
   auto& l = layer(i);
+  if (learned_retention()) {
+    // Each token is scored once, as it arrives; stored slots keep their scores.
+    const int64_t n = chunk_tokens(), first = l.len - n;
+    l.scores.narrow(1, first, n).copy_(
+        compressor_->layer(i).retention_scores(l.k.narrow(1, first, n), l.v.narrow(1, first, n)));
+    return;
+  }
   TORCH_CHECK(stats.column_sums.defined() && stats.column_sums.size(1) == l.len, "lococo: column sums [Hkv, S] expected");
   // The reference overwrites (decay 0): slots are ranked by the latest chunk's
   // attention only; a decay > 0 keeps a share of what earlier chunks gave them.
@@ -60,7 +74,7 @@ std::string LococoCache::describe() const {
   return fmt::format("{}(M={},b={},r={},w={}{})", compressor_ ? "lococo" : "lococo-hh", options_.budget,
                      options_.buffer, o.keep_rate, o.local_window,
                      (o.score_decay != 0 ? fmt::format(",decay={}", o.score_decay) : std::string()) +
-                         (o.window_last ? ",window-last" : ""));
+                         (o.window_last ? ",window-last" : "") + (learned_retention() ? ",learned-retention" : ""));
 }
 
 void LococoCache::compress(int i) {

@@ -36,6 +36,7 @@ class LococoCache final : public BoundedCache {
   // The order of the M compressed slots, from [heavy | window | fused]: the
   // identity, or the window moved last (options.lococo.window_last). [Hkv, M].
   torch::Tensor compressed_order(int64_t heads) const;
+  bool learned_retention() const;        // the compressor scores tokens (not attention)
   void select_heavy_hitters(int layer);  // lococo-hh
   void fuse(int layer);                  // lococo
 

@@ -340,7 +340,8 @@ int64_t bounded_capacity(const CacheOptions& o) {
 BoundedCache::BoundedCache(const ModelConfig& config, const CacheOptions& options)
     : SlotCache(config, options, bounded_capacity(options)) {}
 
-void BoundedCache::prepare(int i, int64_t) {
+void BoundedCache::prepare(int i, int64_t n_new) {
+  chunk_tokens_ = n_new;
   if (slots(i) <= options_.budget + options_.buffer) return;
   compress(i);
   TORCH_CHECK(slots(i) == options_.budget, describe(), ": compression left ", slots(i), " slots, not ",

@@ -135,6 +135,12 @@ class BoundedCache : public SlotCache {
   void prepare(int layer, int64_t n_new) final;
   // Reduces the `slots(layer)` > M + b stored slots to exactly M (options_.budget).
   virtual void compress(int layer) = 0;
+  // Tokens of the chunk now going through the layers (set by prepare): the
+  // last this many slots of a layer that appended are the chunk's own.
+  int64_t chunk_tokens() const { return chunk_tokens_; }
+
+ private:
+  int64_t chunk_tokens_ = 0;
 };
 
 }  // namespace lococo

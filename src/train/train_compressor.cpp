@@ -36,7 +36,8 @@ std::vector<std::pair<std::string, torch::Tensor>> norm_weights(LlamaModel& mode
 std::vector<ParamGroup> parameter_groups(LococoCompressor& compressor, LlamaModel& model,
                                          const CompressorTrainOptions& o) {
   std::vector<std::pair<std::string, torch::Tensor>> conv;
-  for (const auto& p : compressor.named_parameters()) conv.emplace_back("compressor." + p.key(), p.value());
+  // Learned retention is trained by train-retention, not by the language-model loss.
+  for (const auto& [name, t] : compressor.fusion_parameters()) conv.emplace_back("compressor." + name, t);
   auto groups = split_decay("compressor", conv, o.memory_lr_scale, 0.0);
   if (o.train_norms) {
     auto norms = split_decay("norms", norm_weights(model), o.norm_lr_scale, 0.0);

@@ -19,6 +19,14 @@
 // for a slot that is itself a fused slot (0 for a token's own key and value),
 // so the conv can tell what the cache already carries from what just arrived.
 //
+// Learned retention (retention_hidden > 0): the heavy hitters are ranked not by
+// attention but by a score each token gets once, when it enters the cache: a
+// small MLP per layer reads the token's key (before RoPE) and value of every KV
+// head and predicts, per KV head, the log of the most attention the token will
+// get from queries far after it (train/train_retention.h learns it against the
+// full cache). A token's own key and value already carry its context, so the
+// score needs no neighbours and does not depend on how the stream is chunked.
+//
 // Saved as safetensors; the metadata records the hyper-parameters and the model
 // shape, so a file describes itself and a mismatch is refused with the field named.
 #pragma once
@@ -59,6 +67,9 @@ struct CompressorOptions {
                                    // one-hot, its gradient small); training only, not stored in files
   bool lambda_sigmoid = false;     // the mixing weight is sigmoid(lambda), kept in (0, 1)
   bool slot_features = false;      // the conv also reads each slot's score and a fused-slot marker
+  int64_t retention_hidden = 0;    // learned retention: hidden width of its MLP (0 = none: attention ranks slots)
+  bool learned_retention() const { return retention_hidden > 0; }
+  int64_t retention_inputs() const { return num_kv_heads * 2 * head_dim; }  // [k_raw; v] of every KV head
   int64_t input_channels() const { return 2 * head_dim + (slot_features ? 2 : 0); }  // C of X
 
   int64_t fused() const { return fused_slot_count(budget, keep_rate); }  // m
@@ -94,7 +105,9 @@ struct CompressedSlots {
 };
 
 // One layer: the conv stack and lambda. Parameters are named
-// "convs.<j>.weight" [out, in, k], "convs.<j>.bias" [out], "lambda" [1].
+// "convs.<j>.weight" [out, in, k], "convs.<j>.bias" [out], "lambda" [1], and with
+// learned retention "retention.0.weight" [hidden, Hkv 2d], "retention.0.bias",
+// "retention.2.weight" [Hkv, hidden], "retention.2.bias".
 class CompressorLayerImpl : public torch::nn::Module {
  public:
   explicit CompressorLayerImpl(const CompressorOptions& options);
@@ -103,9 +116,13 @@ class CompressorLayerImpl : public torch::nn::Module {
   torch::Tensor fusion_weights(const torch::Tensor& x) const;
   // The weight of P in W: lambda, or sigmoid(lambda). [1]
   torch::Tensor mix() const;
+  // Learned retention: keys (before RoPE) and values [Hkv, T, d] of T tokens ->
+  // their retention scores [Hkv, T] fp32 (log of predicted far attention).
+  torch::Tensor retention_scores(const torch::Tensor& keys, const torch::Tensor& values) const;
 
   std::vector<torch::nn::Conv1d> convs;
   torch::Tensor lambda;  // [1]: the raw parameter (the logit of the weight with lambda_sigmoid)
+  torch::nn::Sequential retention{nullptr};  // Linear(Hkv 2d, hidden), GELU, Linear(hidden, Hkv); or null
 
  private:
   std::string activation_;
@@ -123,6 +140,11 @@ class LococoCompressor : public torch::nn::Module {
   const CompressorOptions& options() const { return options_; }
   CompressorLayerImpl& layer(int i) { return *layers_.at(i); }
   const CompressorLayerImpl& layer(int i) const { return *layers_.at(i); }
+
+  // The parameters of the retention MLPs (empty without learned retention), and
+  // of the convs and lambdas: trained by different commands.
+  std::vector<std::pair<std::string, torch::Tensor>> retention_parameters() const;
+  std::vector<std::pair<std::string, torch::Tensor>> fusion_parameters() const;
 
   // x [Hkv, C, S]; chosen [Hkv, m] (see SlotPartition). Returns W [Hkv, m, S].
   torch::Tensor mixing_weights(int layer, const torch::Tensor& x, const torch::Tensor& chosen) const;

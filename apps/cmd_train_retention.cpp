@@ -1,0 +1,81 @@
+// lococo train-retention: learn which tokens a LoCoCo cache keeps (learned
+// retention) on a frozen model, against the full cache's far attention.
+#include <fmt/format.h>
+
+#include "cli_common.h"
+#include "commands.h"
+#include "lococo/kv/registry.h"
+#include "lococo/train/train_retention.h"
+
+namespace lococo::cli {
+
+void add_train_retention_command(CLI::App& root) {
+  struct Flags {
+    ModelFlags model;
+    CacheFlags cache;
+    RetentionTrainOptions options;
+    std::vector<std::string> data, val;
+    std::string out, init;
+  };
+  auto f = std::make_shared<Flags>();
+  f->cache.options.policy = trained_policy();
+  f->cache.options.budget = 128;
+  f->cache.options.chunk = 256;
+  f->options.compressor.retention_hidden = 64;
+  f->options.optim.lr = 1e-3;
+  f->options.optim.schedule.warmup = 20;
+  auto& o = f->options;
+  auto* sub = root.add_subcommand(
+      "train-retention", "Train a LoCoCo compressor's learned retention (which tokens a compression keeps) on a "
+                         "frozen model, against the attention tokens get from far queries under the full cache");
+  add_model_flags(sub, f->model);
+  add_cache_flags(sub, f->cache, /*with_policy=*/false);
+  sub->add_option("--data", f->data, "Training text files or directories")->required();
+  sub->add_option("--val", f->val, "Validation text files or directories (default: rows from --data)");
+  sub->add_option("--out", f->out, "Output compressor .safetensors (checkpoint in OUT.ckpt, metrics in "
+                                   "OUT.metrics.jsonl)")->required();
+  sub->add_option("--init", f->init, "Start from this compressor: its convs are kept, retention is trained");
+  sub->add_option("--retention-hidden", o.compressor.retention_hidden, "Hidden width of each layer's retention MLP")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--kernel", o.compressor.kernel, "Conv kernel size of a fresh compressor (odd)")->capture_default_str();
+  sub->add_option("--length", o.length, "Tokens per training row (at most the model's trained context)")
+      ->check(CLI::Range(2, 1 << 20))->capture_default_str();
+  sub->add_option("--far", o.far, "Attention counts from queries at least this many tokens after a token")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--horizon", o.horizon, "The last tokens of a row are not trained on")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--steps", o.steps, "Optimiser steps")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--sequences", o.sequences, "Rows per step")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--recall-rate", o.recall_rate, "Share of recall rows (a passage, text, the passage again)")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  sub->add_option("--passkey-rate", o.passkey_rate, "Share of passkey rows (a key in filler, the answer last)")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  sub->add_option("--recall-passage", o.recall_passage, "Tokens of a recall row's passage")
+      ->check(CLI::Range(2, 1 << 16))->capture_default_str();
+  sub->add_option("--lr", o.optim.lr, "Learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--warmup", o.optim.schedule.warmup, "Warm-up steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--eval-every", o.eval_every, "Validation every K steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--val-rows", o.val_rows, "Fixed validation rows")->check(CLI::NonNegativeNumber)->capture_default_str();
+  sub->add_option("--seed", o.seed, "Seed of the initial weights and the data")->capture_default_str();
+  sub->add_flag("--resume", o.resume, "Continue from the checkpoint beside the output");
+  sub->add_option("--stop-after", o.stop_after, "Checkpoint and stop after N steps of this run")->check(CLI::NonNegativeNumber);
+  sub->add_flag("--quiet,-q", o.quiet, "No progress bar");
+  register_command(sub, [f] {
+    LoadedModel m = load_model(f->model);
+    RetentionTrainOptions o = f->options;
+    o.cache = cache_options(f->cache, m);
+    o.cache.policy = trained_policy();
+    o.out = f->out;
+    o.init = f->init;
+    const auto cache_dir = std::filesystem::path(f->out).parent_path() / "token-cache";
+    TokenData train(f->data, *m.tokenizer, cache_dir);
+    std::unique_ptr<TokenData> val;
+    if (!f->val.empty()) val = std::make_unique<TokenData>(f->val, *m.tokenizer, cache_dir);
+    auto r = train_retention(*m.model, *m.tokenizer, train, val.get(), o);
+    fmt::print("{} after {} steps: loss {:.4f}, best val_top_k {:.3f}\n",
+               r.interrupted ? "interrupted (checkpoint saved)" : "done", r.steps_done, r.last_loss, r.best_top_k);
+    return r.interrupted ? 130 : 0;
+  });
+}
+
+}  // namespace lococo::cli

@@ -1,0 +1,73 @@
+// `lococo train-retention`: learns the retention MLPs of a LoCoCo compressor
+// (learned retention, lococo/kv/compressor.h) on a frozen model, by regression
+// against the full cache (docs/DESIGN.md section 9).
+//
+// A step draws `sequences` rows of `length` tokens: text, recall rows (a
+// passage, text, the passage again: train_compressor.h's generator) and
+// passkey rows (the key's sentence in filler of the classic sentences,
+// training text or shuffled training text, the answer at the end). The model
+// reads each row with a far-attention cache (lococo/kv/far_attention.h); then
+// for every layer, KV head and token t before the last `horizon`:
+//   target   y = log(eps + most attention t got from a query >= far after it)
+//   loss       mean of (score_t - y_t)^2, score_t = retention_scores(k_raw_t, v_t),
+//              both centred over the row's tokens per layer and head (only the
+//              ranking of scores matters, so their offset is left free)
+// A token's score is only ever compared with other tokens' scores, so the
+// metric that picks the compressor is the ranking's: of the K = M r - w tokens
+// with the highest targets in each layer and head (the heavy hitters a
+// compression keeps), the share also among the K highest scores
+// ("val_top_k", on fixed validation rows).
+#pragma once
+
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include "lococo/kv/cache.h"
+#include "lococo/kv/compressor.h"
+#include "lococo/model/model.h"
+#include "lococo/tokenizer/token_data.h"
+#include "lococo/tokenizer/tokenizer.h"
+#include "lococo/train/train.h"
+
+namespace lococo {
+
+struct RetentionTrainOptions {
+  CacheOptions cache;             // budget M, keep rate, window (recorded in the file); chunk of the model's passes
+  CompressorOptions compressor;   // retention_hidden and the conv hyper-parameters of a fresh compressor
+  std::filesystem::path init;     // start from this compressor (its convs kept, retention trained); "" = fresh
+  std::filesystem::path out;      // the compressor written (best by val_top_k); checkpoint and metrics beside it
+  int64_t length = 2048;          // tokens per row (at most the model's trained context)
+  int64_t far = 128;              // attention counts from queries at least this many tokens after a token
+  int64_t horizon = 512;          // the last tokens of a row are not trained on (few far queries came yet)
+  int64_t steps = 300;            // optimiser steps
+  int64_t sequences = 2;          // rows per step
+  double recall_rate = 0.3;       // share of recall rows
+  double passkey_rate = 0.3;      // share of passkey rows
+  int64_t recall_passage = 64;    // tokens of a recall row's passage
+  double eps = 1e-3;              // floor inside the target's log
+  int64_t val_rows = 6;           // fixed validation rows (from `val`, or from the training data)
+  int64_t eval_every = 50;        // validation every K steps, and at the end
+  OptimizerOptions optim;         // base lr, clip, schedule (total set from steps)
+  uint64_t seed = 0;
+  bool resume = false;            // continue from <out>.ckpt
+  int64_t stop_after = 0;         // checkpoint and stop after N steps of this run (0 = off)
+  bool quiet = false;
+};
+
+struct RetentionTrainResult {
+  int64_t steps_done = 0;
+  double last_loss = 0;
+  double best_top_k = 0;          // best val_top_k seen
+  bool interrupted = false;
+};
+
+// One row of the retention data (see above): tokens [<= length] int64.
+torch::Tensor retention_row(const TokenData& data, const Tokenizer& tokenizer, const std::vector<int64_t>& corpus,
+                            const RetentionTrainOptions& options, std::mt19937_64& rng);
+
+// The model is frozen. `val` may be null (validation rows then come from `train`).
+RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& tokenizer, const TokenData& train,
+                                     const TokenData* val, const RetentionTrainOptions& options);
+
+}  // namespace lococo

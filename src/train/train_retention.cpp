@@ -1,0 +1,218 @@
+#include "lococo/train/train_retention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "lococo/core/progress.h"
+#include "lococo/eval/passkey.h"
+#include "lococo/kv/far_attention.h"
+#include "lococo/train/train_compressor.h"
+
+namespace lococo {
+namespace {
+
+// What one row teaches, per layer: the tokens' keys (before RoPE) and values,
+// and their targets. Rows are read once; the model is frozen.
+struct RowTargets {
+  std::vector<torch::Tensor> keys, values;  // [layers] x [Hkv, n, d]
+  std::vector<torch::Tensor> targets;       // [layers] x [Hkv, n]: log(eps + far attention)
+  int64_t n = 0;                            // tokens trained on (the row less its horizon)
+};
+
+RowTargets read_row(const LlamaModel& model, const torch::Tensor& row, const RetentionTrainOptions& o) {
+  torch::NoGradGuard no_grad;
+  auto cache = make_far_attention_cache(model.config(), o.cache, o.far);
+  const int64_t T = row.size(0), B = o.cache.chunk;
+  for (int64_t at = 0; at < T; at += B) model.hidden_states(row.narrow(0, at, std::min(B, T - at)), cache.get());
+  RowTargets r;
+  r.n = std::max<int64_t>(0, T - o.horizon);
+  for (int i = 0; i < cache->num_layers(); ++i) {
+    const KeysValues kv = cache->stored(i);
+    r.keys.push_back(kv.keys.narrow(1, 0, r.n).to(torch::kFloat32).clone());
+    r.values.push_back(kv.values.narrow(1, 0, r.n).to(torch::kFloat32).clone());
+    r.targets.push_back((cache->stored_scores(i).narrow(1, 0, r.n) + o.eps).log());
+  }
+  return r;
+}
+
+// x [Hkv, n] less its mean per head.
+torch::Tensor centred(const torch::Tensor& x) { return x - x.mean(1, /*keepdim=*/true); }
+
+// Mean squared error of every layer's retention scores on a row, both sides
+// centred per head: scores are only ever ranked, so their offset is free. [] scalar
+torch::Tensor row_loss(const LococoCompressor& c, const RowTargets& r) {
+  torch::Tensor sum;
+  for (size_t i = 0; i < r.targets.size(); ++i) {
+    auto scores = c.layer(static_cast<int>(i)).retention_scores(r.keys[i], r.values[i]);  // [Hkv, n]
+    auto err = (centred(scores) - centred(r.targets[i])).pow(2).mean();
+    sum = sum.defined() ? sum + err : err;
+  }
+  return sum / static_cast<double>(r.targets.size());
+}
+
+// Share of the K highest targets per layer and head that are also among the K
+// highest scores, averaged.
+double top_k_agreement(const LococoCompressor& c, const RowTargets& r, int64_t K) {
+  torch::NoGradGuard no_grad;
+  K = std::min(K, r.n);
+  double sum = 0;
+  int64_t count = 0;
+  for (size_t i = 0; i < r.targets.size(); ++i) {
+    auto scores = c.layer(static_cast<int>(i)).retention_scores(r.keys[i], r.values[i]);  // [Hkv, n]
+    auto want = std::get<1>(r.targets[i].topk(K, 1));                                      // [Hkv, K]
+    auto got = std::get<1>(scores.topk(K, 1));                                              // [Hkv, K]
+    auto hit = torch::zeros_like(scores, torch::kBool).scatter_(1, got, true).gather(1, want);  // [Hkv, K]
+    sum += hit.to(torch::kFloat64).mean().item<double>();
+    ++count;
+  }
+  return count ? sum / static_cast<double>(count) : 0.0;
+}
+
+nlohmann::json run_config(const RetentionTrainOptions& o) {
+  return {{"budget", o.cache.budget}, {"keep-rate", o.cache.lococo.keep_rate},
+          {"local-window", o.cache.lococo.local_window}, {"retention-hidden", o.compressor.retention_hidden},
+          {"length", o.length}, {"far", o.far}, {"horizon", o.horizon}, {"steps", o.steps},
+          {"sequences", o.sequences}, {"recall-rate", o.recall_rate}, {"passkey-rate", o.passkey_rate},
+          {"lr", o.optim.lr}, {"seed", o.seed}, {"init", o.init.string()}};
+}
+
+std::shared_ptr<LococoCompressor> initial_compressor(const LlamaModel& model, const RetentionTrainOptions& o) {
+  if (o.init.empty())
+    return std::make_shared<LococoCompressor>(o.compressor.with_shape_of(model.config(), o.cache), o.seed);
+  auto from = LococoCompressor::load(o.init, model.config(), o.cache);
+  // The convs and lambdas carry over; the retention MLPs are (re)made at --retention-hidden.
+  CompressorOptions with = from->options();
+  with.retention_hidden = o.compressor.retention_hidden;
+  auto c = std::make_shared<LococoCompressor>(with, o.seed);
+  torch::NoGradGuard no_grad;
+  auto mine = c->named_parameters();
+  for (const auto& [name, t] : from->fusion_parameters()) mine[name].copy_(t);
+  return c;
+}
+
+}  // namespace
+
+torch::Tensor retention_row(const TokenData& data, const Tokenizer& tok, const std::vector<int64_t>& corpus,
+                            const RetentionTrainOptions& o, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  const double kind = u(rng);
+  if (kind < o.passkey_rate && o.length >= passkey_min_length(tok) + 8) {
+    // Filler: the classic sentences, training text, or training text shuffled, a third each.
+    const int filler = std::uniform_int_distribution<int>(0, 2)(rng);
+    PasskeyExample ex = make_passkey_example(tok, o.length - 8, u(rng), rng, filler == 0 ? nullptr : &corpus,
+                                             filler == 2);
+    std::vector<int64_t> seq = ex.prompt;
+    seq.insert(seq.end(), ex.answer.begin(), ex.answer.end());
+    return torch::tensor(seq, torch::kInt64);
+  }
+  if (kind < o.passkey_rate + o.recall_rate) {
+    CompressorTrainOptions recall;
+    recall.recall_rate = 1;
+    recall.recall_passage = o.recall_passage;
+    return training_sequence(data, o.length, recall, rng).tokens;
+  }
+  return data.random_window(o.length, rng);
+}
+
+RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& tok, const TokenData& train,
+                                     const TokenData* val, const RetentionTrainOptions& o) {
+  if (o.compressor.retention_hidden <= 0)
+    throw std::invalid_argument("--retention-hidden must be positive: it is what train-retention trains");
+  if (o.cache.positions != PositionMode::Cache)
+    throw std::invalid_argument("--positions must be cache: learned retention reads keys before RoPE");
+  if (o.steps <= 0 || o.sequences <= 0 || o.eval_every < 0 || o.val_rows < 0)
+    throw std::invalid_argument("--steps and --sequences must be positive, --eval-every and --val-rows not negative");
+  if (o.length > model.config().max_position_embeddings)
+    throw std::invalid_argument(fmt::format("--length {} exceeds the model's trained context {}", o.length,
+                                            model.config().max_position_embeddings));
+  if (o.horizon < 0 || o.length - o.horizon < 2 * o.far)
+    throw std::invalid_argument(fmt::format("--length {} less --horizon {} leaves fewer than 2 x --far {} tokens "
+                                            "to train on", o.length, o.horizon, o.far));
+  if (!(o.recall_rate >= 0 && o.passkey_rate >= 0 && o.recall_rate + o.passkey_rate <= 1))
+    throw std::invalid_argument("--recall-rate and --passkey-rate must be >= 0 with a sum of at most 1");
+  auto compressor = initial_compressor(model, o);
+  const int64_t top_k = compressor->options().kept() - compressor->options().local_window;
+  OptimizerOptions opt = o.optim;
+  opt.schedule.total = o.steps;
+  Trainer trainer(split_decay("retention", compressor->retention_parameters(), 1.0, 0.0), opt);
+
+  const auto& t = train.tokens();
+  const std::vector<int64_t> corpus(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.size(0));
+  std::vector<RowTargets> val_rows;
+  {
+    std::mt19937_64 vrng(o.seed + 7919);
+    const TokenData& from = val ? *val : train;
+    for (int64_t i = 0; i < o.val_rows; ++i) val_rows.push_back(read_row(model, retention_row(from, tok, corpus, o, vrng), o));
+  }
+  std::mt19937_64 rng(o.seed);
+  int64_t step = 0;
+  double best = -1;
+  const std::filesystem::path ckpt = o.out.string() + ".ckpt";
+  const nlohmann::json config = run_config(o);
+  if (const auto from = o.resume ? checkpoint_to_resume(ckpt) : std::filesystem::path(); !from.empty()) {
+    auto state = trainer.load_checkpoint(from);
+    const nlohmann::json saved = state.value("config", nlohmann::json::object());
+    for (const auto& [flag, value] : saved.items())
+      if (config.contains(flag) && config[flag] != value)
+        throw std::invalid_argument(fmt::format("{}: --{} was {} when the checkpoint was written, {} now",
+                                                from.string(), flag, value.dump(), config[flag].dump()));
+    step = state.at("step").get<int64_t>();
+    set_rng_state(rng, state.at("rng").get<std::string>());
+    best = state.value("best_top_k", -1.0);
+  }
+  MetricsLog log(o.out.string() + ".metrics.jsonl", /*append=*/step > 0);
+  auto save = [&] {
+    trainer.save_checkpoint(ckpt, {{"step", step}, {"rng", rng_state(rng)}, {"best_top_k", best}, {"config", config}});
+  };
+  install_stop_handler();
+  RetentionTrainResult r;
+  Progress bar("train-retention", o.steps, "step", !o.quiet);
+  bar.set(step);
+  const int64_t start = step;
+  while (step < o.steps) {
+    double loss_sum = 0;
+    for (int64_t i = 0; i < o.sequences; ++i) {
+      const RowTargets row = read_row(model, retention_row(train, tok, corpus, o, rng), o);
+      auto loss = row_loss(*compressor, row) / static_cast<double>(o.sequences);
+      if (!std::isfinite(loss.item<double>()))
+        throw std::runtime_error(fmt::format("step {}: loss is NaN or Inf", step));
+      loss.backward();
+      loss_sum += loss.item<double>();
+    }
+    const double gnorm = trainer.step(step);
+    ++step;
+    r.last_loss = loss_sum;
+    nlohmann::json record = {{"step", step}, {"loss", loss_sum}, {"lr", trainer.current_lr()}, {"grad_norm", gnorm}};
+    if (!val_rows.empty() && ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps)) {
+      double agree = 0, vloss = 0;
+      for (const auto& v : val_rows) {
+        agree += top_k_agreement(*compressor, v, top_k) / static_cast<double>(val_rows.size());
+        torch::NoGradGuard g;
+        vloss += row_loss(*compressor, v).item<double>() / static_cast<double>(val_rows.size());
+      }
+      record["val_loss"] = vloss;
+      record["val_top_k"] = agree;
+      if (agree > best) {
+        best = agree;
+        compressor->save(o.out);
+      }
+    }
+    log.write(record);
+    bar.set(step, fmt::format("loss {:.3f} top-k {:.3f}", loss_sum, std::max(best, 0.0)));
+    if (stop_requested() || (o.stop_after > 0 && step - start >= o.stop_after && step < o.steps)) {
+      r.interrupted = true;
+      break;
+    }
+  }
+  bar.finish();
+  save();
+  if (val_rows.empty()) compressor->save(o.out);
+  r.steps_done = step;
+  r.best_top_k = best;
+  return r;
+}
+
+}  // namespace lococo

@@ -1,0 +1,150 @@
+// Learned retention (docs/DESIGN.md sections 4 and 9): its file round trip, the
+// cache ranking tokens by it and not by attention, scores that do not depend on
+// chunking, and the far-attention targets it is trained against.
+#include <filesystem>
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "kv/kv_test_support.h"
+#include "kv/lococo_cache.h"
+#include "lococo/kv/compressor.h"
+#include "lococo/kv/far_attention.h"
+#include "lococo/kv/lococo.h"
+
+namespace lococo {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::random_tokens;
+using testing::tiny_config;
+using testing::tiny_model;
+
+CacheOptions retention_cache(double keep_rate) {
+  CacheOptions o = testing::bounded_options("lococo", 16, 4, 8);
+  o.positions = PositionMode::Cache;
+  o.lococo.keep_rate = keep_rate;
+  o.lococo.local_window = 4;
+  return o;
+}
+
+std::shared_ptr<LococoCompressor> retention_compressor(const CacheOptions& cache, uint64_t seed = 5) {
+  CompressorOptions o = CompressorOptions::from(tiny_config(), cache);
+  o.kernel = 3;
+  o.retention_hidden = 6;
+  return std::make_shared<LococoCompressor>(o, seed);
+}
+
+TEST(LearnedRetention, FileRoundTripKeepsTheMlps) {
+  const fs::path file = fs::temp_directory_path() / ("lococo_retention_" + std::to_string(::getpid()) + ".safetensors");
+  auto c = retention_compressor(retention_cache(0.5));
+  c->save(file);
+  auto loaded = LococoCompressor::load(file);
+  fs::remove(file);
+  EXPECT_EQ(loaded->options().retention_hidden, 6);
+  auto keys = torch::randn({2, 5, 8}), values = torch::randn({2, 5, 8});
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(c->layer(1).retention_scores(keys, values), loaded->layer(1).retention_scores(keys, values)));
+  // The two kinds of parameters are told apart: retention is trained on its own.
+  EXPECT_EQ(c->retention_parameters().size(), 2u * 4u);  // 2 layers x (2 weights + 2 biases)
+  EXPECT_EQ(c->retention_parameters().size() + c->fusion_parameters().size(), c->named_parameters().size());
+}
+
+TEST(LearnedRetention, ScoresAreEachTokensOwnWhateverTheChunking) {
+  auto model = tiny_model(3, 4.0);
+  const auto cache_options = retention_cache(1.0);
+  auto compressor = retention_compressor(cache_options);
+  const auto tokens = random_tokens(19, 11);  // below M + b: nothing is evicted
+  LococoCache whole(tiny_config(), cache_options, compressor), pieces(tiny_config(), cache_options, compressor);
+  testing::stream(*model, whole, tokens, 19);
+  testing::stream(*model, pieces, tokens, 3);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(torch::allclose(whole.stored_scores(i), pieces.stored_scores(i), 1e-5, 1e-5)) << "layer " << i;
+    // ... and they are the MLP's scores of the stored keys (before RoPE) and values.
+    const KeysValues kv = whole.stored(i);
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::allclose(whole.stored_scores(i), compressor->layer(i).retention_scores(kv.keys, kv.values),
+                                1e-6, 1e-6));
+  }
+}
+
+TEST(LearnedRetention, CompressionKeepsTheTokensScoredHighest) {
+  auto model = tiny_model(3, 4.0);
+  const auto cache_options = retention_cache(1.0);  // no fusion: the kept slots are exactly the chosen tokens
+  auto compressor = retention_compressor(cache_options);
+  const auto tokens = random_tokens(40, 12);
+  LococoCache cache(tiny_config(), cache_options, compressor);
+  // The scores every token gets (each token's own, so a cache that never evicts shows them all).
+  auto full_options = cache_options;
+  full_options.budget = 64;
+  auto big = retention_compressor(full_options);
+  {
+    torch::NoGradGuard no_grad;
+    auto src = compressor->named_parameters();
+    for (auto& p : big->named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  LococoCache reference(tiny_config(), full_options, big);
+  testing::stream(*model, reference, tokens.narrow(0, 0, 32), 8);
+  testing::stream(*model, cache, tokens.narrow(0, 0, 32), 8);  // 24 slots > M + b = 20 before the 4th chunk
+  const auto every = reference.stored_scores(0);             // [Hkv, 32]
+  const auto kept = cache.stored_positions(0);               // [Hkv, slots]
+  for (int64_t h = 0; h < 2; ++h) {
+    // Compressed at the start of the 4th chunk: of tokens 0..23, the last w = 4 kept as the
+    // window, and the 12 best of tokens 0..19 by their retention scores.
+    auto best = std::get<1>(every[h].narrow(0, 0, 20).topk(12));
+    auto want = std::get<0>(torch::cat({best, torch::arange(20, 24)}).sort());
+    EXPECT_TRUE(torch::equal(kept[h].narrow(0, 0, 16), want)) << kept[h] << want;
+  }
+}
+
+TEST(LearnedRetention, NeedsCachePositions) {
+  auto cache_options = retention_cache(1.0);
+  auto compressor = retention_compressor(cache_options);
+  cache_options.positions = PositionMode::Absolute;
+  EXPECT_THROW(LococoCache(tiny_config(), cache_options, compressor), std::invalid_argument);
+}
+
+// ---------------------------------------------------------------------------
+// Far attention: the training targets
+
+torch::Tensor far_scores(const LlamaModel& model, const torch::Tensor& tokens, int64_t chunk, int64_t far, int layer) {
+  CacheOptions o = testing::bounded_options("full", 16, 4, chunk);
+  auto cache = make_far_attention_cache(tiny_config(), o, far);
+  testing::stream(model, *cache, tokens, chunk);
+  return cache->stored_scores(layer);
+}
+
+TEST(FarAttention, TargetsDoNotDependOnChunkingAndShrinkWithDistance) {
+  auto model = tiny_model(4, 3.0);
+  const auto tokens = random_tokens(48, 21);
+  for (int layer = 0; layer < 2; ++layer) {
+    const auto one = far_scores(*model, tokens, 48, 8, layer), pieces = far_scores(*model, tokens, 5, 8, layer);
+    EXPECT_TRUE(torch::allclose(one, pieces, 1e-5, 1e-6)) << "layer " << layer;
+    // Attention summed over the G = 2 query heads of a KV head: in [0, 2].
+    EXPECT_GE(one.min().item<float>(), 0.0f);
+    EXPECT_LE(one.max().item<float>(), 2.0f + 1e-5f);
+    EXPECT_GT(one.narrow(1, 0, 40).min().item<float>(), 0.0f);  // every token before 48 - far was read
+    EXPECT_EQ(one.narrow(1, 41, 7).abs().max().item<float>(), 0.0f);  // no query is 8 after these
+    // Fewer queries count from farther away: the maximum can only drop.
+    const auto farther = far_scores(*model, tokens, 48, 20, layer);
+    EXPECT_TRUE((farther <= one + 1e-6).all().item<bool>());
+    EXPECT_TRUE((farther < one - 1e-6).any().item<bool>());
+  }
+}
+
+TEST(FarAttention, OneQueryAtDistanceOneIsTheAttentionRow) {
+  // far = 1 with 2 tokens: token 0's score is what query 1 gives it, and
+  // 1 minus what query 1 gives itself (rows sum to 1 per head, G = 2 heads).
+  auto model = tiny_model(4, 3.0);
+  const auto tokens = random_tokens(2, 5);
+  const auto s = far_scores(*model, tokens, 2, 1, 0);  // [Hkv, 2]
+  EXPECT_EQ(s.select(1, 1).abs().max().item<float>(), 0.0f);
+  EXPECT_GT(s.select(1, 0).min().item<float>(), 0.0f);
+  EXPECT_LT(s.select(1, 0).max().item<float>(), 2.0f);
+  EXPECT_THROW(make_far_attention_cache(tiny_config(), testing::bounded_options("full", 16, 4, 2), 0),
+               std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace lococo

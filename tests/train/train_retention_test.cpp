@@ -1,0 +1,124 @@
+// Retention training: it learns (validation loss falls, the top-k agreement
+// rises), refuses what cannot train, and resumes where it stopped.
+#include <algorithm>
+#include <fstream>
+#include <random>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "lococo/train/train_retention.h"
+#include "test_util.h"
+
+namespace lococo {
+namespace {
+
+std::vector<int32_t> random_ids(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> tok(5, 511);
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  for (auto& t : out) t = tok(rng);
+  return out;
+}
+
+RetentionTrainOptions small_options(const std::filesystem::path& out) {
+  RetentionTrainOptions o;
+  o.cache.policy = "lococo";
+  o.cache.positions = PositionMode::Cache;
+  o.cache.budget = 16;
+  o.cache.chunk = 32;
+  o.cache.lococo.keep_rate = 1.0;
+  o.cache.lococo.local_window = 4;
+  o.compressor.retention_hidden = 16;
+  o.out = out;
+  o.length = 160;
+  o.far = 16;
+  o.horizon = 32;
+  o.steps = 40;
+  o.sequences = 2;
+  o.recall_rate = 0.4;
+  o.passkey_rate = 0.2;
+  o.recall_passage = 24;
+  o.val_rows = 3;
+  o.eval_every = 39;
+  o.optim.lr = 3e-3;
+  o.quiet = true;
+  return o;
+}
+
+std::vector<nlohmann::json> validations(const std::filesystem::path& out) {
+  std::ifstream in(out.string() + ".metrics.jsonl");
+  std::vector<nlohmann::json> rows;
+  for (std::string line; std::getline(in, line);)
+    if (auto j = nlohmann::json::parse(line); j.contains("val_loss")) rows.push_back(j);
+  return rows;
+}
+
+TEST(TrainRetention, LearnsTheFarAttentionRanking) {
+  testing::TempDir dir;
+  LoadedModel m = testing::tokenized_tiny_model(dir / "model");
+  // Weights with a larger spread than the model directory's: attention then
+  // depends on content (with nearly uniform attention the targets would depend
+  // on positions alone, which a token's key and value cannot tell).
+  const LlamaModel model = testing::random_model(m.model->config(), 3, 0.3);
+  TokenData train(random_ids(6000, 1)), val(random_ids(2000, 2));
+  auto o = small_options(dir / "r.safetensors");
+  o.eval_every = 1;
+  o.steps = 60;
+  o.optim.lr = 1e-2;
+  auto r = train_retention(model, *m.tokenizer, train, &val, o);
+  EXPECT_EQ(r.steps_done, 60);
+  auto v = validations(o.out);
+  ASSERT_EQ(v.size(), 60u);
+  EXPECT_LT(v.back()["val_loss"].get<double>(), 0.8 * v.front()["val_loss"].get<double>());
+  EXPECT_GT(v.back()["val_top_k"].get<double>(), v.front()["val_top_k"].get<double>() + 0.1);
+  EXPECT_EQ(r.best_top_k, std::max_element(v.begin(), v.end(), [](const auto& a, const auto& b) {
+                            return a["val_top_k"].template get<double>() < b["val_top_k"].template get<double>();
+                          })->at("val_top_k").get<double>());
+  // The file written is a compressor with learned retention that a cache can use.
+  auto c = LococoCompressor::load(o.out, m.model->config(), o.cache);
+  EXPECT_TRUE(c->options().learned_retention());
+}
+
+TEST(TrainRetention, RefusesWhatCannotTrain) {
+  testing::TempDir dir;
+  LoadedModel m = testing::tokenized_tiny_model(dir / "model");
+  TokenData train(random_ids(3000, 1));
+  auto expect_refused = [&](auto change, const std::string& flag) {
+    auto o = small_options(dir / "r.safetensors");
+    change(o);
+    try {
+      train_retention(*m.model, *m.tokenizer, train, nullptr, o);
+      ADD_FAILURE() << "accepted: " << flag;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(flag), std::string::npos) << e.what();
+    }
+  };
+  expect_refused([](RetentionTrainOptions& o) { o.compressor.retention_hidden = 0; }, "--retention-hidden");
+  expect_refused([](RetentionTrainOptions& o) { o.cache.positions = PositionMode::Absolute; }, "--positions");
+  expect_refused([](RetentionTrainOptions& o) { o.length = 4096; }, "--length");
+  expect_refused([](RetentionTrainOptions& o) { o.horizon = 140; }, "--horizon");
+  expect_refused([](RetentionTrainOptions& o) { o.passkey_rate = 0.8; }, "--passkey-rate");
+}
+
+TEST(TrainRetention, ResumeContinuesToTheLastStep) {
+  testing::TempDir dir;
+  LoadedModel m = testing::tokenized_tiny_model(dir / "model");
+  TokenData train(random_ids(4000, 3));
+  auto o = small_options(dir / "r.safetensors");
+  o.steps = 10;
+  o.stop_after = 4;
+  auto first = train_retention(*m.model, *m.tokenizer, train, nullptr, o);
+  EXPECT_TRUE(first.interrupted);
+  EXPECT_EQ(first.steps_done, 4);
+  o.resume = true;
+  o.stop_after = 0;
+  auto second = train_retention(*m.model, *m.tokenizer, train, nullptr, o);
+  EXPECT_FALSE(second.interrupted);
+  EXPECT_EQ(second.steps_done, 10);
+  o.far = 17;  // a resumed run keeps its configuration
+  EXPECT_THROW(train_retention(*m.model, *m.tokenizer, train, nullptr, o), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace lococo
