@@ -37,6 +37,9 @@ void add_train_retention_command(CLI::App& root) {
   sub->add_option("--init", f->init, "Start from this compressor: its convs are kept, retention is trained");
   sub->add_option("--retention-hidden", o.compressor.retention_hidden, "Hidden width of each layer's retention MLP")
       ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--retention-sinks", o.compressor.retention_sinks,
+                  "The first tokens of a stream always kept (attention sinks), recorded in the file")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_option("--kernel", o.compressor.kernel, "Conv kernel size of a fresh compressor (odd)")->capture_default_str();
   sub->add_option("--length", o.length, "Tokens per training row (at most the model's trained context)")
       ->check(CLI::Range(2, 1 << 20))->capture_default_str();

@@ -37,6 +37,9 @@ void CompressorOptions::validate() const {
   if (!std::isfinite(lambda_init)) fail("--lambda-init must be finite");
   if (!(init_std > 0 && std::isfinite(init_std))) fail(fmt::format("--init-std must be positive (got {})", init_std));
   if (retention_hidden < 0) fail(fmt::format("--retention-hidden must not be negative (got {})", retention_hidden));
+  if (retention_sinks < 0 || (learned_retention() && retention_sinks > kept() - local_window))
+    fail(fmt::format("--retention-sinks must be in [0, M - m - w] = [0, {}] (got {})", kept() - local_window,
+                     retention_sinks));
   if (lambda_sigmoid && !(lambda_init > 0 && lambda_init < 1))
     fail(fmt::format("--lambda-init must be in (0, 1) with --lambda-sigmoid (got {})", lambda_init));
 }
@@ -266,6 +269,7 @@ std::map<std::string, std::string> to_metadata(const CompressorOptions& o) {
       {"lambda_sigmoid", o.lambda_sigmoid ? "1" : "0"},
       {"slot_features", o.slot_features ? "1" : "0"},
       {"retention_hidden", std::to_string(o.retention_hidden)},
+      {"retention_sinks", std::to_string(o.retention_sinks)},
       {"fused_slots", std::to_string(o.fused())},
   };
 }
@@ -332,6 +336,7 @@ CompressorOptions from_metadata(const SafetensorsFile& f) {
   o.lambda_sigmoid = flag("lambda_sigmoid");
   o.slot_features = flag("slot_features");
   o.retention_hidden = meta.count("retention_hidden") ? integer("retention_hidden") : 0;
+  o.retention_sinks = meta.count("retention_sinks") ? integer("retention_sinks") : 4;
   try {
     o.validate();
   } catch (const std::invalid_argument& e) {

@@ -54,8 +54,11 @@ void LococoCache::observe(int i, const AttentionStats& stats) {
   if (learned_retention()) {
     // Each token is scored once, as it arrives; stored slots keep their scores.
     const int64_t n = chunk_tokens(), first = l.len - n;
-    l.scores.narrow(1, first, n).copy_(
-        compressor_->layer(i).retention_scores(l.k.narrow(1, first, n), l.v.narrow(1, first, n)));
+    auto fresh = l.scores.narrow(1, first, n);
+    fresh.copy_(compressor_->layer(i).retention_scores(l.k.narrow(1, first, n), l.v.narrow(1, first, n)));
+    // The stream's first tokens (attention sinks) outrank every learned score (logs of attention, about -7 to 1).
+    const int64_t sinks = compressor_->options().retention_sinks - tokens_seen();
+    if (sinks > 0) fresh.narrow(1, 0, std::min(sinks, n)).fill_(1e4);
     return;
   }
   TORCH_CHECK(stats.column_sums.defined() && stats.column_sums.size(1) == l.len, "lococo: column sums [Hkv, S] expected");

@@ -86,6 +86,7 @@ std::shared_ptr<LococoCompressor> initial_compressor(const LlamaModel& model, co
   // The convs and lambdas carry over; the retention MLPs are (re)made at --retention-hidden.
   CompressorOptions with = from->options();
   with.retention_hidden = o.compressor.retention_hidden;
+  with.retention_sinks = o.compressor.retention_sinks;
   auto c = std::make_shared<LococoCompressor>(with, o.seed);
   torch::NoGradGuard no_grad;
   auto mine = c->named_parameters();
@@ -108,13 +109,20 @@ torch::Tensor retention_row(const TokenData& data, const Tokenizer& tok, const s
     seq.insert(seq.end(), ex.answer.begin(), ex.answer.end());
     return torch::tensor(seq, torch::kInt64);
   }
+  torch::Tensor row;
   if (kind < o.passkey_rate + o.recall_rate) {
     CompressorTrainOptions recall;
     recall.recall_rate = 1;
     recall.recall_passage = o.recall_passage;
-    return training_sequence(data, o.length, recall, rng).tokens;
+    row = training_sequence(data, o.length, recall, rng).tokens;
+  } else {
+    row = data.random_window(o.length, rng).clone();
   }
-  return data.random_window(o.length, rng);
+  // A stream starts with BOS, as every prompt does: the first token draws the
+  // attention every later query parks (the attention sink), and BOS, not a
+  // random window's first token, must be the one the scores learn to keep.
+  row[0] = tok.bos_id();
+  return row;
 }
 
 RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& tok, const TokenData& train,

@@ -61,11 +61,13 @@ TEST(LearnedRetention, ScoresAreEachTokensOwnWhateverTheChunking) {
   testing::stream(*model, pieces, tokens, 3);
   for (int i = 0; i < 2; ++i) {
     EXPECT_TRUE(torch::allclose(whole.stored_scores(i), pieces.stored_scores(i), 1e-5, 1e-5)) << "layer " << i;
-    // ... and they are the MLP's scores of the stored keys (before RoPE) and values.
+    // ... and they are the MLP's scores of the stored keys (before RoPE) and
+    // values, but for the first 4 tokens (attention sinks), which outrank all.
     const KeysValues kv = whole.stored(i);
     torch::NoGradGuard no_grad;
-    EXPECT_TRUE(torch::allclose(whole.stored_scores(i), compressor->layer(i).retention_scores(kv.keys, kv.values),
-                                1e-6, 1e-6));
+    const auto mlp = compressor->layer(i).retention_scores(kv.keys, kv.values);  // [Hkv, 19]
+    EXPECT_TRUE(torch::allclose(whole.stored_scores(i).narrow(1, 4, 15), mlp.narrow(1, 4, 15), 1e-6, 1e-6));
+    EXPECT_GT(whole.stored_scores(i).narrow(1, 0, 4).min().item<float>(), 100 * mlp.abs().max().item<float>());
   }
 }
 
@@ -91,11 +93,26 @@ TEST(LearnedRetention, CompressionKeepsTheTokensScoredHighest) {
   const auto kept = cache.stored_positions(0);               // [Hkv, slots]
   for (int64_t h = 0; h < 2; ++h) {
     // Compressed at the start of the 4th chunk: of tokens 0..23, the last w = 4 kept as the
-    // window, and the 12 best of tokens 0..19 by their retention scores.
-    auto best = std::get<1>(every[h].narrow(0, 0, 20).topk(12));
+    // window, the 4 sinks, and the 8 best of tokens 4..19 by their retention scores.
+    auto best = torch::cat({torch::arange(4), 4 + std::get<1>(every[h].narrow(0, 4, 16).topk(8))});
     auto want = std::get<0>(torch::cat({best, torch::arange(20, 24)}).sort());
     EXPECT_TRUE(torch::equal(kept[h].narrow(0, 0, 16), want)) << kept[h] << want;
   }
+}
+
+TEST(LearnedRetention, SinkCountIsRecordedAndBounded) {
+  auto cache_options = retention_cache(1.0);
+  CompressorOptions o = CompressorOptions::from(tiny_config(), cache_options);
+  o.retention_hidden = 4;
+  o.retention_sinks = 12;  // M - m - w = 16 - 0 - 4
+  EXPECT_NO_THROW(o.validate());
+  o.retention_sinks = 13;
+  EXPECT_THROW(o.validate(), std::invalid_argument);
+  o.retention_sinks = 2;
+  const fs::path file = fs::temp_directory_path() / ("lococo_sinks_" + std::to_string(::getpid()) + ".safetensors");
+  LococoCompressor(o, 1).save(file);
+  EXPECT_EQ(LococoCompressor::load(file)->options().retention_sinks, 2);
+  fs::remove(file);
 }
 
 TEST(LearnedRetention, NeedsCachePositions) {

@@ -26,6 +26,9 @@
 // get from queries far after it (train/train_retention.h learns it against the
 // full cache). A token's own key and value already carry its context, so the
 // score needs no neighbours and does not depend on how the stream is chunked.
+// The first retention_sinks tokens of a stream are always kept: every later
+// query parks attention on them (the attention sink), and a token's key and
+// value alone do not say that it came first.
 //
 // Saved as safetensors; the metadata records the hyper-parameters and the model
 // shape, so a file describes itself and a mismatch is refused with the field named.
@@ -68,6 +71,7 @@ struct CompressorOptions {
   bool lambda_sigmoid = false;     // the mixing weight is sigmoid(lambda), kept in (0, 1)
   bool slot_features = false;      // the conv also reads each slot's score and a fused-slot marker
   int64_t retention_hidden = 0;    // learned retention: hidden width of its MLP (0 = none: attention ranks slots)
+  int64_t retention_sinks = 4;     // learned retention: the first tokens of a stream are always kept (attention sinks)
   bool learned_retention() const { return retention_hidden > 0; }
   int64_t retention_inputs() const { return num_kv_heads * 2 * head_dim; }  // [k_raw; v] of every KV head
   int64_t input_channels() const { return 2 * head_dim + (slot_features ? 2 : 0); }  // C of X

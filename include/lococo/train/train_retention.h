@@ -5,7 +5,8 @@
 // A step draws `sequences` rows of `length` tokens: text, recall rows (a
 // passage, text, the passage again: train_compressor.h's generator) and
 // passkey rows (the key's sentence in filler of the classic sentences,
-// training text or shuffled training text, the answer at the end). The model
+// training text or shuffled training text, the answer at the end), each
+// opening with BOS as every stream does (the attention sink). The model
 // reads each row with a far-attention cache (lococo/kv/far_attention.h); then
 // for every layer, KV head and token t before the last `horizon`:
 //   target   y = log(eps + most attention t got from a query >= far after it)
