@@ -25,15 +25,8 @@ MODEL=${MODEL:-models/lococo-tiny}
 DIR=out/ablation/$NAME
 mkdir -p "$DIR"
 [[ -d data/test ]] || bash scripts/fetch-corpus.sh
-# The flags that also shape inference: the evaluations get them too.
-infer=()
-args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-  case ${args[$i]} in
-    --score-decay | --local-window | --keep-rate | --positions) infer+=("${args[$i]}" "${args[$((i + 1))]}") ;;
-    --window-last) infer+=(--window-last) ;;
-  esac
-done
+source scripts/lib/inference-flags.sh
+inference_flags "$@"
 if [[ ! -f $DIR/m$M.safetensors ]]; then
   nice "$LOCOCO" train-compressor -m "$MODEL" --data data/train --val data/validation --budget "$M" --chunk "$M" \
     --segments $((2048 / M)) --positions cache --kernel 21 --steps "$STEPS" --warmup 20 --eval-every 100 \

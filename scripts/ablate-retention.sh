@@ -30,15 +30,8 @@ POLICIES=${POLICIES:-streaming,h2o,tova,snapkv}
 DIR=out/ablation/$NAME
 mkdir -p "$DIR"
 [[ -d data/test ]] || bash scripts/fetch-corpus.sh
-# The flags that also shape inference: the evaluations get them too.
-infer=()
-args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-  case ${args[$i]} in
-    --local-window | --keep-rate) infer+=("${args[$i]}" "${args[$((i + 1))]}") ;;
-    --window-last) infer+=(--window-last) ;;
-  esac
-done
+source scripts/lib/inference-flags.sh
+inference_flags "$@"
 if [[ ! -f $DIR/m$M.safetensors ]]; then
   nice "$LOCOCO" train-retention -m "$MODEL" --data data/train --val data/validation --budget "$M" \
     --steps "${STEPS:-400}" -q "$@" --out "$DIR/m$M.safetensors" > "$DIR/train.log" 2>&1
