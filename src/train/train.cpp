@@ -209,4 +209,12 @@ torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& 
   return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}));
 }
 
+void refuse_changed_config(const nlohmann::json& saved, const nlohmann::json& now, const std::filesystem::path& ckpt) {
+  for (const auto& [flag, value] : saved.items())
+    if (now.contains(flag) && now[flag] != value)
+      throw std::invalid_argument(fmt::format("{}: --{} was {} when the checkpoint was written, {} now (a resumed "
+                                              "run keeps its configuration)", ckpt.string(), flag, value.dump(),
+                                              now[flag].dump()));
+}
+
 }  // namespace lococo

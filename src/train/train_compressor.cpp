@@ -65,15 +65,6 @@ nlohmann::json run_config(const CompressorTrainOptions& o) {
           {"train-norms", o.train_norms}, {"seed", o.seed}};
 }
 
-// std::invalid_argument naming the first flag whose value differs from the checkpoint's.
-void refuse_changed_config(const nlohmann::json& saved, const nlohmann::json& now, const std::filesystem::path& ckpt) {
-  for (const auto& [flag, value] : saved.items())
-    if (now.contains(flag) && now[flag] != value)
-      throw std::invalid_argument(fmt::format("{}: --{} was {} when the checkpoint was written, {} now (a resumed "
-                                              "run keeps its configuration)", ckpt.string(), flag, value.dump(),
-                                              now[flag].dump()));
-}
-
 // The mean NLL of the recall rows' repeated passages: what a compressor keeps
 // of the far context, logged beside the loss.
 struct RecallNll {

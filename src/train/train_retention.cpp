@@ -162,11 +162,7 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
   const nlohmann::json config = run_config(o);
   if (const auto from = o.resume ? checkpoint_to_resume(ckpt) : std::filesystem::path(); !from.empty()) {
     auto state = trainer.load_checkpoint(from);
-    const nlohmann::json saved = state.value("config", nlohmann::json::object());
-    for (const auto& [flag, value] : saved.items())
-      if (config.contains(flag) && config[flag] != value)
-        throw std::invalid_argument(fmt::format("{}: --{} was {} when the checkpoint was written, {} now",
-                                                from.string(), flag, value.dump(), config[flag].dump()));
+    refuse_changed_config(state.value("config", nlohmann::json::object()), config, from);
     step = state.at("step").get<int64_t>();
     set_rng_state(rng, state.at("rng").get<std::string>());
     best = state.value("best_top_k", -1.0);

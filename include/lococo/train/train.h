@@ -104,6 +104,9 @@ void install_stop_handler();
 // with a warning naming `dir`, when there is neither (the run starts fresh).
 std::filesystem::path checkpoint_to_resume(const std::filesystem::path& dir);
 bool stop_requested();
+// A resumed run keeps its configuration: std::invalid_argument naming `ckpt`
+// and the first flag of `saved` (flag name -> value) whose value differs in `now`.
+void refuse_changed_config(const nlohmann::json& saved, const nlohmann::json& now, const std::filesystem::path& ckpt);
 
 // Cross-entropy of logits [..., V] against targets [...] (mean over tokens).
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& targets);
