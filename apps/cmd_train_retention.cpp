@@ -1,5 +1,5 @@
 // lococo train-retention: learn which tokens a LoCoCo cache keeps (learned
-// retention) on a frozen model, against the full cache's far attention.
+// retention) on a frozen model (targets: lococo/train/retention_targets.h).
 #include <fmt/format.h>
 
 #include "cli_common.h"
@@ -15,7 +15,7 @@ void add_train_retention_command(CLI::App& root) {
     CacheFlags cache;
     RetentionTrainOptions options;
     std::vector<std::string> data, val;
-    std::string out, init;
+    std::string out, init, target = "far-attention";
   };
   auto f = std::make_shared<Flags>();
   f->cache.options.policy = trained_policy();
@@ -27,7 +27,7 @@ void add_train_retention_command(CLI::App& root) {
   auto& o = f->options;
   auto* sub = root.add_subcommand(
       "train-retention", "Train a LoCoCo compressor's learned retention (which tokens a compression keeps) on a "
-                         "frozen model, against the attention tokens get from far queries under the full cache");
+                         "frozen model, against what far queries need from each token under the full cache");
   add_model_flags(sub, f->model);
   add_cache_flags(sub, f->cache, /*with_policy=*/false);
   sub->add_option("--data", f->data, "Training text files or directories")->required();
@@ -43,7 +43,15 @@ void add_train_retention_command(CLI::App& root) {
   sub->add_option("--kernel", o.compressor.kernel, "Conv kernel size of a fresh compressor (odd)")->capture_default_str();
   sub->add_option("--length", o.length, "Tokens per training row (at most the model's trained context)")
       ->check(CLI::Range(2, 1 << 20))->capture_default_str();
-  sub->add_option("--far", o.far, "Attention counts from queries at least this many tokens after a token")
+  sub->add_option("--target", f->target, "What a token's importance is: far-attention (the most attention a far "
+                                         "query gave it) or loss-gradient (how much the loss of the row's last "
+                                         "--horizon tokens depends on its value)")
+      ->check(CLI::IsMember({"far-attention", "loss-gradient"}))->capture_default_str();
+  sub->add_option("--attention-share", o.share, "loss-gradient: the share of its attention every candidate token "
+                                                "keeps while the gradient is read (a cache that dropped nearly all)")
+      ->check(CLI::Range(1e-12, 1.0))->capture_default_str();
+  sub->add_option("--far", o.far, "Only tokens at least this many tokens before the queries that judge them are "
+                                  "trained on (far-attention: attention counts from such queries only)")
       ->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--horizon", o.horizon, "The last tokens of a row are not trained on")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
@@ -70,6 +78,7 @@ void add_train_retention_command(CLI::App& root) {
     o.cache.policy = trained_policy();
     o.out = f->out;
     o.init = f->init;
+    o.target = parse_retention_target(f->target);
     const auto cache_dir = std::filesystem::path(f->out).parent_path() / "token-cache";
     TokenData train(f->data, *m.tokenizer, cache_dir);
     std::unique_ptr<TokenData> val;

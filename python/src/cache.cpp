@@ -4,7 +4,9 @@
 #include <torch/python.h>
 
 #include "bindings.h"
+#include "lococo/kv/far_attention.h"
 #include "lococo/kv/registry.h"
+#include "lococo/train/retention_targets.h"
 
 namespace lococo::python {
 namespace {
@@ -118,6 +120,22 @@ void bind_cache(py::module_& m) {
       .def("__repr__", [](const Cache& c) { return fmt::format("<lococo.Cache {}>", c.cache->describe()); });
 
   m.def("_load_state", &load, py::arg("model"), py::arg("path"), py::arg("compressor"));
+  m.def("_far_attention_cache", [](const Model& model, int64_t chunk, int64_t far) {
+    Cache c;
+    c.model = model;
+    c.options = cache_options(model, "full", 1, chunk, py::dict());
+    c.cache = make_far_attention_cache(model.model().config(), c.options, far);
+    return c;
+  }, py::arg("model"), py::arg("chunk"), py::arg("far"),
+        "A full cache whose scores() are the most attention each token got from one query >= far tokens later "
+        "(the targets of learned retention); keys() are before RoPE");
+  m.def("_retention_targets", [](const Model& model, const torch::Tensor& ids, const std::string& target, int64_t chunk,
+                                 int64_t far, int64_t horizon, double share) {
+    py::gil_scoped_release release;
+    return retention_targets(model.model(), ids, chunk, parse_retention_target(target), far, horizon, share).targets;
+  }, py::arg("model"), py::arg("ids"), py::arg("target"), py::arg("chunk"), py::arg("far"), py::arg("horizon"),
+        py::arg("share") = 1e-4,
+        "Per layer [kv_heads, n]: what learned retention is taught for these tokens (lococo/train/retention_targets.h)");
   m.def("_make_cache", &make, py::arg("model"), py::arg("policy"), py::arg("budget"), py::arg("chunk"),
         py::arg("options"));
   m.def("policies", [] {

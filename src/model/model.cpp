@@ -35,7 +35,10 @@ torch::Tensor LlamaModel::attention_block(int i, const torch::Tensor& h, CacheCh
     AttentionStats stats;
     // A cache may store a wider dtype than the weights (fp32 for bf16 models):
     // attention then runs in the cache's dtype.
-    out = attention(q_rot.to(kv.keys.scalar_type()), kv.keys.unsqueeze(0), kv.values.unsqueeze(0), request, &stats)
+    const auto q_in = q_rot.to(kv.keys.scalar_type());
+    out = (kv.key_bias.defined()
+               ? attention_plain(q_in, kv.keys.unsqueeze(0), kv.values.unsqueeze(0), request, &stats, kv.key_bias)
+               : attention(q_in, kv.keys.unsqueeze(0), kv.values.unsqueeze(0), request, &stats))
               .to(q.scalar_type());
     layer.observe(stats);
   }

@@ -26,7 +26,8 @@ void set_default_attention_kernel(AttentionKernel kernel) { g_default_kernel = k
 AttentionKernel default_attention_kernel() { return g_default_kernel; }
 
 torch::Tensor attention_plain(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                              const AttentionStatsRequest& request, AttentionStats* stats) {
+                              const AttentionStatsRequest& request, AttentionStats* stats,
+                              const torch::Tensor& key_bias) {
   check_shapes(q, k, v, request);
   const int64_t B = q.size(0), Hq = q.size(1), T = q.size(2), d = q.size(3);
   const int64_t Hkv = k.size(1), S = k.size(2), G = Hq / Hkv;
@@ -35,6 +36,11 @@ torch::Tensor attention_plain(const torch::Tensor& q, const torch::Tensor& k, co
   const auto ct = at::promote_types(q.scalar_type(), torch::kFloat32);  // fp32 at least; double stays double
   auto scores = torch::matmul(qg.to(ct), k.to(ct).transpose(-1, -2)) /
                 std::sqrt(static_cast<double>(d));                              // [B, Hkv, G*T, S]
+  if (key_bias.defined()) {
+    TORCH_CHECK(key_bias.dim() == 2 && key_bias.size(0) == Hkv && key_bias.size(1) == S,
+                "attention: key_bias must be [Hkv, S]");
+    scores = scores + key_bias.to(ct).view({1, Hkv, 1, S});
+  }
   // Query t of the chunk sees keys j <= S - T + t.
   auto opts = torch::TensorOptions().device(q.device()).dtype(torch::kInt64);
   auto t_idx = torch::arange(T, opts).view({T, 1});

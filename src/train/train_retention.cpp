@@ -8,33 +8,17 @@
 
 #include "lococo/core/progress.h"
 #include "lococo/eval/passkey.h"
-#include "lococo/kv/far_attention.h"
 #include "lococo/train/train_compressor.h"
 
 namespace lococo {
 namespace {
 
-// What one row teaches, per layer: the tokens' keys (before RoPE) and values,
-// and their targets. Rows are read once; the model is frozen.
-struct RowTargets {
-  std::vector<torch::Tensor> keys, values;  // [layers] x [Hkv, n, d]
-  std::vector<torch::Tensor> targets;       // [layers] x [Hkv, n]: log(eps + far attention)
-  int64_t n = 0;                            // tokens trained on (the row less its horizon)
-};
-
-RowTargets read_row(const LlamaModel& model, const torch::Tensor& row, const RetentionTrainOptions& o) {
-  torch::NoGradGuard no_grad;
-  auto cache = make_far_attention_cache(model.config(), o.cache, o.far);
-  const int64_t T = row.size(0), B = o.cache.chunk;
-  for (int64_t at = 0; at < T; at += B) model.hidden_states(row.narrow(0, at, std::min(B, T - at)), cache.get());
-  RowTargets r;
-  r.n = std::max<int64_t>(0, T - o.horizon);
-  for (int i = 0; i < cache->num_layers(); ++i) {
-    const KeysValues kv = cache->stored(i);
-    r.keys.push_back(kv.keys.narrow(1, 0, r.n).to(torch::kFloat32).clone());
-    r.values.push_back(kv.values.narrow(1, 0, r.n).to(torch::kFloat32).clone());
-    r.targets.push_back((cache->stored_scores(i).narrow(1, 0, r.n) + o.eps).log());
-  }
+// A row's keys, values and targets, the targets as log(eps + t / mean t) per
+// layer and head: a loss gradient's scale varies from row to row, and only
+// the ranking matters. [layers] x [Hkv, n]
+RetentionRow read_row(const LlamaModel& model, const torch::Tensor& row, const RetentionTrainOptions& o) {
+  RetentionRow r = retention_targets(model, row, o.cache.chunk, o.target, o.far, o.horizon, o.share);
+  for (auto& t : r.targets) t = (t / t.mean(1, /*keepdim=*/true).clamp_min(1e-30) + o.eps).log();
   return r;
 }
 
@@ -43,7 +27,7 @@ torch::Tensor centred(const torch::Tensor& x) { return x - x.mean(1, /*keepdim=*
 
 // Mean squared error of every layer's retention scores on a row, both sides
 // centred per head: scores are only ever ranked, so their offset is free. [] scalar
-torch::Tensor row_loss(const LococoCompressor& c, const RowTargets& r) {
+torch::Tensor row_loss(const LococoCompressor& c, const RetentionRow& r) {
   torch::Tensor sum;
   for (size_t i = 0; i < r.targets.size(); ++i) {
     auto scores = c.layer(static_cast<int>(i)).retention_scores(r.keys[i], r.values[i]);  // [Hkv, n]
@@ -55,7 +39,7 @@ torch::Tensor row_loss(const LococoCompressor& c, const RowTargets& r) {
 
 // Share of the K highest targets per layer and head that are also among the K
 // highest scores, averaged.
-double top_k_agreement(const LococoCompressor& c, const RowTargets& r, int64_t K) {
+double top_k_agreement(const LococoCompressor& c, const RetentionRow& r, int64_t K) {
   torch::NoGradGuard no_grad;
   K = std::min(K, r.n);
   double sum = 0;
@@ -74,7 +58,7 @@ double top_k_agreement(const LococoCompressor& c, const RowTargets& r, int64_t K
 nlohmann::json run_config(const RetentionTrainOptions& o) {
   return {{"budget", o.cache.budget}, {"keep-rate", o.cache.lococo.keep_rate},
           {"local-window", o.cache.lococo.local_window}, {"retention-hidden", o.compressor.retention_hidden},
-          {"length", o.length}, {"far", o.far}, {"horizon", o.horizon}, {"steps", o.steps},
+          {"length", o.length}, {"target", to_string(o.target)}, {"attention-share", o.share}, {"far", o.far}, {"horizon", o.horizon}, {"steps", o.steps},
           {"sequences", o.sequences}, {"recall-rate", o.recall_rate}, {"passkey-rate", o.passkey_rate},
           {"lr", o.optim.lr}, {"seed", o.seed}, {"init", o.init.string()}};
 }
@@ -149,7 +133,7 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
 
   const auto& t = train.tokens();
   const std::vector<int64_t> corpus(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.size(0));
-  std::vector<RowTargets> val_rows;
+  std::vector<RetentionRow> val_rows;
   {
     std::mt19937_64 vrng(o.seed + 7919);
     const TokenData& from = val ? *val : train;
@@ -179,7 +163,7 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
   while (step < o.steps) {
     double loss_sum = 0;
     for (int64_t i = 0; i < o.sequences; ++i) {
-      const RowTargets row = read_row(model, retention_row(train, tok, corpus, o, rng), o);
+      const RetentionRow row = read_row(model, retention_row(train, tok, corpus, o, rng), o);
       auto loss = row_loss(*compressor, row) / static_cast<double>(o.sequences);
       if (!std::isfinite(loss.item<double>()))
         throw std::runtime_error(fmt::format("step {}: loss is NaN or Inf", step));

@@ -54,7 +54,10 @@ std::vector<nlohmann::json> validations(const std::filesystem::path& out) {
   return rows;
 }
 
-TEST(TrainRetention, LearnsTheFarAttentionRanking) {
+// Both targets (lococo/train/retention_targets.h) are learnable.
+class TrainRetentionTarget : public ::testing::TestWithParam<RetentionTarget> {};
+
+TEST_P(TrainRetentionTarget, LearnsTheRanking) {
   testing::TempDir dir;
   LoadedModel m = testing::tokenized_tiny_model(dir / "model");
   // Weights with a larger spread than the model directory's: attention then
@@ -66,12 +69,20 @@ TEST(TrainRetention, LearnsTheFarAttentionRanking) {
   o.eval_every = 1;
   o.steps = 60;
   o.optim.lr = 1e-2;
+  o.target = GetParam();
   auto r = train_retention(model, *m.tokenizer, train, &val, o);
   EXPECT_EQ(r.steps_done, 60);
   auto v = validations(o.out);
   ASSERT_EQ(v.size(), 60u);
-  EXPECT_LT(v.back()["val_loss"].get<double>(), 0.8 * v.front()["val_loss"].get<double>());
-  EXPECT_GT(v.back()["val_top_k"].get<double>(), v.front()["val_top_k"].get<double>() + 0.1);
+  // On random weights the loss gradient depends on content less than far
+  // attention does (it is mostly which tokens sit near the loss chunk), so
+  // only its loss must fall; far attention is ranked.
+  if (GetParam() == RetentionTarget::LossGradient) {
+    EXPECT_LT(v.back()["val_loss"].get<double>(), 0.9 * v.front()["val_loss"].get<double>());
+  } else {
+    EXPECT_LT(v.back()["val_loss"].get<double>(), 0.8 * v.front()["val_loss"].get<double>());
+    EXPECT_GT(v.back()["val_top_k"].get<double>(), v.front()["val_top_k"].get<double>() + 0.1);
+  }
   EXPECT_EQ(r.best_top_k, std::max_element(v.begin(), v.end(), [](const auto& a, const auto& b) {
                             return a["val_top_k"].template get<double>() < b["val_top_k"].template get<double>();
                           })->at("val_top_k").get<double>());
@@ -79,6 +90,11 @@ TEST(TrainRetention, LearnsTheFarAttentionRanking) {
   auto c = LococoCompressor::load(o.out, m.model->config(), o.cache);
   EXPECT_TRUE(c->options().learned_retention());
 }
+
+INSTANTIATE_TEST_SUITE_P(Targets, TrainRetentionTarget,
+                         ::testing::Values(RetentionTarget::FarAttention, RetentionTarget::LossGradient),
+                         [](const auto& info) { return info.param == RetentionTarget::FarAttention ? "FarAttention"
+                                                                                                   : "LossGradient"; });
 
 TEST(TrainRetention, RefusesWhatCannotTrain) {
   testing::TempDir dir;

@@ -93,6 +93,9 @@ struct KeysValues {
   // Set only by append_unrotated(): keys are as stored, before RoPE, and slot
   // i is to be rotated at position i by the caller.
   bool rotate_at_slot_index = false;
+  // Training only: [Hkv, S] added to every query's logit of each slot
+  // (attention_plain's key_bias), or undefined.
+  torch::Tensor key_bias;
 };
 
 // A cache's sequence state, enough to continue the sequence exactly in a cache

@@ -49,9 +49,12 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
                         AttentionKernel kernel = AttentionKernel::Auto);
 
 // The reference implementation (also the fallback): materialises the
-// [B, Hkv, G*T, S] probabilities.
+// [B, Hkv, G*T, S] probabilities. key_bias [Hkv, S], if defined, is added to
+// every logit of its key (a soft mask: log of the share of attention a key
+// keeps; differentiable).
 torch::Tensor attention_plain(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                              const AttentionStatsRequest& request, AttentionStats* stats);
+                              const AttentionStatsRequest& request, AttentionStats* stats,
+                              const torch::Tensor& key_bias = {});
 
 // Process-wide default kernel for `Auto` (benchmarks flip it to compare).
 void set_default_attention_kernel(AttentionKernel kernel);

@@ -29,6 +29,7 @@
 #include "lococo/model/model.h"
 #include "lococo/tokenizer/token_data.h"
 #include "lococo/tokenizer/tokenizer.h"
+#include "lococo/train/retention_targets.h"
 #include "lococo/train/train.h"
 
 namespace lococo {
@@ -39,6 +40,8 @@ struct RetentionTrainOptions {
   std::filesystem::path init;     // start from this compressor (its convs kept, retention trained); "" = fresh
   std::filesystem::path out;      // the compressor written (best by val_top_k); checkpoint and metrics beside it
   int64_t length = 2048;          // tokens per row (at most the model's trained context)
+  RetentionTarget target = RetentionTarget::FarAttention;  // what a token's importance is (retention_targets.h)
+  double share = 1e-4;            // loss-gradient: the attention share candidates keep while it is read
   int64_t far = 128;              // attention counts from queries at least this many tokens after a token
   int64_t horizon = 512;          // the last tokens of a row are not trained on (few far queries came yet)
   int64_t steps = 300;            // optimiser steps
@@ -46,7 +49,7 @@ struct RetentionTrainOptions {
   double recall_rate = 0.3;       // share of recall rows
   double passkey_rate = 0.3;      // share of passkey rows
   int64_t recall_passage = 64;    // tokens of a recall row's passage
-  double eps = 1e-3;              // floor inside the target's log
+  double eps = 1e-3;              // floor inside the target's log, relative to the row's mean target
   int64_t val_rows = 6;           // fixed validation rows (from `val`, or from the training data)
   int64_t eval_every = 50;        // validation every K steps, and at the end
   OptimizerOptions optim;         // base lr, clip, schedule (total set from steps)
