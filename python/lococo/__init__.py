@@ -14,12 +14,13 @@ copied; the GIL is released while the engine computes.
 """
 
 import os as _os
+import torch as _torch
 
 from . import _lococo
 from ._lococo import Cache, Model, TextStream, Tokenizer, default_model_path, policies
 
 __all__ = ["load", "Model", "Cache", "Tokenizer", "TextStream", "policies", "default_model_path",
-           "perplexity", "eval_passkey", "train_compressor"]
+           "perplexity", "eval_passkey", "train_compressor", "retention_targets", "far_attention_cache"]
 
 
 def load(path=None, dtype=None):
@@ -140,6 +141,23 @@ def eval_passkey(model, policies=("full", "streaming", "lococo"), budget=128, ch
     return _lococo._eval_passkey(model, list(policies), budget, budget if chunk is None else chunk,
                                  [int(n) for n in lengths], [float(d) for d in depths], trials, seed,
                                  _paths(filler), full_beyond_context, progress, cache_options)
+
+
+def retention_targets(model, text, target="loss-gradient", chunk=128, far=64, horizon=256, share=1e-4):
+    """What `lococo train-retention --target T` teaches for `text` (a string, read with BOS first, or token ids).
+
+    Returns one tensor per layer, [kv_heads, n]: how much each of the first n
+    tokens matters to the last `horizon` (loss-gradient, n = T - horizon - far)
+    or to queries at least `far` tokens later (far-attention, n = T - horizon).
+    """
+    ids = _torch.tensor(_ids(model, text), dtype=_torch.int64)
+    return _lococo._retention_targets(model, ids, target, chunk, far, horizon, share)
+
+
+def far_attention_cache(model, far=64, chunk=128):
+    """A full cache whose scores(layer) are the most attention each token got from one query >= far tokens
+    later (keys() before RoPE): the far-attention targets, token by token as a stream is read."""
+    return _lococo._far_attention_cache(model, chunk, far)
 
 
 def train_compressor(model, data, out, budget=128, chunk=None, steps=100, val=None, callback=None, progress=False,

@@ -1,6 +1,7 @@
 """lococo.train_compressor from Python: progress through the callback, Ctrl-C
 (KeyboardInterrupt) leaving a checkpoint that resume continues, the output usable."""
 import pytest
+import torch
 
 import lococo
 
@@ -46,3 +47,19 @@ def test_bad_options_and_files(model, tmp_path):
         lococo.train_compressor(model, SLICE, tmp_path / "c.safetensors", steps=2, frobnicate=1)
     with pytest.raises(OSError, match="no-such-dir"):
         lococo.train_compressor(model, tmp_path / "no-such-dir", tmp_path / "c.safetensors", steps=2)
+
+
+def test_retention_targets_match_the_far_attention_cache(model, text):
+    ids = model.tokenizer.encode(text, add_bos=True)[:300]
+    far = lococo.retention_targets(model, ids, target="far-attention", far=32, horizon=64)
+    cache = lococo.far_attention_cache(model, far=32)
+    model.forward(ids, cache)
+    assert len(far) == cache.num_layers
+    for layer, t in enumerate(far):
+        assert t.shape[1] == 300 - 64
+        assert torch.allclose(t, cache.scores(layer)[:, :300 - 64], atol=1e-6)
+    grad = lococo.retention_targets(model, ids, far=32, horizon=64)
+    assert [tuple(t.shape) for t in grad] == [(t.shape[0], 300 - 64 - 32) for t in far]
+    assert all(float(t.min()) >= 0 for t in grad) and any(float(t.max()) > 0 for t in grad)
+    with pytest.raises(ValueError, match="share"):
+        lococo.retention_targets(model, ids, share=0)
