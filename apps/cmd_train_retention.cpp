@@ -15,19 +15,21 @@ void add_train_retention_command(CLI::App& root) {
     CacheFlags cache;
     RetentionTrainOptions options;
     std::vector<std::string> data, val;
-    std::string out, init, target = "far-attention";
+    std::string out, init, target = "loss-gradient";
   };
   auto f = std::make_shared<Flags>();
   f->cache.options.policy = trained_policy();
   f->cache.options.budget = 128;
   f->cache.options.chunk = 256;
   f->options.compressor.retention_hidden = 64;
-  f->options.optim.lr = 1e-3;
+  f->options.optim.lr = 3e-3;
+  f->options.far = 64;
+  f->options.horizon = 256;
   f->options.optim.schedule.warmup = 20;
   auto& o = f->options;
   auto* sub = root.add_subcommand(
       "train-retention", "Train a LoCoCo compressor's learned retention (which tokens a compression keeps) on a "
-                         "frozen model, against what far queries need from each token under the full cache");
+                         "frozen model, against what far queries need from each token");
   add_model_flags(sub, f->model);
   add_cache_flags(sub, f->cache, /*with_policy=*/false);
   sub->add_option("--data", f->data, "Training text files or directories")->required();
@@ -45,7 +47,8 @@ void add_train_retention_command(CLI::App& root) {
       ->check(CLI::Range(2, 1 << 20))->capture_default_str();
   sub->add_option("--target", f->target, "What a token's importance is: far-attention (the most attention a far "
                                          "query gave it) or loss-gradient (how much the loss of the row's last "
-                                         "--horizon tokens depends on its value)")
+                                         "--horizon tokens would gain from its attention, where a bounded cache "
+                                         "would be)")
       ->check(CLI::IsMember({"far-attention", "loss-gradient"}))->capture_default_str();
   sub->add_option("--attention-share", o.share, "loss-gradient: the share of its attention every candidate token "
                                                 "keeps while the gradient is read (a cache that dropped nearly all)")

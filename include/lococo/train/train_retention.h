@@ -1,15 +1,16 @@
 // `lococo train-retention`: learns the retention MLPs of a LoCoCo compressor
 // (learned retention, lococo/kv/compressor.h) on a frozen model, by regression
-// against the full cache (docs/DESIGN.md section 9).
+// against what far queries need from each token (docs/DESIGN.md section 9).
 //
 // A step draws `sequences` rows of `length` tokens: text, recall rows (a
 // passage, text, the passage again: train_compressor.h's generator) and
 // passkey rows (the key's sentence in filler of the classic sentences,
 // training text or shuffled training text, the answer at the end), each
-// opening with BOS as every stream does (the attention sink). The model
-// reads each row with a far-attention cache (lococo/kv/far_attention.h); then
-// for every layer, KV head and token t before the last `horizon`:
-//   target   y = log(eps + most attention t got from a query >= far after it)
+// opening with BOS as every stream does (the attention sink). For every
+// layer, KV head and token t of a row's trained prefix
+// (lococo/train/retention_targets.h: by default the loss gradient, where a
+// bounded cache would be, of the row's last `horizon` tokens):
+//   target   y = log(eps + importance_t / mean importance)
 //   loss       mean of (score_t - y_t)^2, score_t = retention_scores(k_raw_t, v_t),
 //              both centred over the row's tokens per layer and head (only the
 //              ranking of scores matters, so their offset is left free)
@@ -40,10 +41,10 @@ struct RetentionTrainOptions {
   std::filesystem::path init;     // start from this compressor (its convs kept, retention trained); "" = fresh
   std::filesystem::path out;      // the compressor written (best by val_top_k); checkpoint and metrics beside it
   int64_t length = 2048;          // tokens per row (at most the model's trained context)
-  RetentionTarget target = RetentionTarget::FarAttention;  // what a token's importance is (retention_targets.h)
+  RetentionTarget target = RetentionTarget::LossGradient;  // what a token's importance is (retention_targets.h)
   double share = 1e-4;            // loss-gradient: the attention share candidates keep while it is read
-  int64_t far = 128;              // attention counts from queries at least this many tokens after a token
-  int64_t horizon = 512;          // the last tokens of a row are not trained on (few far queries came yet)
+  int64_t far = 64;               // trained tokens are at least this far before the queries that judge them
+  int64_t horizon = 256;          // the last tokens: the loss chunk (loss-gradient), untrained (far-attention)
   int64_t steps = 300;            // optimiser steps
   int64_t sequences = 2;          // rows per step
   double recall_rate = 0.3;       // share of recall rows
