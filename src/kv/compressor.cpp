@@ -72,8 +72,11 @@ std::string CompressorOptions::mismatch(const ModelConfig& config, const CacheOp
   if (num_layers != config.num_layers) return differ("num_layers", num_layers, "model", config.num_layers);
   if (num_kv_heads != config.num_kv_heads) return differ("num_kv_heads", num_kv_heads, "model", config.num_kv_heads);
   if (head_dim != config.head_dim) return differ("head_dim", head_dim, "model", config.head_dim);
-  if (budget != cache.budget) return differ("budget", budget, "--budget", cache.budget);
   if (keep_rate != cache.lococo.keep_rate) return differ("keep_rate", keep_rate, "--keep-rate", cache.lococo.keep_rate);
+  // Keeping every slot verbatim, the file is only its retention MLPs, which
+  // score one token at a time: any budget and window can use them.
+  if (keep_rate == 1.0 && learned_retention()) return "";
+  if (budget != cache.budget) return differ("budget", budget, "--budget", cache.budget);
   if (local_window != cache.lococo.local_window)
     return differ("local_window", local_window, "--local-window", cache.lococo.local_window);
   return "";

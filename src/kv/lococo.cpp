@@ -26,6 +26,12 @@ CompressorOptions checked_shape(const ModelConfig& config, const CacheOptions& o
     // Retention reads keys before RoPE, which only `cache` positions store.
     if (compressor->options().learned_retention() && options.positions != PositionMode::Cache)
       throw std::invalid_argument("lococo: a compressor with learned retention needs --positions cache");
+    // A retention-only file fits any budget (mismatch()), as long as its sinks fit the heavy slots.
+    const int64_t sinks = compressor->options().retention_sinks, heavy = shape.kept() - shape.local_window;
+    if (compressor->options().learned_retention() && sinks > heavy)
+      throw std::invalid_argument(fmt::format("lococo: the compressor keeps {} sink tokens, more than the {} heavy "
+                                              "slots of --budget {} less --local-window {}", sinks, heavy,
+                                              options.budget, shape.local_window));
   }
   return shape;
 }

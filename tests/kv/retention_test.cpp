@@ -77,16 +77,11 @@ TEST(LearnedRetention, CompressionKeepsTheTokensScoredHighest) {
   auto compressor = retention_compressor(cache_options);
   const auto tokens = random_tokens(40, 12);
   LococoCache cache(tiny_config(), cache_options, compressor);
-  // The scores every token gets (each token's own, so a cache that never evicts shows them all).
+  // The scores every token gets (each token's own, so a cache that never evicts shows them all;
+  // a retention-only file serves any budget).
   auto full_options = cache_options;
   full_options.budget = 64;
-  auto big = retention_compressor(full_options);
-  {
-    torch::NoGradGuard no_grad;
-    auto src = compressor->named_parameters();
-    for (auto& p : big->named_parameters()) p.value().copy_(src[p.key()]);
-  }
-  LococoCache reference(tiny_config(), full_options, big);
+  LococoCache reference(tiny_config(), full_options, compressor);
   testing::stream(*model, reference, tokens.narrow(0, 0, 32), 8);
   testing::stream(*model, cache, tokens.narrow(0, 0, 32), 8);  // 24 slots > M + b = 20 before the 4th chunk
   const auto every = reference.stored_scores(0);             // [Hkv, 32]
@@ -113,6 +108,27 @@ TEST(LearnedRetention, SinkCountIsRecordedAndBounded) {
   LococoCompressor(o, 1).save(file);
   EXPECT_EQ(LococoCompressor::load(file)->options().retention_sinks, 2);
   fs::remove(file);
+}
+
+TEST(LearnedRetention, ARetentionOnlyFileFitsAnyBudgetAndWindow) {
+  auto compressor = retention_compressor(retention_cache(1.0));  // M 16, w 4, 4 sinks
+  auto other = retention_cache(1.0);
+  other.budget = 40;
+  other.lococo.local_window = 20;
+  EXPECT_NO_THROW(LococoCache(tiny_config(), other, compressor));
+  other.budget = 8;
+  other.lococo.local_window = 5;  // 3 heavy slots cannot hold the 4 sinks
+  EXPECT_THROW(LococoCache(tiny_config(), other, compressor), std::invalid_argument);
+  // With fused slots the convs are shaped for their budget: another one is refused by name.
+  auto fusing = retention_cache(0.5);
+  auto fused = retention_compressor(fusing);
+  fusing.budget = 24;
+  try {
+    LococoCache c(tiny_config(), fusing, fused);
+    ADD_FAILURE() << "a fusing compressor accepted another budget";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("budget"), std::string::npos) << e.what();
+  }
 }
 
 TEST(LearnedRetention, NeedsCachePositions) {
