@@ -87,7 +87,9 @@ std::string LococoCache::describe() const {
 }
 
 void LococoCache::compress(int i) {
-  if (compressor_)
+  // Without fused slots (r = 1) the compressor only scores (learned
+  // retention): the split is the cache's own M and w, which need not be the file's.
+  if (compressor_ && shape_.fused() > 0)
     fuse(i);
   else
     select_heavy_hitters(i);

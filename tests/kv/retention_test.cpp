@@ -115,7 +115,15 @@ TEST(LearnedRetention, ARetentionOnlyFileFitsAnyBudgetAndWindow) {
   auto other = retention_cache(1.0);
   other.budget = 40;
   other.lococo.local_window = 20;
-  EXPECT_NO_THROW(LococoCache(tiny_config(), other, compressor));
+  {
+    // ... and the split is the cache's: M = 40 slots after a compression, the last w = 20 tokens among them.
+    auto model = tiny_model(3, 4.0);
+    LococoCache cache(tiny_config(), other, compressor);
+    testing::stream(*model, cache, random_tokens(64, 13), 8);  // compressed when 64 > M + b = 44
+    const auto kept = std::get<0>(cache.stored_positions(0)[0].sort());
+    ASSERT_EQ(kept.size(0), 40 + 8);  // M, then the chunk that followed the compression
+    EXPECT_TRUE(torch::equal(kept.narrow(0, 40 - 20, 28), torch::arange(36, 64))) << kept;
+  }
   other.budget = 8;
   other.lococo.local_window = 5;  // 3 heavy slots cannot hold the 4 sinks
   EXPECT_THROW(LococoCache(tiny_config(), other, compressor), std::invalid_argument);
