@@ -215,10 +215,8 @@ PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
   PretrainResult r;
   r.best_val_loss = 1e30;
   const fs::path ckpt = o.out / "checkpoint";
-  if (const auto from = o.resume ? checkpoint_to_resume(ckpt) : fs::path(); !from.empty()) {
-    auto state = trainer.load_checkpoint(from);
+  if (const auto state = resume_checkpoint(trainer, ckpt, o.resume, rng); !state.empty()) {
     start = state.at("step").get<int64_t>();
-    set_rng_state(rng, state.at("rng").get<std::string>());
     r.best_val_loss = state.value("best_val_loss", 1e30);
     if (state.value("world_size", 1) != dist.world_size())
       throw std::invalid_argument(fmt::format("{}: written by {} ranks, resumed with {}", ckpt.string(),

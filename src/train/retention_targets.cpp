@@ -97,8 +97,8 @@ RetentionRow loss_gradient_targets(const LlamaModel& model, const torch::Tensor&
     far_loss(model, row, chunk, horizon, bias, &r).backward();
   }
   r.n = n;
-  for (auto& k : r.keys) k = k.narrow(1, 0, n).clone();
-  for (auto& v : r.values) v = v.narrow(1, 0, n).clone();
+  for (auto& k : r.keys) k = k.narrow(1, 0, n);  // views of take_slots' copies
+  for (auto& v : r.values) v = v.narrow(1, 0, n);
   for (const auto& b : bias) r.targets.push_back((-b.grad().narrow(1, 0, n)).clamp_min(0).to(torch::kFloat32));
   return r;
 }

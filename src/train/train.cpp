@@ -217,4 +217,14 @@ void refuse_changed_config(const nlohmann::json& saved, const nlohmann::json& no
                                               now[flag].dump()));
 }
 
+nlohmann::json resume_checkpoint(Trainer& trainer, const std::filesystem::path& ckpt, bool resume,
+                                 std::mt19937_64& rng, const nlohmann::json& config) {
+  const auto from = resume ? checkpoint_to_resume(ckpt) : std::filesystem::path();
+  if (from.empty()) return nlohmann::json::object();
+  auto state = trainer.load_checkpoint(from);
+  if (!config.is_null()) refuse_changed_config(state.value("config", nlohmann::json::object()), config, from);
+  set_rng_state(rng, state.at("rng").get<std::string>());
+  return state;
+}
+
 }  // namespace lococo

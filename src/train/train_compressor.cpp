@@ -200,11 +200,8 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
   double best = 1e30;
   const auto ckpt = state_file(o, ".ckpt");
   const nlohmann::json config = run_config(o);
-  if (const auto from = o.resume ? checkpoint_to_resume(ckpt) : std::filesystem::path(); !from.empty()) {
-    auto state = trainer.load_checkpoint(from);
-    refuse_changed_config(state.value("config", nlohmann::json::object()), config, from);
+  if (const auto state = resume_checkpoint(trainer, ckpt, o.resume, rng, config); !state.empty()) {
     step = state.at("step").get<int64_t>();
-    set_rng_state(rng, state.at("rng").get<std::string>());
     best = state.value("best_val_ppl", 1e30);
     if (state.value("world_size", 1) != dist.world_size())
       throw std::invalid_argument(fmt::format("{}: written by {} ranks, resumed with {}", ckpt.string(),

@@ -144,11 +144,8 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
   double best = -1;
   const std::filesystem::path ckpt = o.out.string() + ".ckpt";
   const nlohmann::json config = run_config(o);
-  if (const auto from = o.resume ? checkpoint_to_resume(ckpt) : std::filesystem::path(); !from.empty()) {
-    auto state = trainer.load_checkpoint(from);
-    refuse_changed_config(state.value("config", nlohmann::json::object()), config, from);
+  if (const auto state = resume_checkpoint(trainer, ckpt, o.resume, rng, config); !state.empty()) {
     step = state.at("step").get<int64_t>();
-    set_rng_state(rng, state.at("rng").get<std::string>());
     best = state.value("best_top_k", -1.0);
   }
   MetricsLog log(o.out.string() + ".metrics.jsonl", /*append=*/step > 0);

@@ -107,6 +107,12 @@ bool stop_requested();
 // A resumed run keeps its configuration: std::invalid_argument naming `ckpt`
 // and the first flag of `saved` (flag name -> value) whose value differs in `now`.
 void refuse_changed_config(const nlohmann::json& saved, const nlohmann::json& now, const std::filesystem::path& ckpt);
+// `--resume` in one place: when `resume` and a checkpoint is found
+// (checkpoint_to_resume), refuses a changed `config` (unless null), loads the
+// optimiser into `trainer` and the data order into `rng`, and returns the
+// saved state ("step" and the trainer's own fields); otherwise an empty object.
+nlohmann::json resume_checkpoint(Trainer& trainer, const std::filesystem::path& ckpt, bool resume,
+                                 std::mt19937_64& rng, const nlohmann::json& config = nullptr);
 
 // Cross-entropy of logits [..., V] against targets [...] (mean over tokens).
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& targets);
