@@ -107,6 +107,10 @@ void add_cache_flags(CLI::App* app, CacheFlags& f, bool with_policy) {
                   "lococo: kept slots' scores x this before a chunk's attention is added (0 = overwrite, the "
                   "reference; 1 = accumulate, as H2O)")
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app->add_option("--retention-decay", o.lococo.retention_decay,
+                  "lococo with learned retention: score a stored slot loses per 1000 newer tokens, every head (-1 = "
+                  "the compressor's own, learned per head; 0 = never ages)")
+      ->check(CLI::Range(-1.0, 1e6))->capture_default_str();
   if (!with_policy) return;  // training commands make their own compressor
   app->add_option("--compressor", o.lococo.compressor,
                   "lococo: trained compressor (.safetensors); default: the model's compressors/m<budget>.safetensors "
@@ -139,7 +143,7 @@ CacheOptions saved_state_cache_options(const CacheFlags& f, const LoadedModel& m
       {"buffer", "--buffer"},        {"positions", "--positions"},     {"sinks", "--sinks"},
       {"recent", "--recent"},        {"observation_window", "--obs-window"}, {"pool_kernel", "--pool-kernel"},
       {"keep_rate", "--keep-rate"},  {"local_window", "--local-window"}, {"score_decay", "--score-decay"},
-      {"window_last", "--window-last"}};
+      {"retention_decay", "--retention-decay"}, {"window_last", "--window-last"}};
   for (const auto& [key, flag] : flag_of)
     if (app.count(flag) > 0 && state.contains(key) && (!mine.contains(key) || mine[key] != state[key]))
       throw std::invalid_argument(fmt::format("{} {}: the state was saved with {} {} (leave the flag out to use the "

@@ -20,6 +20,9 @@ CompressorOptions checked_shape(const ModelConfig& config, const CacheOptions& o
   const double decay = options.lococo.score_decay;
   if (!(decay >= 0 && decay <= 1))
     throw std::invalid_argument(fmt::format("--score-decay must be in [0, 1] (got {})", decay));
+  const double aging = options.lococo.retention_decay;
+  if (!(aging == -1 || (aging >= 0 && aging < 1e6)))
+    throw std::invalid_argument(fmt::format("--retention-decay must be -1 or in [0, 1e6) (got {})", aging));
   if (compressor) {
     const std::string why = compressor->options().mismatch(config, options);
     if (!why.empty()) throw std::invalid_argument("lococo: the compressor does not fit this model and cache (" + why + ")");
@@ -60,11 +63,12 @@ void LococoCache::observe(int i, const AttentionStats& stats) {
   if (learned_retention()) {
     // Each token is scored once, as it arrives; stored slots keep their scores.
     const int64_t n = chunk_tokens(), first = l.len - n;
+    age_retention_scores(i, l.scores.narrow(1, 0, first), n);
     auto fresh = l.scores.narrow(1, first, n);
     fresh.copy_(compressor_->layer(i).retention_scores(l.k.narrow(1, first, n), l.v.narrow(1, first, n)));
     // The stream's first tokens (attention sinks) outrank every learned score (logs of attention, about -7 to 1).
     const int64_t sinks = compressor_->options().retention_sinks - tokens_seen();
-    if (sinks > 0) fresh.narrow(1, 0, std::min(sinks, n)).fill_(1e4);
+    if (sinks > 0) fresh.narrow(1, 0, std::min(sinks, n)).fill_(kSinkScore);
     return;
   }
   TORCH_CHECK(stats.column_sums.defined() && stats.column_sums.size(1) == l.len, "lococo: column sums [Hkv, S] expected");
@@ -78,11 +82,20 @@ void LococoCache::observe(int i, const AttentionStats& stats) {
     scores.mul_(decay).add_(stats.column_sums);
 }
 
+void LococoCache::age_retention_scores(int i, torch::Tensor stored, int64_t newer_tokens) const {
+  const double uniform = options_.lococo.retention_decay;
+  auto per_1000 = uniform >= 0 ? torch::full({stored.size(0)}, uniform) : compressor_->layer(i).decay().detach();
+  auto loss = per_1000.to(stored.options()).mul_(static_cast<double>(newer_tokens) / 1000).unsqueeze(1);  // [Hkv, 1]
+  // Sinks keep their rank however long the stream.
+  stored.sub_(loss * (stored < kSinkScore / 2).to(stored.scalar_type()));
+}
+
 std::string LococoCache::describe() const {
   const auto& o = options_.lococo;
   return fmt::format("{}(M={},b={},r={},w={}{})", compressor_ ? "lococo" : "lococo-hh", options_.budget,
                      options_.buffer, o.keep_rate, o.local_window,
                      (o.score_decay != 0 ? fmt::format(",decay={}", o.score_decay) : std::string()) +
+                         (o.retention_decay >= 0 ? fmt::format(",retention-decay={}", o.retention_decay) : std::string()) +
                          (o.window_last ? ",window-last" : "") + (learned_retention() ? ",learned-retention" : ""));
 }
 

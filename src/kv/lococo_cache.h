@@ -37,6 +37,11 @@ class LococoCache final : public BoundedCache {
   // identity, or the window moved last (options.lococo.window_last). [Hkv, M].
   torch::Tensor compressed_order(int64_t heads) const;
   bool learned_retention() const;        // the compressor scores tokens (not attention)
+  // Learned retention: the attention sinks' score, above every learned one (logs of attention, about -7 to 1).
+  static constexpr double kSinkScore = 1e4;
+  // Stored slots' learned scores lose --retention-decay per 1000 newer tokens (the sinks' do not).
+  // [Hkv, S] of layer i.
+  void age_retention_scores(int i, torch::Tensor stored, int64_t newer_tokens) const;
   void select_heavy_hitters(int layer);  // lococo-hh
   void fuse(int layer);                  // lococo
 

@@ -23,7 +23,7 @@ const std::vector<CachePolicyTraits>& cache_policies() {
       {"lococo-hh", "LoCoCo's heavy-hitter selection without fusion", true, false, true, make_lococo_hh_cache,
        {"keep_rate", "local_window", "score_decay", "window_last"}},
       {"lococo", "heavy hitters + slots fused by a learned convolution (LoCoCo)", true, true, true, make_lococo_cache,
-       {"keep_rate", "local_window", "score_decay", "window_last"}},
+       {"keep_rate", "local_window", "score_decay", "retention_decay", "window_last"}},
   };
   return table;
 }
@@ -121,6 +121,7 @@ const std::vector<OptionField>& option_fields() {
       field("keep_rate", &CacheOptions::lococo, &LococoOptions::keep_rate),
       field("local_window", &CacheOptions::lococo, &LococoOptions::local_window),
       field("score_decay", &CacheOptions::lococo, &LococoOptions::score_decay),
+      field("retention_decay", &CacheOptions::lococo, &LococoOptions::retention_decay),
       field("window_last", &CacheOptions::lococo, &LococoOptions::window_last),
       field("compressor", &CacheOptions::lococo, &LococoOptions::compressor),
       field("allow_untrained", &CacheOptions::lococo, &LococoOptions::allow_untrained),

@@ -25,28 +25,31 @@ RetentionRow read_row(const LlamaModel& model, const torch::Tensor& row, const R
 // x [Hkv, n] less its mean per head.
 torch::Tensor centred(const torch::Tensor& x) { return x - x.mean(1, /*keepdim=*/true); }
 
-// Mean squared error of every layer's retention scores on a row, both sides
-// centred per head: scores are only ever ranked, so their offset is free. [] scalar
-torch::Tensor row_loss(const LococoCompressor& c, const RetentionRow& r) {
-  torch::Tensor sum;
-  for (size_t i = 0; i < r.targets.size(); ++i) {
-    auto scores = c.layer(static_cast<int>(i)).retention_scores(r.keys[i], r.values[i]);  // [Hkv, n]
-    auto err = (centred(scores) - centred(r.targets[i])).pow(2).mean();
-    sum = sum.defined() ? sum + err : err;
-  }
-  return sum / static_cast<double>(r.targets.size());
+// Layer i's scores of a row's tokens as the cache ranks them when the row's
+// judging tokens arrive: each token's own, less its learned aging. The sinks
+// (always kept, never ranked) are left out. [Hkv, n - sinks]
+torch::Tensor ranked_scores(const LococoCompressor& c, const RetentionRow& r, int i) {
+  const int64_t sinks = std::min(c.options().retention_sinks, r.n - 1), n = r.n - sinks;
+  const auto& layer = c.layer(i);
+  auto scores = layer.retention_scores(r.keys[i].narrow(1, sinks, n), r.values[i].narrow(1, sinks, n));
+  return scores - layer.decay().unsqueeze(1) * (r.ages.narrow(0, sinks, n) / 1000).unsqueeze(0);
+}
+
+torch::Tensor ranked_targets(const LococoCompressor& c, const RetentionRow& r, int i) {
+  const int64_t sinks = std::min(c.options().retention_sinks, r.n - 1);
+  return r.targets[i].narrow(1, sinks, r.n - sinks);
 }
 
 // Share of the K highest targets per layer and head that are also among the K
 // highest scores, averaged.
 double top_k_agreement(const LococoCompressor& c, const RetentionRow& r, int64_t K) {
   torch::NoGradGuard no_grad;
-  K = std::min(K, r.n);
   double sum = 0;
   int64_t count = 0;
   for (size_t i = 0; i < r.targets.size(); ++i) {
-    auto scores = c.layer(static_cast<int>(i)).retention_scores(r.keys[i], r.values[i]);  // [Hkv, n]
-    auto want = std::get<1>(r.targets[i].topk(K, 1));                                      // [Hkv, K]
+    auto scores = ranked_scores(c, r, static_cast<int>(i));                                // [Hkv, n']
+    K = std::min(K, scores.size(1));
+    auto want = std::get<1>(ranked_targets(c, r, static_cast<int>(i)).topk(K, 1));         // [Hkv, K]
     auto got = std::get<1>(scores.topk(K, 1));                                              // [Hkv, K]
     auto hit = torch::zeros_like(scores, torch::kBool).scatter_(1, got, true).gather(1, want);  // [Hkv, K]
     sum += hit.to(torch::kFloat64).mean().item<double>();
@@ -58,6 +61,7 @@ double top_k_agreement(const LococoCompressor& c, const RetentionRow& r, int64_t
 nlohmann::json run_config(const RetentionTrainOptions& o) {
   return {{"budget", o.cache.budget}, {"keep-rate", o.cache.lococo.keep_rate},
           {"local-window", o.cache.lococo.local_window}, {"retention-hidden", o.compressor.retention_hidden},
+          {"retention-aging", o.compressor.retention_aging},
           {"length", o.length}, {"target", to_string(o.target)}, {"attention-share", o.share}, {"far", o.far}, {"horizon", o.horizon}, {"steps", o.steps},
           {"sequences", o.sequences}, {"recall-rate", o.recall_rate}, {"passkey-rate", o.passkey_rate},
           {"lr", o.optim.lr}, {"seed", o.seed}, {"init", o.init.string()}};
@@ -71,6 +75,7 @@ std::shared_ptr<LococoCompressor> initial_compressor(const LlamaModel& model, co
   CompressorOptions with = from->options();
   with.retention_hidden = o.compressor.retention_hidden;
   with.retention_sinks = o.compressor.retention_sinks;
+  with.retention_aging = o.compressor.retention_aging;
   auto c = std::make_shared<LococoCompressor>(with, o.seed);
   torch::NoGradGuard no_grad;
   auto mine = c->named_parameters();
@@ -79,6 +84,16 @@ std::shared_ptr<LococoCompressor> initial_compressor(const LlamaModel& model, co
 }
 
 }  // namespace
+
+torch::Tensor retention_regression_loss(const LococoCompressor& c, const RetentionRow& r) {
+  torch::Tensor sum;
+  for (size_t i = 0; i < r.targets.size(); ++i) {
+    auto scores = ranked_scores(c, r, static_cast<int>(i));  // [Hkv, n - sinks]
+    auto err = (centred(scores) - centred(ranked_targets(c, r, static_cast<int>(i)))).pow(2).mean();
+    sum = sum.defined() ? sum + err : err;
+  }
+  return sum / static_cast<double>(r.targets.size());
+}
 
 torch::Tensor retention_row(const TokenData& data, const Tokenizer& tok, const std::vector<int64_t>& corpus,
                             const RetentionTrainOptions& o, std::mt19937_64& rng) {
@@ -161,7 +176,7 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
     double loss_sum = 0;
     for (int64_t i = 0; i < o.sequences; ++i) {
       const RetentionRow row = read_row(model, retention_row(train, tok, corpus, o, rng), o);
-      auto loss = row_loss(*compressor, row) / static_cast<double>(o.sequences);
+      auto loss = retention_regression_loss(*compressor, row) / static_cast<double>(o.sequences);
       if (!std::isfinite(loss.item<double>()))
         throw std::runtime_error(fmt::format("step {}: loss is NaN or Inf", step));
       loss.backward();
@@ -176,10 +191,18 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
       for (const auto& v : val_rows) {
         agree += top_k_agreement(*compressor, v, top_k) / static_cast<double>(val_rows.size());
         torch::NoGradGuard g;
-        vloss += row_loss(*compressor, v).item<double>() / static_cast<double>(val_rows.size());
+        vloss += retention_regression_loss(*compressor, v).item<double>() / static_cast<double>(val_rows.size());
       }
       record["val_loss"] = vloss;
       record["val_top_k"] = agree;
+      if (compressor->options().retention_aging) {
+        std::vector<std::vector<double>> decay;  // per layer and KV head, score per 1000 tokens
+        for (int64_t i = 0; i < compressor->options().num_layers; ++i) {
+          auto d = compressor->layer(static_cast<int>(i)).decay().to(torch::kFloat64).contiguous();
+          decay.emplace_back(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+        }
+        record["decay"] = decay;
+      }
       if (agree > best) {
         best = agree;
         compressor->save(o.out);

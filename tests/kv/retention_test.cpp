@@ -1,6 +1,7 @@
 // Learned retention (docs/DESIGN.md sections 4 and 9): its file round trip, the
 // cache ranking tokens by it and not by attention, scores that do not depend on
 // chunking, and the far-attention targets it is trained against.
+#include <cmath>
 #include <filesystem>
 
 #include <unistd.h>
@@ -93,6 +94,45 @@ TEST(LearnedRetention, CompressionKeepsTheTokensScoredHighest) {
     auto want = std::get<0>(torch::cat({best, torch::arange(20, 24)}).sort());
     EXPECT_TRUE(torch::equal(kept[h].narrow(0, 0, 16), want)) << kept[h] << want;
   }
+}
+
+TEST(LearnedRetention, DecayRanksOlderChunksBelowNewerOnesButNotTheSinks) {
+  auto model = tiny_model(3, 4.0);
+  auto cache_options = retention_cache(1.0);
+  auto compressor = retention_compressor(cache_options);
+  const auto tokens = random_tokens(32, 12);
+  auto full_options = cache_options;
+  full_options.budget = 64;
+  LococoCache reference(tiny_config(), full_options, compressor);  // never evicts: every token's own score
+  testing::stream(*model, reference, tokens, 8);
+  cache_options.lococo.retention_decay = 1e5;  // 800 per chunk of 8: far beyond the scores' spread
+  LococoCache cache(tiny_config(), cache_options, compressor);
+  testing::stream(*model, cache, tokens, 8);
+  const auto every = reference.stored_scores(0);  // [Hkv, 32]
+  const auto kept = cache.stored_positions(0);    // [Hkv, slots]
+  for (int64_t h = 0; h < 2; ++h) {
+    // Compressed at the start of the 4th chunk, of tokens 0..23: the 4 sinks, the window 20..23, then the 8
+    // heavy slots from the newest chunk first: 16..19, and the best 4 of 8..15 (older ones lost 800 more).
+    auto heavy = torch::cat({torch::arange(16, 20), 8 + std::get<1>(every[h].narrow(0, 8, 8).topk(4))});
+    auto want = std::get<0>(torch::cat({torch::arange(4), heavy, torch::arange(20, 24)}).sort());
+    EXPECT_TRUE(torch::equal(kept[h].narrow(0, 0, 16), want)) << kept[h] << want;
+  }
+  // The same from the compressor's own (learned) decay: -1, the default, reads it.
+  auto aging = CompressorOptions::from(tiny_config(), cache_options);
+  aging.kernel = 3;
+  aging.retention_hidden = 6;
+  aging.retention_aging = true;
+  auto learned = std::make_shared<LococoCompressor>(aging, 5);  // the same seed: the same MLPs
+  {
+    torch::NoGradGuard no_grad;
+    for (int i = 0; i < 2; ++i) learned->layer(i).retention_decay.fill_(std::log(1e5));  // decay exp(raw)
+  }
+  cache_options.lococo.retention_decay = -1;
+  LococoCache own(tiny_config(), cache_options, learned);
+  testing::stream(*model, own, tokens, 8);
+  EXPECT_TRUE(torch::equal(own.stored_positions(0), kept));
+  cache_options.lococo.retention_decay = -0.5;
+  EXPECT_THROW(LococoCache(tiny_config(), cache_options, compressor), std::invalid_argument);
 }
 
 TEST(LearnedRetention, SinkCountIsRecordedAndBounded) {

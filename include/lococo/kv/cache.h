@@ -58,6 +58,11 @@ struct LococoOptions {                // lococo and lococo-hh
   // Stored slots' scores are multiplied by this before a chunk's attention is
   // added: 0 overwrites them (the reference), 1 accumulates them (as H2O does).
   double score_decay = 0;
+  // Learned retention: the score a stored slot loses per 1,000 tokens that
+  // arrive after it (scores are logs of attention, so this is an exponential
+  // decay of the attention it is expected to get), for every KV head; -1: the
+  // compressor's own, learned per layer and KV head (0 if it learned none).
+  double retention_decay = -1;
   // Order after a compression: false, [heavy hitters with the window last;
   // fused] (the reference); true, [heavy hitters; fused; window], so that under
   // `cache` positions the most recent slots sit next to the new chunk.

@@ -11,9 +11,12 @@
 // (lococo/train/retention_targets.h: by default the loss gradient, where a
 // bounded cache would be, of the row's last `horizon` tokens):
 //   target   y = log(eps + importance_t / mean importance)
-//   loss       mean of (score_t - y_t)^2, score_t = retention_scores(k_raw_t, v_t),
-//              both centred over the row's tokens per layer and head (only the
-//              ranking of scores matters, so their offset is left free)
+//   loss       mean of (score_t - y_t)^2, score_t = retention_scores(k_raw_t, v_t)
+//              (with --retention-aging less decay x age_t / 1000, age_t the
+//              tokens from t to the row's first judging token), both centred
+//              over the row's tokens per layer and head (only the ranking of
+//              scores matters, so their offset is left free); the first
+//              retention_sinks tokens, always kept, are left out
 // A token's score is only ever compared with other tokens' scores, so the
 // metric that picks the compressor is the ranking's: of the K = M r - w tokens
 // with the highest targets in each layer and head (the heavy hitters a
@@ -70,6 +73,10 @@ struct RetentionTrainResult {
 // One row of the retention data (see above): tokens [<= length] int64.
 torch::Tensor retention_row(const TokenData& data, const Tokenizer& tokenizer, const std::vector<int64_t>& corpus,
                             const RetentionTrainOptions& options, std::mt19937_64& rng);
+
+// The loss above of one row whose targets are already y. [] scalar, differentiable
+// in the compressor's retention parameters.
+torch::Tensor retention_regression_loss(const LococoCompressor& compressor, const RetentionRow& row);
 
 // The model is frozen. `val` may be null (validation rows then come from `train`).
 RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& tokenizer, const TokenData& train,
