@@ -97,10 +97,12 @@ void add_cache_flags(CLI::App* app, CacheFlags& f, bool with_policy) {
       ->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--pool-kernel", o.snapkv.pool_kernel, "snapkv: max-pool kernel over slot scores (odd)")
       ->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--keep-rate", o.lococo.keep_rate, "lococo: share r of M kept verbatim")
-      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app->add_option("--local-window", o.lococo.local_window, "lococo: last slots always kept")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  f.keep_rate = app->add_option("--keep-rate", o.lococo.keep_rate,
+                                "lococo: share r of M kept verbatim (default with a trained compressor: its own)")
+                    ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  f.local_window = app->add_option("--local-window", o.lococo.local_window,
+                                   "lococo: last slots always kept (default with a trained compressor: its own)")
+                       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_flag("--window-last", o.lococo.window_last,
                 "lococo: after a compression, the local window after the fused slots (nearest the new chunk)");
   app->add_option("--score-decay", o.lococo.score_decay,
@@ -108,9 +110,15 @@ void add_cache_flags(CLI::App* app, CacheFlags& f, bool with_policy) {
                   "reference; 1 = accumulate, as H2O)")
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   app->add_option("--retention-decay", o.lococo.retention_decay,
-                  "lococo with learned retention: score a stored slot loses per 1000 newer tokens, every head (-1 = "
-                  "the compressor's own, learned per head; 0 = never ages)")
-      ->check(CLI::Range(-1.0, 1e6))->capture_default_str();
+                  "lococo, learned retention: a slot ranks by its score less this per 1000 tokens of its age")
+      ->check(CLI::Range(0.0, 1e6))->capture_default_str();
+  app->add_option("--retention-protect", o.lococo.retention_protect,
+                  "lococo, learned retention: a score that may hold a long-term slot (never aged)")
+      ->capture_default_str();
+  app->add_option("--retention-long-term", o.lococo.retention_long_term,
+                  "lococo, learned retention: long-term slots per KV head, for the highest scores >= "
+                  "--retention-protect (0 = none)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   if (!with_policy) return;  // training commands make their own compressor
   app->add_option("--compressor", o.lococo.compressor,
                   "lococo: trained compressor (.safetensors); default: the model's compressors/m<budget>.safetensors "
@@ -121,6 +129,9 @@ void add_cache_flags(CLI::App* app, CacheFlags& f, bool with_policy) {
 CacheOptions cache_options(const CacheFlags& f, const LoadedModel& m) {
   CacheOptions o = f.options;
   o.positions = parse_position_mode(f.positions);
+  // A trained compressor knows the split it was trained for; flags override it.
+  o.lococo.keep_rate_from_file = f.keep_rate && f.keep_rate->count() == 0;
+  o.lococo.local_window_from_file = f.local_window && f.local_window->count() == 0;
   // Keys and values stay fp32 for bf16/f16 weights: decode_step's attention and
   // the compressors compute in fp32, and the budgeted caches are small.
   o.dtype = at::promote_types(m.model->weights().embed.scalar_type(), torch::kFloat32);
@@ -143,7 +154,8 @@ CacheOptions saved_state_cache_options(const CacheFlags& f, const LoadedModel& m
       {"buffer", "--buffer"},        {"positions", "--positions"},     {"sinks", "--sinks"},
       {"recent", "--recent"},        {"observation_window", "--obs-window"}, {"pool_kernel", "--pool-kernel"},
       {"keep_rate", "--keep-rate"},  {"local_window", "--local-window"}, {"score_decay", "--score-decay"},
-      {"retention_decay", "--retention-decay"}, {"window_last", "--window-last"}};
+      {"retention_decay", "--retention-decay"}, {"retention_protect", "--retention-protect"},
+      {"retention_long_term", "--retention-long-term"}, {"window_last", "--window-last"}};
   for (const auto& [key, flag] : flag_of)
     if (app.count(flag) > 0 && state.contains(key) && (!mine.contains(key) || mine[key] != state[key]))
       throw std::invalid_argument(fmt::format("{} {}: the state was saved with {} {} (leave the flag out to use the "

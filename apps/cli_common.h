@@ -36,6 +36,8 @@ struct CacheFlags {
   // Slot positions keep RoPE inside the trained range for any input length;
   // for the full cache both schemes are the same.
   std::string positions = "cache";
+  const CLI::Option* keep_rate = nullptr;     // set by add_cache_flags: was the flag given?
+  const CLI::Option* local_window = nullptr;
 };
 // with_policy = false (training): no --cache, --compressor or --allow-untrained.
 void add_cache_flags(CLI::App* app, CacheFlags& flags, bool with_policy = true);

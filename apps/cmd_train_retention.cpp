@@ -42,9 +42,6 @@ void add_train_retention_command(CLI::App& root) {
   sub->add_option("--retention-sinks", o.compressor.retention_sinks,
                   "The first tokens of a stream always kept (attention sinks), recorded in the file")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
-  sub->add_flag("--retention-aging", o.compressor.retention_aging,
-                "Also learn per layer and KV head how fast a token's score decays with its age (a recent token "
-                "outranks an old one of the same score; lococo --retention-decay -1 uses it)");
   sub->add_option("--kernel", o.compressor.kernel, "Conv kernel size of a fresh compressor (odd)")->capture_default_str();
   sub->add_option("--length", o.length, "Tokens per training row (at most the model's trained context)")
       ->check(CLI::Range(2, 1 << 20))->capture_default_str();

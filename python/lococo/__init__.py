@@ -42,7 +42,8 @@ def _cache(self, policy="lococo", budget=128, chunk=None, **options):
         ranks by are gathered per chunk).
     options: as the CLI's flags with '_' for '-': buffer, positions ("cache" or
         "absolute"), sinks, recent, observation_window, pool_kernel, keep_rate,
-        local_window, score_decay, retention_decay, window_last, compressor (a file; default the
+        local_window, score_decay, retention_decay, retention_protect,
+        retention_long_term, window_last, compressor (a file; default the
         model's own compressors/m<budget>.safetensors), allow_untrained, seed.
     """
     return _lococo._make_cache(self, policy, budget, budget if chunk is None else chunk, options)

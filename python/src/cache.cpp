@@ -33,9 +33,20 @@ Cache build(const Model& model, const CacheOptions& options) {
   return c;
 }
 
+// Without a compressor file, lococo takes the model's own for this budget (and
+// the file's split unless given); a file that cannot be read is an OSError.
+CacheOptions resolved(const Model& model, const CacheOptions& options) {
+  try {
+    return resolve_compressor(options, model.loaded.dir);
+  } catch (const std::invalid_argument&) {
+    throw;
+  } catch (const std::runtime_error& e) {
+    throw FileError(e.what());
+  }
+}
+
 Cache make(const Model& model, const std::string& policy, int64_t budget, int64_t chunk, const py::dict& options) {
-  // Without a compressor file, lococo takes the model's own for this budget.
-  return build(model, resolve_compressor(cache_options(model, policy, budget, chunk, options), model.loaded.dir));
+  return build(model, resolved(model, cache_options(model, policy, budget, chunk, options)));
 }
 
 void save(const Cache& c, const std::filesystem::path& path) {
@@ -60,7 +71,7 @@ Cache load(const Model& model, const std::string& path, const std::string& compr
   }
   CacheOptions o = options_from_state(state.options, cache_options(model, reference_policy(), 1, 1, py::dict()));
   o.lococo.compressor = compressor;
-  Cache c = build(model, resolve_compressor(o, model.loaded.dir));
+  Cache c = build(model, resolved(model, o));
   c.last_logits = restore_state(state, *c.cache, c.options, model.fingerprint, model.model().config().vocab_size);
   c.text = state.text;
   c.tokens = state.tokens;
@@ -82,6 +93,7 @@ CacheOptions cache_options(const Model& model, const std::string& policy, int64_
   const auto& embed = model.model().weights().embed;
   o.dtype = at::promote_types(embed.scalar_type(), torch::kFloat32);  // fp32 slots for bf16/f16 weights too
   o.device = embed.device();
+  o.lococo.keep_rate_from_file = o.lococo.local_window_from_file = true;  // unless given, as the CLI
   // The keywords by the CLI's names, one table for both (lococo/kv/registry.h).
   o = apply_cache_options_json(o, to_json(options));
   return o;

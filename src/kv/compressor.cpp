@@ -36,7 +36,6 @@ void CompressorOptions::validate() const {
     fail(fmt::format("--activation must be relu, gelu, silu or none (got '{}')", activation));
   if (!std::isfinite(lambda_init)) fail("--lambda-init must be finite");
   if (!(init_std > 0 && std::isfinite(init_std))) fail(fmt::format("--init-std must be positive (got {})", init_std));
-  if (retention_aging && !learned_retention()) fail("--retention-aging needs learned retention (--retention-hidden > 0)");
   if (retention_hidden < 0) fail(fmt::format("--retention-hidden must not be negative (got {})", retention_hidden));
   if (retention_sinks < 0 || (learned_retention() && retention_sinks > kept() - local_window))
     fail(fmt::format("--retention-sinks must be in [0, M - m - w] = [0, {}] (got {})", kept() - local_window,
@@ -104,7 +103,7 @@ SlotPartition partition_slots(const torch::Tensor& scores, int64_t keep, int64_t
 // One layer
 
 CompressorLayerImpl::CompressorLayerImpl(const CompressorOptions& o)
-    : kv_heads_(o.num_kv_heads), activation_(o.activation), sigmoid_(o.lambda_sigmoid) {
+    : activation_(o.activation), sigmoid_(o.lambda_sigmoid) {
   const int64_t m = o.fused();
   auto list = register_module("convs", torch::nn::ModuleList());
   // m = 0 (keep rate 1) fuses nothing: no convs at all.
@@ -121,15 +120,7 @@ CompressorLayerImpl::CompressorLayerImpl(const CompressorOptions& o)
     namespace nn = torch::nn;
     retention = register_module("retention", nn::Sequential(nn::Linear(o.retention_inputs(), o.retention_hidden),
                                                              nn::GELU(), nn::Linear(o.retention_hidden, o.num_kv_heads)));
-    // exp(0) = 1: a score falls by 1 per 1000 tokens until training says otherwise. The log
-    // lets Adam's steps of about lr move the decay by factors, from slow heads to fast ones.
-    if (o.retention_aging) retention_decay = register_parameter("retention_decay", torch::zeros({o.num_kv_heads}));
   }
-}
-
-torch::Tensor CompressorLayerImpl::decay() const {
-  if (!retention_decay.defined()) return torch::zeros({kv_heads_});
-  return retention_decay.exp();
 }
 
 torch::Tensor CompressorLayerImpl::retention_scores(const torch::Tensor& keys, const torch::Tensor& values) const {
@@ -201,14 +192,14 @@ LococoCompressor::LococoCompressor(CompressorOptions options, uint64_t seed) : o
 std::vector<std::pair<std::string, torch::Tensor>> LococoCompressor::retention_parameters() const {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (const auto& p : named_parameters())
-    if (p.key().find(".retention") != std::string::npos) out.emplace_back(p.key(), p.value());
+    if (p.key().find(".retention.") != std::string::npos) out.emplace_back(p.key(), p.value());
   return out;
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> LococoCompressor::fusion_parameters() const {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (const auto& p : named_parameters())
-    if (p.key().find(".retention") == std::string::npos) out.emplace_back(p.key(), p.value());
+    if (p.key().find(".retention.") == std::string::npos) out.emplace_back(p.key(), p.value());
   return out;
 }
 
@@ -282,7 +273,6 @@ std::map<std::string, std::string> to_metadata(const CompressorOptions& o) {
       {"slot_features", o.slot_features ? "1" : "0"},
       {"retention_hidden", std::to_string(o.retention_hidden)},
       {"retention_sinks", std::to_string(o.retention_sinks)},
-      {"retention_aging", o.retention_aging ? "1" : "0"},
       {"fused_slots", std::to_string(o.fused())},
   };
 }
@@ -348,7 +338,6 @@ CompressorOptions from_metadata(const SafetensorsFile& f) {
   };
   o.lambda_sigmoid = flag("lambda_sigmoid");
   o.slot_features = flag("slot_features");
-  o.retention_aging = flag("retention_aging");
   o.retention_hidden = meta.count("retention_hidden") ? integer("retention_hidden") : 0;
   o.retention_sinks = meta.count("retention_sinks") ? integer("retention_sinks") : 4;
   try {
@@ -368,6 +357,10 @@ void LococoCompressor::save(const std::filesystem::path& file) const {
   for (const auto& p : named_parameters())
     tensors.emplace_back(p.key(), p.value().detach().to(torch::kCPU, torch::kFloat32).contiguous());
   save_safetensors(file, tensors, to_metadata(options_));
+}
+
+CompressorOptions LococoCompressor::read_options(const std::filesystem::path& file) {
+  return from_metadata(SafetensorsFile(file));
 }
 
 std::shared_ptr<LococoCompressor> LococoCompressor::load(const std::filesystem::path& path) {

@@ -2,6 +2,8 @@
 
 #include "kv/lococo_cache.h"
 
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -21,8 +23,10 @@ CompressorOptions checked_shape(const ModelConfig& config, const CacheOptions& o
   if (!(decay >= 0 && decay <= 1))
     throw std::invalid_argument(fmt::format("--score-decay must be in [0, 1] (got {})", decay));
   const double aging = options.lococo.retention_decay;
-  if (!(aging == -1 || (aging >= 0 && aging < 1e6)))
-    throw std::invalid_argument(fmt::format("--retention-decay must be -1 or in [0, 1e6) (got {})", aging));
+  if (!(aging >= 0 && aging < 1e6))
+    throw std::invalid_argument(fmt::format("--retention-decay must be in [0, 1e6) (got {})", aging));
+  if (!std::isfinite(options.lococo.retention_protect) || options.lococo.retention_long_term < 0)
+    throw std::invalid_argument("--retention-protect must be finite and --retention-long-term not negative");
   if (compressor) {
     const std::string why = compressor->options().mismatch(config, options);
     if (!why.empty()) throw std::invalid_argument("lococo: the compressor does not fit this model and cache (" + why + ")");
@@ -63,7 +67,6 @@ void LococoCache::observe(int i, const AttentionStats& stats) {
   if (learned_retention()) {
     // Each token is scored once, as it arrives; stored slots keep their scores.
     const int64_t n = chunk_tokens(), first = l.len - n;
-    age_retention_scores(i, l.scores.narrow(1, 0, first), n);
     auto fresh = l.scores.narrow(1, first, n);
     fresh.copy_(compressor_->layer(i).retention_scores(l.k.narrow(1, first, n), l.v.narrow(1, first, n)));
     // The stream's first tokens (attention sinks) outrank every learned score (logs of attention, about -7 to 1).
@@ -82,12 +85,21 @@ void LococoCache::observe(int i, const AttentionStats& stats) {
     scores.mul_(decay).add_(stats.column_sums);
 }
 
-void LococoCache::age_retention_scores(int i, torch::Tensor stored, int64_t newer_tokens) const {
-  const double uniform = options_.lococo.retention_decay;
-  auto per_1000 = uniform >= 0 ? torch::full({stored.size(0)}, uniform) : compressor_->layer(i).decay().detach();
-  auto loss = per_1000.to(stored.options()).mul_(static_cast<double>(newer_tokens) / 1000).unsqueeze(1);  // [Hkv, 1]
-  // Sinks keep their rank however long the stream.
-  stored.sub_(loss * (stored < kSinkScore / 2).to(stored.scalar_type()));
+torch::Tensor LococoCache::retention_rank(int i) const {
+  const auto& l = layer(i);
+  const auto& o = options_.lococo;
+  const auto scores = l.scores.narrow(1, 0, l.len);                                            // [Hkv, L]
+  const auto sink = scores >= kSinkScore / 2;                                                  // [Hkv, L]
+  const auto age = (tokens_seen() - l.positions.narrow(1, 0, l.len)).to(scores.scalar_type());  // [Hkv, L]
+  auto rank = scores - o.retention_decay / 1000 * age;
+  if (o.retention_long_term > 0) {
+    const auto candidate = (scores >= o.retention_protect) & sink.logical_not();
+    const auto best = std::get<1>(torch::where(candidate, scores, -std::numeric_limits<float>::infinity())
+                                      .topk(std::min(o.retention_long_term, l.len), 1));  // [Hkv, P]
+    const auto long_term = torch::zeros_like(candidate).scatter_(1, best, true) & candidate;
+    rank = torch::where(long_term, scores + kLongTermRank, rank);
+  }
+  return torch::where(sink, scores, rank);
 }
 
 std::string LococoCache::describe() const {
@@ -95,7 +107,11 @@ std::string LococoCache::describe() const {
   return fmt::format("{}(M={},b={},r={},w={}{})", compressor_ ? "lococo" : "lococo-hh", options_.budget,
                      options_.buffer, o.keep_rate, o.local_window,
                      (o.score_decay != 0 ? fmt::format(",decay={}", o.score_decay) : std::string()) +
-                         (o.retention_decay >= 0 ? fmt::format(",retention-decay={}", o.retention_decay) : std::string()) +
+                         (learned_retention() && o.retention_decay != 0
+                              ? fmt::format(",retention-decay={}", o.retention_decay) : std::string()) +
+                         (learned_retention() && o.retention_long_term > 0
+                              ? fmt::format(",long-term={}(>={})", o.retention_long_term, o.retention_protect)
+                              : std::string()) +
                          (o.window_last ? ",window-last" : "") + (learned_retention() ? ",learned-retention" : ""));
 }
 
@@ -119,7 +135,8 @@ torch::Tensor LococoCache::compressed_order(int64_t heads) const {
 
 void LococoCache::select_heavy_hitters(int i) {
   const auto& l = layer(i);
-  auto parts = partition_slots(l.scores.narrow(1, 0, l.len), shape_.kept(), shape_.local_window, shape_.fused());
+  auto ranking = learned_retention() ? retention_rank(i) : l.scores.narrow(1, 0, l.len);  // [Hkv, L]
+  auto parts = partition_slots(ranking, shape_.kept(), shape_.local_window, shape_.fused());
   // W = R: the fused slots are copies of the top-m of the rest, in cache order.
   auto kept = torch::cat({parts.heavy, parts.rest.gather(1, parts.chosen)}, 1);  // [Hkv, M]
   keep_slots(i, kept.gather(1, compressed_order(kept.size(0))));

@@ -37,11 +37,13 @@ class LococoCache final : public BoundedCache {
   // identity, or the window moved last (options.lococo.window_last). [Hkv, M].
   torch::Tensor compressed_order(int64_t heads) const;
   bool learned_retention() const;        // the compressor scores tokens (not attention)
-  // Learned retention: the attention sinks' score, above every learned one (logs of attention, about -7 to 1).
-  static constexpr double kSinkScore = 1e4;
-  // Stored slots' learned scores lose --retention-decay per 1000 newer tokens (the sinks' do not).
-  // [Hkv, S] of layer i.
-  void age_retention_scores(int i, torch::Tensor stored, int64_t newer_tokens) const;
+  // Learned retention: the attention sinks' score, above every learned one
+  // (logs of attention, about -7 to 8), and the rank offset of long-term slots.
+  static constexpr double kSinkScore = 1e4, kLongTermRank = 1e3;
+  // Learned retention ranks layer i's stored slots for a compression: sinks,
+  // then long-term slots by score, then the rest by score less aging
+  // (LococoOptions; retention-only compressors: a fusing one ranks by score). [Hkv, L]
+  torch::Tensor retention_rank(int i) const;
   void select_heavy_hitters(int layer);  // lococo-hh
   void fuse(int layer);                  // lococo
 

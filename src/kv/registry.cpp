@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "kv/policies.h"
+#include "lococo/kv/compressor.h"
 
 namespace lococo {
 
@@ -23,7 +24,8 @@ const std::vector<CachePolicyTraits>& cache_policies() {
       {"lococo-hh", "LoCoCo's heavy-hitter selection without fusion", true, false, true, make_lococo_hh_cache,
        {"keep_rate", "local_window", "score_decay", "window_last"}},
       {"lococo", "heavy hitters + slots fused by a learned convolution (LoCoCo)", true, true, true, make_lococo_cache,
-       {"keep_rate", "local_window", "score_decay", "retention_decay", "window_last"}},
+       {"keep_rate", "local_window", "score_decay", "retention_decay", "retention_protect", "retention_long_term",
+        "window_last"}},
   };
   return table;
 }
@@ -122,6 +124,8 @@ const std::vector<OptionField>& option_fields() {
       field("local_window", &CacheOptions::lococo, &LococoOptions::local_window),
       field("score_decay", &CacheOptions::lococo, &LococoOptions::score_decay),
       field("retention_decay", &CacheOptions::lococo, &LococoOptions::retention_decay),
+      field("retention_protect", &CacheOptions::lococo, &LococoOptions::retention_protect),
+      field("retention_long_term", &CacheOptions::lococo, &LococoOptions::retention_long_term),
       field("window_last", &CacheOptions::lococo, &LococoOptions::window_last),
       field("compressor", &CacheOptions::lococo, &LococoOptions::compressor),
       field("allow_untrained", &CacheOptions::lococo, &LococoOptions::allow_untrained),
@@ -158,6 +162,8 @@ CacheOptions apply_cache_options_json(CacheOptions o, const nlohmann::json& j) {
     }
     try {
       f->set(o, value);
+      if (key == "keep_rate") o.lococo.keep_rate_from_file = false;  // given
+      if (key == "local_window") o.lococo.local_window_from_file = false;
     } catch (const nlohmann::json::exception&) {
       throw std::invalid_argument(fmt::format("cache option '{}': {} is not of the right type", key, value.dump()));
     }
@@ -174,14 +180,22 @@ std::filesystem::path model_compressor_path(const std::filesystem::path& model, 
 }
 
 CacheOptions resolve_compressor(CacheOptions o, const std::filesystem::path& model) {
-  if (!cache_policy(o.policy).needs_compressor || !o.lococo.compressor.empty() || o.lococo.allow_untrained) return o;
-  const auto file = model_compressor_path(model, o.budget);
-  if (!std::filesystem::exists(file))
-    throw std::invalid_argument(fmt::format(
-        "--cache {} needs a trained compressor for --budget {}: none at {} (pass --compressor FILE, or "
-        "--allow-untrained to run with a freshly initialised one)",
-        o.policy, o.budget, file.string()));
-  o.lococo.compressor = file.string();
+  if (!cache_policy(o.policy).needs_compressor) return o;
+  if (o.lococo.compressor.empty() && !o.lococo.allow_untrained) {
+    const auto file = model_compressor_path(model, o.budget);
+    if (!std::filesystem::exists(file))
+      throw std::invalid_argument(fmt::format(
+          "--cache {} needs a trained compressor for --budget {}: none at {} (pass --compressor FILE, or "
+          "--allow-untrained to run with a freshly initialised one)",
+          o.policy, o.budget, file.string()));
+    o.lococo.compressor = file.string();
+  }
+  auto& l = o.lococo;
+  if ((l.keep_rate_from_file || l.local_window_from_file) && !l.compressor.empty()) {
+    const CompressorOptions file = LococoCompressor::read_options(l.compressor);
+    if (l.keep_rate_from_file) l.keep_rate = file.keep_rate;
+    if (l.local_window_from_file) l.local_window = file.local_window;
+  }
   return o;
 }
 

@@ -140,10 +140,8 @@ RetentionRow retention_targets(const LlamaModel& model, const torch::Tensor& row
   if (horizon < 2 || far < 1 || chunk < 1 || n < 1)
     throw std::invalid_argument(fmt::format("retention targets: a row of {} tokens with horizon {} and far {} leaves "
                                             "no token to train on", T, horizon, far));
-  RetentionRow r = target == RetentionTarget::FarAttention ? far_attention_targets(model, row, chunk, far, horizon)
-                                                           : loss_gradient_targets(model, row, chunk, far, horizon, share);
-  r.ages = static_cast<double>(T - horizon) - torch::arange(r.n, torch::kFloat32);
-  return r;
+  return target == RetentionTarget::FarAttention ? far_attention_targets(model, row, chunk, far, horizon)
+                                                 : loss_gradient_targets(model, row, chunk, far, horizon, share);
 }
 
 }  // namespace lococo

@@ -25,14 +25,11 @@ RetentionRow read_row(const LlamaModel& model, const torch::Tensor& row, const R
 // x [Hkv, n] less its mean per head.
 torch::Tensor centred(const torch::Tensor& x) { return x - x.mean(1, /*keepdim=*/true); }
 
-// Layer i's scores of a row's tokens as the cache ranks them when the row's
-// judging tokens arrive: each token's own, less its learned aging. The sinks
-// (always kept, never ranked) are left out. [Hkv, n - sinks]
+// Layer i's scores of a row's tokens but the sinks (always kept, never
+// ranked). [Hkv, n - sinks]
 torch::Tensor ranked_scores(const LococoCompressor& c, const RetentionRow& r, int i) {
   const int64_t sinks = std::min(c.options().retention_sinks, r.n - 1), n = r.n - sinks;
-  const auto& layer = c.layer(i);
-  auto scores = layer.retention_scores(r.keys[i].narrow(1, sinks, n), r.values[i].narrow(1, sinks, n));
-  return scores - layer.decay().unsqueeze(1) * (r.ages.narrow(0, sinks, n) / 1000).unsqueeze(0);
+  return c.layer(i).retention_scores(r.keys[i].narrow(1, sinks, n), r.values[i].narrow(1, sinks, n));
 }
 
 torch::Tensor ranked_targets(const LococoCompressor& c, const RetentionRow& r, int i) {
@@ -61,7 +58,6 @@ double top_k_agreement(const LococoCompressor& c, const RetentionRow& r, int64_t
 nlohmann::json run_config(const RetentionTrainOptions& o) {
   return {{"budget", o.cache.budget}, {"keep-rate", o.cache.lococo.keep_rate},
           {"local-window", o.cache.lococo.local_window}, {"retention-hidden", o.compressor.retention_hidden},
-          {"retention-aging", o.compressor.retention_aging},
           {"length", o.length}, {"target", to_string(o.target)}, {"attention-share", o.share}, {"far", o.far}, {"horizon", o.horizon}, {"steps", o.steps},
           {"sequences", o.sequences}, {"recall-rate", o.recall_rate}, {"passkey-rate", o.passkey_rate},
           {"lr", o.optim.lr}, {"seed", o.seed}, {"init", o.init.string()}};
@@ -75,7 +71,6 @@ std::shared_ptr<LococoCompressor> initial_compressor(const LlamaModel& model, co
   CompressorOptions with = from->options();
   with.retention_hidden = o.compressor.retention_hidden;
   with.retention_sinks = o.compressor.retention_sinks;
-  with.retention_aging = o.compressor.retention_aging;
   auto c = std::make_shared<LococoCompressor>(with, o.seed);
   torch::NoGradGuard no_grad;
   auto mine = c->named_parameters();
@@ -195,14 +190,6 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
       }
       record["val_loss"] = vloss;
       record["val_top_k"] = agree;
-      if (compressor->options().retention_aging) {
-        std::vector<std::vector<double>> decay;  // per layer and KV head, score per 1000 tokens
-        for (int64_t i = 0; i < compressor->options().num_layers; ++i) {
-          auto d = compressor->layer(static_cast<int>(i)).decay().to(torch::kFloat64).contiguous();
-          decay.emplace_back(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
-        }
-        record["decay"] = decay;
-      }
       if (agree > best) {
         best = agree;
         compressor->save(o.out);

@@ -13,6 +13,7 @@
 #include "lococo/kv/compressor.h"
 #include "lococo/kv/far_attention.h"
 #include "lococo/kv/lococo.h"
+#include "lococo/kv/registry.h"
 
 namespace lococo {
 namespace {
@@ -27,6 +28,8 @@ CacheOptions retention_cache(double keep_rate) {
   o.positions = PositionMode::Cache;
   o.lococo.keep_rate = keep_rate;
   o.lococo.local_window = 4;
+  o.lococo.retention_decay = 0;  // ranked by score alone unless a test says otherwise
+  o.lococo.retention_long_term = 0;
   return o;
 }
 
@@ -96,7 +99,7 @@ TEST(LearnedRetention, CompressionKeepsTheTokensScoredHighest) {
   }
 }
 
-TEST(LearnedRetention, DecayRanksOlderChunksBelowNewerOnesButNotTheSinks) {
+TEST(LearnedRetention, AgingRanksOlderTokensLowerButNotTheSinksOrTheLongTermSlots) {
   auto model = tiny_model(3, 4.0);
   auto cache_options = retention_cache(1.0);
   auto compressor = retention_compressor(cache_options);
@@ -105,34 +108,41 @@ TEST(LearnedRetention, DecayRanksOlderChunksBelowNewerOnesButNotTheSinks) {
   full_options.budget = 64;
   LococoCache reference(tiny_config(), full_options, compressor);  // never evicts: every token's own score
   testing::stream(*model, reference, tokens, 8);
-  cache_options.lococo.retention_decay = 1e5;  // 800 per chunk of 8: far beyond the scores' spread
-  LococoCache cache(tiny_config(), cache_options, compressor);
-  testing::stream(*model, cache, tokens, 8);
   const auto every = reference.stored_scores(0);  // [Hkv, 32]
-  const auto kept = cache.stored_positions(0);    // [Hkv, slots]
+  auto kept_with = [&](double decay, int64_t long_term, double protect) {
+    auto o = cache_options;
+    o.lococo.retention_decay = decay;
+    o.lococo.retention_long_term = long_term;
+    o.lococo.retention_protect = protect;
+    LococoCache cache(tiny_config(), o, compressor);
+    testing::stream(*model, cache, tokens, 8);
+    return cache.stored_positions(0).narrow(1, 0, 16);  // compressed at the start of the 4th chunk, of tokens 0..23
+  };
+  // 100 per token of age, far beyond the scores' spread: the 8 heavy slots are the newest of 4..19.
+  const auto sinks = torch::arange(4), window = torch::arange(20, 24);
+  const auto newest = kept_with(1e5, 0, 0);
+  for (int64_t h = 0; h < 2; ++h)
+    EXPECT_TRUE(torch::equal(newest[h], torch::cat({sinks, torch::arange(12, 24)}))) << newest[h];
+  // 3 long-term slots for any score: the 3 best of 4..19 by score, then the 5 newest of the others.
+  const auto mixed = kept_with(1e5, 3, -1e3);
   for (int64_t h = 0; h < 2; ++h) {
-    // Compressed at the start of the 4th chunk, of tokens 0..23: the 4 sinks, the window 20..23, then the 8
-    // heavy slots from the newest chunk first: 16..19, and the best 4 of 8..15 (older ones lost 800 more).
-    auto heavy = torch::cat({torch::arange(16, 20), 8 + std::get<1>(every[h].narrow(0, 8, 8).topk(4))});
-    auto want = std::get<0>(torch::cat({torch::arange(4), heavy, torch::arange(20, 24)}).sort());
-    EXPECT_TRUE(torch::equal(kept[h].narrow(0, 0, 16), want)) << kept[h] << want;
+    const auto best = 4 + std::get<1>(every[h].narrow(0, 4, 16).topk(3));
+    std::vector<int64_t> want(sinks.data_ptr<int64_t>(), sinks.data_ptr<int64_t>() + 4);
+    for (int64_t t = 19, newer = 0; newer < 5; --t)
+      if (!(best == t).any().item<bool>()) want.push_back(t), ++newer;
+    auto expected = std::get<0>(torch::cat({torch::tensor(want), best, window}).sort());
+    EXPECT_TRUE(torch::equal(mixed[h], expected)) << mixed[h] << expected;
   }
-  // The same from the compressor's own (learned) decay: -1, the default, reads it.
-  auto aging = CompressorOptions::from(tiny_config(), cache_options);
-  aging.kernel = 3;
-  aging.retention_hidden = 6;
-  aging.retention_aging = true;
-  auto learned = std::make_shared<LococoCompressor>(aging, 5);  // the same seed: the same MLPs
-  {
-    torch::NoGradGuard no_grad;
-    for (int i = 0; i < 2; ++i) learned->layer(i).retention_decay.fill_(std::log(1e5));  // decay exp(raw)
-  }
-  cache_options.lococo.retention_decay = -1;
-  LococoCache own(tiny_config(), cache_options, learned);
-  testing::stream(*model, own, tokens, 8);
-  EXPECT_TRUE(torch::equal(own.stored_positions(0), kept));
-  cache_options.lococo.retention_decay = -0.5;
-  EXPECT_THROW(LococoCache(tiny_config(), cache_options, compressor), std::invalid_argument);
+  // A protect threshold above every score leaves the long-term slots empty: aging alone.
+  EXPECT_TRUE(torch::equal(kept_with(1e5, 3, 1e3), newest));
+  // No aging: the 8 best by score, as without the options.
+  EXPECT_TRUE(torch::equal(kept_with(0, 0, 0), kept_with(0, 8, -1e3)));
+  auto bad = cache_options;
+  bad.lococo.retention_decay = -0.5;
+  EXPECT_THROW(LococoCache(tiny_config(), bad, compressor), std::invalid_argument);
+  bad = cache_options;
+  bad.lococo.retention_long_term = -1;
+  EXPECT_THROW(LococoCache(tiny_config(), bad, compressor), std::invalid_argument);
 }
 
 TEST(LearnedRetention, SinkCountIsRecordedAndBounded) {
@@ -177,6 +187,25 @@ TEST(LearnedRetention, ARetentionOnlyFileFitsAnyBudgetAndWindow) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("budget"), std::string::npos) << e.what();
   }
+}
+
+TEST(LearnedRetention, TheFileSetsTheSplitUnlessItIsGiven) {
+  const fs::path dir = fs::temp_directory_path() / ("lococo_split_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "compressors");
+  retention_compressor(retention_cache(1.0))->save(dir / "compressors" / "m16.safetensors");  // r 1, w 4
+  CacheOptions o = testing::bounded_options("lococo", 16, 4, 8);  // r 0.5, w 0
+  o.lococo.allow_untrained = false;  // the model's own file
+  o.lococo.keep_rate_from_file = o.lococo.local_window_from_file = true;
+  const CacheOptions adopted = resolve_compressor(o, dir);
+  EXPECT_EQ(adopted.lococo.keep_rate, 1.0);
+  EXPECT_EQ(adopted.lococo.local_window, 4);
+  // A split given by name (CLI flag, Python keyword, request field) wins.
+  const CacheOptions given = resolve_compressor(apply_cache_options_json(o, {{"local_window", 2}}), dir);
+  EXPECT_EQ(given.lococo.keep_rate, 1.0);
+  EXPECT_EQ(given.lococo.local_window, 2);
+  o.lococo.keep_rate_from_file = o.lococo.local_window_from_file = false;
+  EXPECT_EQ(resolve_compressor(o, dir).lococo.keep_rate, 0.5);
+  fs::remove_all(dir);
 }
 
 TEST(LearnedRetention, NeedsCachePositions) {

@@ -96,59 +96,6 @@ INSTANTIATE_TEST_SUITE_P(Targets, TrainRetentionTarget,
                          [](const auto& info) { return info.param == RetentionTarget::FarAttention ? "FarAttention"
                                                                                                    : "LossGradient"; });
 
-TEST(TrainRetention, AgingFitsTargetsThatFallWithAge) {
-  // Targets that fall by 20 per 1000 tokens of age, on scores the MLP cannot
-  // relate to age (random keys): fitting the decay alone recovers the slope.
-  CompressorOptions o;
-  o.num_layers = 2;
-  o.num_kv_heads = 2;
-  o.head_dim = 8;
-  o.budget = 16;
-  o.keep_rate = 1.0;
-  o.local_window = 4;
-  o.retention_hidden = 6;
-  o.retention_aging = true;
-  LococoCompressor c(o, 3);
-  RetentionRow row;
-  row.n = 400;
-  row.ages = 1000.0 - torch::arange(row.n, torch::kFloat32);  // the judging tokens start at 1000
-  for (int i = 0; i < 2; ++i) {
-    row.keys.push_back(torch::randn({2, row.n, 8}));
-    row.values.push_back(torch::randn({2, row.n, 8}));
-    row.targets.push_back((-20.0 * row.ages / 1000).expand({2, row.n}).contiguous());
-  }
-  std::vector<torch::Tensor> decays;
-  for (int i = 0; i < 2; ++i) decays.push_back(c.layer(i).retention_decay);
-  torch::optim::Adam adam(decays, torch::optim::AdamOptions(0.05));
-  const double before = retention_regression_loss(c, row).item<double>();
-  for (int step = 0; step < 300; ++step) {
-    adam.zero_grad();
-    retention_regression_loss(c, row).backward();
-    adam.step();
-  }
-  EXPECT_LT(retention_regression_loss(c, row).item<double>(), 0.1 * before);
-  for (int i = 0; i < 2; ++i)
-    for (int h = 0; h < 2; ++h) EXPECT_NEAR(c.layer(i).decay()[h].item<double>(), 20.0, 3.0) << i << " " << h;
-}
-
-TEST(TrainRetention, AgingIsTrainedAndSaved) {
-  testing::TempDir dir;
-  LoadedModel m = testing::tokenized_tiny_model(dir / "model");
-  TokenData train(random_ids(4000, 3));
-  auto o = small_options(dir / "r.safetensors");
-  o.steps = 6;
-  o.eval_every = 3;
-  o.compressor.retention_aging = true;
-  train_retention(*m.model, *m.tokenizer, train, nullptr, o);
-  const auto v = validations(o.out);
-  ASSERT_EQ(v.size(), 2u);
-  ASSERT_EQ(v.back()["decay"].size(), 2u);  // per layer, per KV head
-  EXPECT_NE(v.back()["decay"][0][0].get<double>(), 1.0);  // moved from exp(0)
-  auto c = LococoCompressor::load(o.out, m.model->config(), o.cache);
-  EXPECT_TRUE(c->options().retention_aging);
-  EXPECT_GT(c->layer(1).decay().min().item<double>(), 0.0);
-}
-
 TEST(TrainRetention, RefusesWhatCannotTrain) {
   testing::TempDir dir;
   LoadedModel m = testing::tokenized_tiny_model(dir / "model");

@@ -58,15 +58,25 @@ struct LococoOptions {                // lococo and lococo-hh
   // Stored slots' scores are multiplied by this before a chunk's attention is
   // added: 0 overwrites them (the reference), 1 accumulates them (as H2O does).
   double score_decay = 0;
-  // Learned retention: the score a stored slot loses per 1,000 tokens that
-  // arrive after it (scores are logs of attention, so this is an exponential
-  // decay of the attention it is expected to get), for every KV head; -1: the
-  // compressor's own, learned per layer and KV head (0 if it learned none).
-  double retention_decay = -1;
+  // Learned retention ranks a slot by its score less retention_decay x its age
+  // in thousands of tokens (scores are logs, so an exponential decay of the
+  // attention it is expected to get): without it a token scored high long ago
+  // outranks a good recent one forever. Except for up to retention_long_term
+  // slots per KV head, the highest-scored of those scored at least
+  // retention_protect, ranked above the rest by score alone, without aging: a
+  // passkey's digits, scored far above text, live as long as the stream.
+  // (Defaults measured on the bundled model: docs/DESIGN.md section 9.)
+  double retention_decay = 8;
+  double retention_protect = 2.5;
+  int64_t retention_long_term = 16;
   // Order after a compression: false, [heavy hitters with the window last;
   // fused] (the reference); true, [heavy hitters; fused; window], so that under
   // `cache` positions the most recent slots sit next to the new chunk.
   bool window_last = false;
+  // lococo: keep_rate / local_window are the compressor file's own (front ends
+  // set these when the user gave no value; resolve_compressor applies them).
+  bool keep_rate_from_file = false;
+  bool local_window_from_file = false;
   std::string compressor;             // lococo: compressor safetensors file ("" = the model's own)
   bool allow_untrained = false;       // lococo: run with a freshly initialised compressor
   uint64_t seed = 0;                  // lococo: seed of an untrained compressor

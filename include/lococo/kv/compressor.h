@@ -72,7 +72,6 @@ struct CompressorOptions {
   bool slot_features = false;      // the conv also reads each slot's score and a fused-slot marker
   int64_t retention_hidden = 0;    // learned retention: hidden width of its MLP (0 = none: attention ranks slots)
   int64_t retention_sinks = 4;     // learned retention: the first tokens of a stream are always kept (attention sinks)
-  bool retention_aging = false;    // learned retention: also learns per KV head how fast a score decays with age
   bool learned_retention() const { return retention_hidden > 0; }
   int64_t retention_inputs() const { return num_kv_heads * 2 * head_dim; }  // [k_raw; v] of every KV head
   int64_t input_channels() const { return 2 * head_dim + (slot_features ? 2 : 0); }  // C of X
@@ -112,8 +111,7 @@ struct CompressedSlots {
 // One layer: the conv stack and lambda. Parameters are named
 // "convs.<j>.weight" [out, in, k], "convs.<j>.bias" [out], "lambda" [1], and with
 // learned retention "retention.0.weight" [hidden, Hkv 2d], "retention.0.bias",
-// "retention.2.weight" [Hkv, hidden], "retention.2.bias", and with retention
-// aging "retention_decay" [Hkv] (raw: see decay()).
+// "retention.2.weight" [Hkv, hidden], "retention.2.bias".
 class CompressorLayerImpl : public torch::nn::Module {
  public:
   explicit CompressorLayerImpl(const CompressorOptions& options);
@@ -125,18 +123,12 @@ class CompressorLayerImpl : public torch::nn::Module {
   // Learned retention: keys (before RoPE) and values [Hkv, T, d] of T tokens ->
   // their retention scores [Hkv, T] fp32 (log of predicted far attention).
   torch::Tensor retention_scores(const torch::Tensor& keys, const torch::Tensor& values) const;
-  // Retention aging: the score a token loses per 1000 tokens after it, per KV
-  // head: exp(retention_decay) (scores are logs, so attention expected to fall
-  // exponentially with age). Zeros without aging. [Hkv] fp32
-  torch::Tensor decay() const;
 
   std::vector<torch::nn::Conv1d> convs;
   torch::Tensor lambda;  // [1]: the raw parameter (the logit of the weight with lambda_sigmoid)
   torch::nn::Sequential retention{nullptr};  // Linear(Hkv 2d, hidden), GELU, Linear(hidden, Hkv); or null
-  torch::Tensor retention_decay;             // [Hkv] raw aging parameter; undefined without retention aging
 
  private:
-  int64_t kv_heads_ = 0;
   std::string activation_;
   bool sigmoid_ = false;
 };
@@ -172,6 +164,8 @@ class LococoCompressor : public torch::nn::Module {
   // Reads a file, trusting its metadata. Throws std::runtime_error naming the file
   // and the field / tensor on missing metadata, bad values or wrong shapes.
   static std::shared_ptr<LococoCompressor> load(const std::filesystem::path& file);
+  // A file's hyper-parameters and the cache it was trained for, from its metadata alone.
+  static CompressorOptions read_options(const std::filesystem::path& file);
   // Reads a file and checks it serves this model and cache (layers, KV heads,
   // head_dim, budget, keep rate, local window); runtime_error names file and field.
   static std::shared_ptr<LococoCompressor> load(const std::filesystem::path& file, const ModelConfig& config,

@@ -55,7 +55,8 @@ std::filesystem::path model_compressor_path(const std::filesystem::path& model, 
 // Fills options.lococo.compressor for a policy that needs one when it is empty
 // and untrained compressors are not allowed: the model's own
 // (model_compressor_path). std::invalid_argument naming where it looked when
-// there is none. Other policies' options come back unchanged.
+// there is none. keep_rate and local_window become the file's where
+// options.lococo asks for that (*_from_file). Other policies' options come back unchanged.
 CacheOptions resolve_compressor(CacheOptions options, const std::filesystem::path& model);
 
 }  // namespace lococo

@@ -45,7 +45,6 @@ std::string to_string(RetentionTarget t);
 struct RetentionRow {
   std::vector<torch::Tensor> keys, values;  // [layers] x [Hkv, n, d] fp32
   std::vector<torch::Tensor> targets;       // [layers] x [Hkv, n] fp32, >= 0
-  torch::Tensor ages;                       // [n] fp32: tokens from each to the first one judging it (T - horizon - p)
   int64_t n = 0;                            // tokens with a target (a prefix of the row)
 };
 

@@ -11,9 +11,8 @@
 // (lococo/train/retention_targets.h: by default the loss gradient, where a
 // bounded cache would be, of the row's last `horizon` tokens):
 //   target   y = log(eps + importance_t / mean importance)
-//   loss       mean of (score_t - y_t)^2, score_t = retention_scores(k_raw_t, v_t)
-//              (with --retention-aging less decay x age_t / 1000, age_t the
-//              tokens from t to the row's first judging token), both centred
+//   loss       mean of (score_t - y_t)^2, score_t = retention_scores(k_raw_t, v_t),
+//              both centred
 //              over the row's tokens per layer and head (only the ranking of
 //              scores matters, so their offset is left free); the first
 //              retention_sinks tokens, always kept, are left out
