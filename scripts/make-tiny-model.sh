@@ -88,6 +88,9 @@ LEG_FLAGS=(--config configs/tiny-6.5m.json --copy-style tiled --warmup 10 --eval
   "${FILLER_FLAGS[@]}")
 COMPRESSOR_FLAGS=(--positions cache --keep-rate 0.5 --kernel 21 --steps 1500 --warmup 50
   --eval-every 250 --val-tokens 4096 --seed 1)
+# Recipe 2's compressors are learned retention alone (keep rate 1, no fusion): an MLP per layer
+# scores which tokens stay beside the last 3M/4, always kept (docs/DESIGN.md section 9).
+RETENTION_FLAGS=(--keep-rate 1 --target loss-gradient --far 64 --horizon 256 --lr 3e-3 --steps 400 --seed 0)
 BUDGETS=(128 256)
 
 stage "setup (build)" /nonexistent-always-run bash scripts/setup.sh lococo
@@ -131,6 +134,12 @@ for leg in "${COPY_LEGS[@]}"; do
 done
 
 train_compressor() {  # M: budget = chunk = M
+  if [[ $RECIPE == 2 ]]; then
+    "$LOCOCO" train-retention -m "$MODEL" --data data/train --val data/validation --budget "$1" \
+      --local-window $((3 * $1 / 4)) "${RETENTION_FLAGS[@]}" --out "$WORK/compressors/m$1.safetensors" \
+      --threads "$THREADS" --resume
+    return
+  fi
   "$LOCOCO" train-compressor -m "$MODEL" --data data/train --val data/validation --budget "$1" --chunk "$1" \
     --segments $((2048 / $1)) "${COMPRESSOR_FLAGS[@]}" --out "$WORK/compressors/m$1.safetensors" \
     --threads "$THREADS" --resume
@@ -178,6 +187,8 @@ SLICE_PPL=$("$LOCOCO" perplexity -m "$DEST" --file "$SLICE" --chunk 512 --json -
   node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s).perplexity.toFixed(4)))")
 
 # ---- The model card --------------------------------------------------------------
-COMPRESSOR_FLAGS="${COMPRESSOR_FLAGS[*]}" \
+COMPRESSOR_RECIPE="train-compressor --budget M --chunk M --segments 2048/M ${COMPRESSOR_FLAGS[*]}"
+[[ $RECIPE == 2 ]] && COMPRESSOR_RECIPE="train-retention --budget M --local-window 3M/4 ${RETENTION_FLAGS[*]}"
+COMPRESSOR_RECIPE=$COMPRESSOR_RECIPE \
   node scripts/write-model-card.js "$DEST" "$WORK" "$SLICE" "$SLICE_PPL"
 echo "== done: $DEST (card: $DEST/MODEL_CARD.md)"

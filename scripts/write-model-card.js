@@ -4,7 +4,7 @@
 // and the evaluation reports (report.json of `lococo eval`).
 //   node scripts/write-model-card.js DEST WORK SLICE SLICE_PPL
 // The pretraining legs come from WORK/legs.tsv, the compressor flags from the
-// environment (COMPRESSOR_FLAGS).
+// environment (COMPRESSOR_RECIPE: the compressors' command).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -165,8 +165,8 @@ Files: \`config.json\`, \`model.safetensors\` (fp32), \`tokenizer.model\`, \`com
   data/train: text mixed with synthetic passkey examples and, from the middle of the first leg on, copy rows
   (a window repeated; they teach the model to copy from its context, which passkey retrieval needs):
 ${legList || '  -'}
-- Compressors: \`lococo train-compressor --budget M --chunk M --segments 2048/M ${process.env.COMPRESSOR_FLAGS || ''}\`
-  on data/train, the best by validation PPL on data/validation kept. They were trained with cache positions:
+- Compressors: \`lococo ${process.env.COMPRESSOR_RECIPE || ''}\`
+  on data/train, the best on data/validation kept (by PPL; learned retention: by top-k agreement). They were trained with cache positions:
   use them with \`--positions cache\` (the CLI default).
 
 Wall clock on a 2-core machine (no GPU):
