@@ -108,12 +108,15 @@ function summary() {
     lines.push(`- At T tokens with M = ${r.budget}, PPL above full: ` +
       ['streaming', 'h2o', 'lococo-hh', 'lococo'].map(rel).filter(Boolean).join(', ') + '.');
   }
+  // What a compressor saw in training: retention rows are 2048 tokens read whole.
+  const trainedOn = (M) => (process.env.COMPRESSOR_RECIPE || '').startsWith('train-retention')
+    ? '2048-token rows'
+    : `${2048 / M} chunks of ${M} tokens, 2048 tokens per sequence`;
   for (const r of long) {
     const ppl = (p) => (r.report.runs.find((x) => label(x) === p) || {}).perplexity;
     const ranked = r.report.runs.map((x) => [label(x), x.perplexity]).sort((a, b) => a[1] - b[1]);
     lines.push(`- On the 16k+ documents with M = ${r.budget}: best ${ranked[0][0]} (${ranked[0][1].toFixed(2)}); lococo ` +
-      `${ppl('lococo') ? ppl('lococo').toFixed(2) : '-'} (its compressor was trained on ${2048 / r.budget} chunks of ` +
-      `${r.budget} tokens, 2048 tokens per sequence).`);
+      `${ppl('lococo') ? ppl('lococo').toFixed(2) : '-'} (its compressor was trained on ${trainedOn(r.budget)}).`);
   }
   let best = 0;
   for (const p of passkeys) for (const run of p.report.runs) for (const c of run.cells) if (c.trials) best = Math.max(best, c.correct / c.trials);
