@@ -69,7 +69,7 @@ void LococoCache::observe(int i, const AttentionStats& stats) {
     const int64_t n = chunk_tokens(), first = l.len - n;
     auto fresh = l.scores.narrow(1, first, n);
     fresh.copy_(compressor_->layer(i).retention_scores(l.k.narrow(1, first, n), l.v.narrow(1, first, n)));
-    // The stream's first tokens (attention sinks) outrank every learned score (logs of attention, about -7 to 1).
+    // The stream's first tokens (attention sinks) outrank every learned score.
     const int64_t sinks = compressor_->options().retention_sinks - tokens_seen();
     if (sinks > 0) fresh.narrow(1, 0, std::min(sinks, n)).fill_(kSinkScore);
     return;

@@ -25,15 +25,19 @@ RetentionRow read_row(const LlamaModel& model, const torch::Tensor& row, const R
 // x [Hkv, n] less its mean per head.
 torch::Tensor centred(const torch::Tensor& x) { return x - x.mean(1, /*keepdim=*/true); }
 
-// Layer i's scores of a row's tokens but the sinks (always kept, never
-// ranked). [Hkv, n - sinks]
+// The row's first tokens are the sinks, always kept and never ranked: the
+// scores and targets of the others. [Hkv, n - sinks] each
+int64_t sinks_of(const LococoCompressor& c, const RetentionRow& r) {
+  return std::min(c.options().retention_sinks, r.n - 1);
+}
+
 torch::Tensor ranked_scores(const LococoCompressor& c, const RetentionRow& r, int i) {
-  const int64_t sinks = std::min(c.options().retention_sinks, r.n - 1), n = r.n - sinks;
+  const int64_t sinks = sinks_of(c, r), n = r.n - sinks;
   return c.layer(i).retention_scores(r.keys[i].narrow(1, sinks, n), r.values[i].narrow(1, sinks, n));
 }
 
 torch::Tensor ranked_targets(const LococoCompressor& c, const RetentionRow& r, int i) {
-  const int64_t sinks = std::min(c.options().retention_sinks, r.n - 1);
+  const int64_t sinks = sinks_of(c, r);
   return r.targets[i].narrow(1, sinks, r.n - sinks);
 }
 

@@ -199,7 +199,7 @@ TEST(LearnedRetention, TheFileSetsTheSplitUnlessItIsGiven) {
   const CacheOptions adopted = resolve_compressor(o, dir);
   EXPECT_EQ(adopted.lococo.keep_rate, 1.0);
   EXPECT_EQ(adopted.lococo.local_window, 4);
-  // A split given by name (CLI flag, Python keyword, request field) wins.
+  // A split given by name (CLI flag, Python keyword, saved state) wins.
   const CacheOptions given = resolve_compressor(apply_cache_options_json(o, {{"local_window", 2}}), dir);
   EXPECT_EQ(given.lococo.keep_rate, 1.0);
   EXPECT_EQ(given.lococo.local_window, 2);

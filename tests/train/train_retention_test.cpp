@@ -96,6 +96,37 @@ INSTANTIATE_TEST_SUITE_P(Targets, TrainRetentionTarget,
                          [](const auto& info) { return info.param == RetentionTarget::FarAttention ? "FarAttention"
                                                                                                    : "LossGradient"; });
 
+TEST(TrainRetention, TheRegressionLeavesTheSinksOutAndIgnoresOffsets) {
+  CompressorOptions o;
+  o.num_layers = 2;
+  o.num_kv_heads = 2;
+  o.head_dim = 8;
+  o.budget = 16;
+  o.keep_rate = 1.0;
+  o.local_window = 4;
+  o.retention_hidden = 6;  // 4 sinks by default
+  LococoCompressor c(o, 3);
+  RetentionRow row;
+  row.n = 40;
+  for (int i = 0; i < 2; ++i) {
+    row.keys.push_back(torch::randn({2, row.n, 8}));
+    row.values.push_back(torch::randn({2, row.n, 8}));
+    row.targets.push_back(torch::randn({2, row.n}));
+  }
+  torch::NoGradGuard no_grad;
+  const double loss = retention_regression_loss(c, row).item<double>();
+  auto changed = row;
+  for (auto& t : changed.targets) {
+    t = t.clone();
+    t.narrow(1, 0, 4).fill_(100);  // the sinks' targets
+  }
+  EXPECT_NEAR(retention_regression_loss(c, changed).item<double>(), loss, 1e-6);
+  for (auto& t : changed.targets) t = t + 3;  // an offset: only the ranking matters
+  EXPECT_NEAR(retention_regression_loss(c, changed).item<double>(), loss, 1e-5);
+  changed.targets[0].narrow(1, 4, 1).add_(10);  // a ranked token's target does count
+  EXPECT_GT(retention_regression_loss(c, changed).item<double>(), loss + 0.1);
+}
+
 TEST(TrainRetention, RefusesWhatCannotTrain) {
   testing::TempDir dir;
   LoadedModel m = testing::tokenized_tiny_model(dir / "model");

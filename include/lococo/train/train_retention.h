@@ -12,10 +12,9 @@
 // bounded cache would be, of the row's last `horizon` tokens):
 //   target   y = log(eps + importance_t / mean importance)
 //   loss       mean of (score_t - y_t)^2, score_t = retention_scores(k_raw_t, v_t),
-//              both centred
-//              over the row's tokens per layer and head (only the ranking of
-//              scores matters, so their offset is left free); the first
-//              retention_sinks tokens, always kept, are left out
+//              both centred over the row's tokens per layer and head (only the
+//              ranking of scores matters, so their offset is left free); the
+//              first retention_sinks tokens, always kept, are left out
 // A token's score is only ever compared with other tokens' scores, so the
 // metric that picks the compressor is the ranking's: of the K = M r - w tokens
 // with the highest targets in each layer and head (the heavy hitters a
