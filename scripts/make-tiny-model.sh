@@ -9,10 +9,7 @@
 # continues from its checkpoint (WORK/pretrain/checkpoint), so running the
 # script again after an interruption picks up where it stopped.
 # Environment: WORK (default out/make-tiny), DEST (default models/lococo-tiny),
-# LOCOCO (default build/lococo), THREADS (default: all cores), RECIPE (1: the
-# bundled model's; 2: the next one, in the making: a tokenizer that keeps
-# whitespace and newlines, passkey rows with text and shuffled filler; its
-# defaults are WORK=out/make-tiny-v2, DEST=out/lococo-tiny-v2).
+# LOCOCO (default build/lococo), THREADS (default: all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
@@ -20,19 +17,13 @@ if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
   exit 0
 fi
 
-RECIPE=${RECIPE:-1}
-TOKENIZER_FLAGS=()
-FILLER_FLAGS=()
-case $RECIPE in
-  1) WORK=${WORK:-out/make-tiny}; DEST=${DEST:-models/lococo-tiny} ;;
-  2) WORK=${WORK:-out/make-tiny-v2}; DEST=${DEST:-out/lococo-tiny-v2}
-     # Whitespace as written (an exported GGUF tokenises as in llama.cpp), and
-     # retrieval learnt on more than one filler (the bundled model finds the key
-     # in 13-33% of prompts whose filler is other text, against 80-100%).
-     TOKENIZER_FLAGS=(--keep-whitespace)
-     FILLER_FLAGS=(--passkey-text-filler 0.3 --passkey-shuffled-filler 0.2) ;;
-  *) echo "RECIPE must be 1 or 2 (got $RECIPE)" >&2; exit 2 ;;
-esac
+WORK=${WORK:-out/make-tiny}
+DEST=${DEST:-models/lococo-tiny}
+# Whitespace as written (an exported GGUF tokenises as in llama.cpp), and
+# retrieval learnt on more than one filler (trained on corpus filler alone, the
+# model found the key in 13-33% of prompts whose filler was other text).
+TOKENIZER_FLAGS=(--keep-whitespace)
+FILLER_FLAGS=(--passkey-text-filler 0.3 --passkey-shuffled-filler 0.2)
 LOCOCO=${LOCOCO:-build/lococo}
 THREADS=${THREADS:-$(nproc)}
 export OMP_WAIT_POLICY=PASSIVE  # libgomp's busy-waiting costs a lot when cores are shared
@@ -86,9 +77,7 @@ COPY_LEGS=(
 )
 LEG_FLAGS=(--config configs/tiny-6.5m.json --copy-style tiled --warmup 10 --eval-every 50 --save-every 50
   "${FILLER_FLAGS[@]}")
-COMPRESSOR_FLAGS=(--positions cache --keep-rate 0.5 --kernel 21 --steps 1500 --warmup 50
-  --eval-every 250 --val-tokens 4096 --seed 1)
-# Recipe 2's compressors are learned retention alone (keep rate 1, no fusion): an MLP per layer
+# The compressors are learned retention alone (keep rate 1, no fusion): an MLP per layer
 # scores which tokens stay beside the last 3M/4, always kept (docs/DESIGN.md section 9).
 RETENTION_FLAGS=(--keep-rate 1 --target loss-gradient --far 64 --horizon 256 --lr 3e-3 --steps 400 --seed 0)
 BUDGETS=(128 256)
@@ -134,14 +123,8 @@ for leg in "${COPY_LEGS[@]}"; do
 done
 
 train_compressor() {  # M: budget = chunk = M
-  if [[ $RECIPE == 2 ]]; then
-    "$LOCOCO" train-retention -m "$MODEL" --data data/train --val data/validation --budget "$1" \
-      --local-window $((3 * $1 / 4)) "${RETENTION_FLAGS[@]}" --out "$WORK/compressors/m$1.safetensors" \
-      --threads "$THREADS" --resume
-    return
-  fi
-  "$LOCOCO" train-compressor -m "$MODEL" --data data/train --val data/validation --budget "$1" --chunk "$1" \
-    --segments $((2048 / $1)) "${COMPRESSOR_FLAGS[@]}" --out "$WORK/compressors/m$1.safetensors" \
+  "$LOCOCO" train-retention -m "$MODEL" --data data/train --val data/validation --budget "$1" \
+    --local-window $((3 * $1 / 4)) "${RETENTION_FLAGS[@]}" --out "$WORK/compressors/m$1.safetensors" \
     --threads "$THREADS" --resume
 }
 mkdir -p "$WORK/compressors"
@@ -187,8 +170,6 @@ SLICE_PPL=$("$LOCOCO" perplexity -m "$DEST" --file "$SLICE" --chunk 512 --json -
   node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s).perplexity.toFixed(4)))")
 
 # ---- The model card --------------------------------------------------------------
-COMPRESSOR_RECIPE="train-compressor --budget M --chunk M --segments 2048/M ${COMPRESSOR_FLAGS[*]}"
-[[ $RECIPE == 2 ]] && COMPRESSOR_RECIPE="train-retention --budget M --local-window 3M/4 ${RETENTION_FLAGS[*]}"
-COMPRESSOR_RECIPE=$COMPRESSOR_RECIPE \
+COMPRESSOR_RECIPE="train-retention --budget M --local-window 3M/4 ${RETENTION_FLAGS[*]}" \
   node scripts/write-model-card.js "$DEST" "$WORK" "$SLICE" "$SLICE_PPL"
 echo "== done: $DEST (card: $DEST/MODEL_CARD.md)"

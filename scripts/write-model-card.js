@@ -152,7 +152,7 @@ Made by \`scripts/make-tiny-model.sh\` (reproduces everything below from scratch
 | hidden | ${config.hidden_size} |
 | query / KV heads | ${config.num_attention_heads} / ${config.num_key_value_heads} (head_dim ${config.head_dim || config.hidden_size / config.num_attention_heads}) |
 | MLP | ${config.intermediate_size} |
-| vocabulary | ${config.vocab_size} (SentencePiece BPE, byte fallback, digits split) |
+| vocabulary | ${config.vocab_size} (SentencePiece BPE, byte fallback, digits split, whitespace and newlines kept as written) |
 | trained context T | ${T} |
 | tied embeddings | ${config.tie_word_embeddings ? 'yes' : 'no'} |
 

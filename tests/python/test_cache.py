@@ -45,5 +45,11 @@ def test_lococo_finds_the_models_own_compressor(model, text):
     assert "lococo(M=128" in repr(cache)
     result = lococo.perplexity(model, text, cache=cache)
     assert 1 < result["perplexity"] < 1000
-    fused = (cache.positions_of(0) < 0).sum().item()
-    assert fused > 0  # a compression fused slots
+    # The shipped files are learned retention with their own split (keep rate 1,
+    # a window of 3M/4): nothing is fused, and every head keeps the newest tokens.
+    assert "r=1,w=96" in repr(cache) and "learned-retention" in repr(cache)
+    positions = cache.positions_of(0)  # [Hkv, S]
+    assert (positions >= 0).all()
+    newest = set(range(cache.tokens_seen - 96, cache.tokens_seen))
+    for head in positions.tolist():
+        assert newest <= set(head)
