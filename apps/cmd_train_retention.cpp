@@ -56,6 +56,8 @@ void add_train_retention_command(CLI::App& root) {
   sub->add_option("--far", o.far, "Only tokens at least this many tokens before the queries that judge them are "
                                   "trained on (far-attention: attention counts from such queries only)")
       ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_flag("--copy-labels", o.copy_labels, "Tokens the last --horizon tokens copy (three tokens repeated, "
+                                                "found once before) get the row's top target");
   sub->add_option("--horizon", o.horizon, "The last tokens of a row are not trained on")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_option("--steps", o.steps, "Optimiser steps")->check(CLI::PositiveNumber)->capture_default_str();

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <set>
+#include <tuple>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -18,6 +21,10 @@ namespace {
 // the ranking matters. [layers] x [Hkv, n]
 RetentionRow read_row(const LlamaModel& model, const torch::Tensor& row, const RetentionTrainOptions& o) {
   RetentionRow r = retention_targets(model, row, o.cache.chunk, o.target, o.far, o.horizon, o.share);
+  if (o.copy_labels) {
+    const auto copied = copied_tokens(row, r.n, o.horizon);  // [n]
+    for (auto& t : r.targets) t = torch::where(copied, t.amax(1, /*keepdim=*/true), t);
+  }
   for (auto& t : r.targets) t = (t / t.mean(1, /*keepdim=*/true).clamp_min(1e-30) + o.eps).log();
   return r;
 }
@@ -62,7 +69,7 @@ double top_k_agreement(const LococoCompressor& c, const RetentionRow& r, int64_t
 nlohmann::json run_config(const RetentionTrainOptions& o) {
   return {{"budget", o.cache.budget}, {"keep-rate", o.cache.lococo.keep_rate},
           {"local-window", o.cache.lococo.local_window}, {"retention-hidden", o.compressor.retention_hidden},
-          {"length", o.length}, {"target", to_string(o.target)}, {"attention-share", o.share}, {"far", o.far}, {"horizon", o.horizon}, {"steps", o.steps},
+          {"length", o.length}, {"target", to_string(o.target)}, {"attention-share", o.share}, {"far", o.far}, {"horizon", o.horizon}, {"copy-labels", o.copy_labels}, {"steps", o.steps},
           {"sequences", o.sequences}, {"recall-rate", o.recall_rate}, {"passkey-rate", o.passkey_rate},
           {"lr", o.optim.lr}, {"seed", o.seed}, {"init", o.init.string()}};
 }
@@ -83,6 +90,23 @@ std::shared_ptr<LococoCompressor> initial_compressor(const LlamaModel& model, co
 }
 
 }  // namespace
+
+torch::Tensor copied_tokens(const torch::Tensor& row, int64_t n, int64_t horizon) {
+  const int64_t T = row.size(0), from = T - horizon;
+  auto ids = row.to(torch::kInt64).contiguous();
+  const int64_t* x = ids.data_ptr<int64_t>();
+  auto copied = torch::zeros({n}, torch::kBool);
+  if (from < 3 || n < 3) return copied;
+  using Trigram = std::tuple<int64_t, int64_t, int64_t>;
+  auto at = [&](int64_t i) { return Trigram{x[i - 2], x[i - 1], x[i]}; };
+  std::map<Trigram, int64_t> before;  // trigrams ending before the loss chunk -> count
+  for (int64_t i = 2; i < from; ++i) ++before[at(i)];
+  std::set<Trigram> repeated;         // trigrams ending inside it
+  for (int64_t i = std::max<int64_t>(from, 2); i < T; ++i) repeated.insert(at(i));
+  auto* c = copied.data_ptr<bool>();
+  for (int64_t i = 2; i < std::min(n, from); ++i) c[i] = before[at(i)] == 1 && repeated.count(at(i)) > 0;
+  return copied;
+}
 
 torch::Tensor retention_regression_loss(const LococoCompressor& c, const RetentionRow& r) {
   torch::Tensor sum;

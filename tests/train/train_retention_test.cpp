@@ -127,6 +127,28 @@ TEST(TrainRetention, TheRegressionLeavesTheSinksOutAndIgnoresOffsets) {
   EXPECT_GT(retention_regression_loss(c, changed).item<double>(), loss + 0.1);
 }
 
+// A passage of distinct tokens, text, the passage again at the end: the
+// passage's tokens from its third on are copied; a trigram seen twice before
+// the end is not (the copy does not need one particular token).
+TEST(TrainRetention, CopiedTokensAreThePassageTheEndRepeats) {
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < 40; ++i) ids.push_back(1000 + i);  // text, all distinct
+  const int64_t p0 = static_cast<int64_t>(ids.size());
+  for (int64_t i = 0; i < 8; ++i) ids.push_back(500 + i);    // the passage
+  for (int64_t i = 0; i < 30; ++i) ids.push_back(2000 + i);
+  for (int64_t t : {7, 8, 9}) ids.push_back(t);              // a trigram twice before the end...
+  for (int64_t t : {7, 8, 9}) ids.push_back(t);
+  const int64_t from = static_cast<int64_t>(ids.size());
+  for (int64_t i = 0; i < 8; ++i) ids.push_back(500 + i);    // ...the passage again, then that trigram again
+  for (int64_t t : {7, 8, 9}) ids.push_back(t);
+  const auto row = torch::tensor(ids, torch::kInt64);
+  const int64_t horizon = static_cast<int64_t>(ids.size()) - from, n = from - 2;
+  const auto copied = copied_tokens(row, n, horizon);
+  ASSERT_EQ(copied.size(0), n);
+  for (int64_t i = 0; i < n; ++i)
+    EXPECT_EQ(copied[i].item<bool>(), i >= p0 + 2 && i < p0 + 8) << "token " << i;
+}
+
 TEST(TrainRetention, RefusesWhatCannotTrain) {
   testing::TempDir dir;
   LoadedModel m = testing::tokenized_tiny_model(dir / "model");

@@ -36,6 +36,11 @@
 
 namespace lococo {
 
+// The tokens a row's last `horizon` tokens copy: i < n whose three tokens
+// ending at i occur again ending inside the last horizon, and nowhere else
+// before it (a unique match, so the copy needs token i itself). [n] bool
+torch::Tensor copied_tokens(const torch::Tensor& row, int64_t n, int64_t horizon);
+
 struct RetentionTrainOptions {
   CacheOptions cache;             // budget M, keep rate, window (recorded in the file); chunk of the model's passes
   CompressorOptions compressor;   // retention_hidden and the conv hyper-parameters of a fresh compressor
@@ -46,6 +51,10 @@ struct RetentionTrainOptions {
   double share = 1e-4;            // loss-gradient: the attention share candidates keep while it is read
   int64_t far = 64;               // trained tokens are at least this far before the queries that judge them
   int64_t horizon = 256;          // the last tokens: the loss chunk (loss-gradient), untrained (far-attention)
+  // Tokens the loss chunk copies (copied_tokens) get the row's top target: the
+  // gradient ranks a repeated passage's tokens no higher than text, while
+  // keeping them recovers nearly all of the copy (docs/DESIGN.md section 9).
+  bool copy_labels = false;
   int64_t steps = 300;            // optimiser steps
   int64_t sequences = 2;          // rows per step
   double recall_rate = 0.3;       // share of recall rows
