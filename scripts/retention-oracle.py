@@ -8,7 +8,7 @@ If the oracle fails, no scorer trained on that target can succeed; the gap
 between oracle and learned is what training has left to close.
 
     PYTHONPATH=build/python python3 scripts/retention-oracle.py \\
-        --model out/lococo-tiny-v2 --compressor out/ablation/ret-c/m128.safetensors \\
+        --compressor models/lococo-tiny/compressors/m128.safetensors \\
         --target loss-gradient --horizon 8 --far 16
 
 Prints one JSON object: accuracy per length and cache (full, learned, oracle).
