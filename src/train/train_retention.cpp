@@ -69,7 +69,8 @@ double top_k_agreement(const LococoCompressor& c, const RetentionRow& r, int64_t
 nlohmann::json run_config(const RetentionTrainOptions& o) {
   return {{"budget", o.cache.budget}, {"keep-rate", o.cache.lococo.keep_rate},
           {"local-window", o.cache.lococo.local_window}, {"retention-hidden", o.compressor.retention_hidden},
-          {"length", o.length}, {"target", to_string(o.target)}, {"attention-share", o.share}, {"far", o.far}, {"horizon", o.horizon}, {"copy-labels", o.copy_labels}, {"steps", o.steps},
+          {"length", o.length}, {"target", to_string(o.target)}, {"attention-share", o.share}, {"far", o.far},
+          {"horizon", o.horizon}, {"copy-labels", o.copy_labels}, {"steps", o.steps},
           {"sequences", o.sequences}, {"recall-rate", o.recall_rate}, {"passkey-rate", o.passkey_rate},
           {"lr", o.optim.lr}, {"seed", o.seed}, {"init", o.init.string()}};
 }
@@ -104,7 +105,7 @@ torch::Tensor copied_tokens(const torch::Tensor& row, int64_t n, int64_t horizon
   std::set<Trigram> repeated;         // trigrams ending inside it
   for (int64_t i = std::max<int64_t>(from, 2); i < T; ++i) repeated.insert(at(i));
   auto* c = copied.data_ptr<bool>();
-  for (int64_t i = 2; i < std::min(n, from); ++i) c[i] = before[at(i)] == 1 && repeated.count(at(i)) > 0;
+  for (int64_t i = 2; i < std::min(n, from); ++i) c[i] = before.at(at(i)) == 1 && repeated.count(at(i)) > 0;
   return copied;
 }
 
