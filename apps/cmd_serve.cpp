@@ -57,7 +57,12 @@ void add_serve_command(CLI::App& root) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
   sub->add_option("--default-max-tokens", s.default_max_tokens, "max_tokens when a request gives none")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
-  sub->add_option("--timeout", s.timeout_seconds, "Seconds a generation may run")
+  sub->add_option("--max-choices", s.max_choices, "Largest n (choices per request) a request may ask")
+      ->check(CLI::Range(int64_t{1}, int64_t{128}))->capture_default_str();
+  sub->add_option("--cors-origin", s.cors_origin,
+                  "Send Access-Control-Allow-Origin with this value (e.g. '*' or https://app.example) and answer "
+                  "browsers' OPTIONS preflight (default: no CORS headers)");
+  sub->add_option("--timeout", s.timeout_seconds, "Seconds a request may run (all its choices)")
       ->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--api-key", s.api_key,
                   "Require this Bearer token (default: $LOCOCO_API_KEY, else none; visible in ps: prefer the "

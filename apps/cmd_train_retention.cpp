@@ -58,6 +58,10 @@ void add_train_retention_command(CLI::App& root) {
       ->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_flag("--copy-labels", o.copy_labels, "Tokens the last --horizon tokens copy (three tokens repeated, "
                                                 "found once before) get the row's top target");
+  sub->add_option("--copy-weight", o.copy_weight, "--copy-labels: a copied token's weight in the loss (others 1)")
+      ->check(CLI::Range(1.0, 1e4))->capture_default_str();
+  sub->add_option("--copy-layers", o.copy_layers, "--copy-labels: only these layers' targets (0-based; default every layer)")
+      ->delimiter(',')->check(CLI::NonNegativeNumber);
   sub->add_option("--horizon", o.horizon, "The last tokens of a row are not trained on")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_option("--steps", o.steps, "Optimiser steps")->check(CLI::PositiveNumber)->capture_default_str();

@@ -1,5 +1,6 @@
 #include "lococo/generate/generate.h"
 
+#include <algorithm>
 #include <chrono>
 #include <stdexcept>
 
@@ -34,6 +35,16 @@ size_t incomplete_utf8_tail(const std::string& text) {
     return need > back ? back : 0;
   }
   return 0;
+}
+
+TokenLogprob token_logprob(const torch::Tensor& logits, int64_t id, int64_t top) {
+  auto lp = torch::log_softmax(logits.to(torch::kFloat32), 0);  // [V]
+  TokenLogprob t{id, lp[id].item<double>(), {}};
+  if (top > 0) {
+    auto [values, ids] = lp.topk(std::min<int64_t>(top, lp.size(0)));
+    for (int64_t i = 0; i < values.size(0); ++i) t.top.emplace_back(ids[i].item<int64_t>(), values[i].item<double>());
+  }
+  return t;
 }
 
 }  // namespace
@@ -131,6 +142,10 @@ GenerateResult continue_generation(const LlamaModel& model, const Tokenizer& tok
       break;
     }
     r.tokens.push_back(id);
+    if (o.top_logprobs >= 0) {
+      r.logprobs.push_back(token_logprob(logits, id, o.top_logprobs));
+      if (o.on_logprob) o.on_logprob(r.logprobs.back());
+    }
     detok.push(id);
     text = detok.text();
     size_t stop_at = std::string::npos;

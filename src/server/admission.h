@@ -2,9 +2,11 @@
 // queue in front of them.
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 namespace lococo::server_detail {
 
@@ -12,41 +14,50 @@ class Admission {
  public:
   Admission(int parallel, int queue) : parallel_(parallel), queue_(queue) {}
 
-  // Waits for a slot; false (at once) when the slots and the queue are full.
-  bool enter() {
+  // Waits for a slot and returns its id in [0, parallel); -1 (at once) when
+  // the slots and the queue are full.
+  int enter() {
     std::unique_lock<std::mutex> lock(mu_);
-    if (busy_ >= parallel_ && waiting_ >= queue_) return false;
+    if (busy_count() >= parallel_ && waiting_ >= queue_) return -1;
     ++waiting_;
-    cv_.wait(lock, [&] { return busy_ < parallel_; });
+    cv_.wait(lock, [&] { return busy_count() < parallel_; });
     --waiting_;
-    ++busy_;
-    return true;
+    const int slot = static_cast<int>(std::find(busy_.begin(), busy_.end(), false) - busy_.begin());
+    busy_[slot] = true;
+    return slot;
   }
-  void leave() {
+  void leave(int slot) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      --busy_;
+      busy_.at(slot) = false;
     }
     cv_.notify_one();
   }
   std::pair<int, int> busy_and_waiting() {
     std::lock_guard<std::mutex> lock(mu_);
-    return {busy_, waiting_};
+    return {busy_count(), waiting_};
+  }
+  std::vector<bool> busy_slots() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return busy_;
   }
 
  private:
+  int busy_count() const { return static_cast<int>(std::count(busy_.begin(), busy_.end(), true)); }
   std::mutex mu_;
   std::condition_variable cv_;
   const int parallel_, queue_;
-  int busy_ = 0, waiting_ = 0;
+  std::vector<bool> busy_ = std::vector<bool>(static_cast<size_t>(std::max(parallel_, 0)), false);  // [parallel]
+  int waiting_ = 0;
 };
 
 // A held slot, released when the last copy goes (the streaming provider owns
 // one, so a client that disconnects early still frees it).
 struct SlotTicket {
-  explicit SlotTicket(Admission& a) : admission(a) {}
-  ~SlotTicket() { admission.leave(); }
+  SlotTicket(Admission& a, int slot) : admission(a), slot(slot) {}
+  ~SlotTicket() { admission.leave(slot); }
   Admission& admission;
+  const int slot;
 };
 
 }  // namespace lococo::server_detail

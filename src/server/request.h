@@ -25,9 +25,19 @@ struct CompletionRequest {
   bool chat = false;            // /v1/chat/completions
   std::string prompt;           // rendered through the chat template when `chat`
   bool stream = false;
-  GenerateOptions gen;          // max_tokens, stop, sampling (chunk from `cache`)
+  bool include_usage = false;   // stream_options.include_usage: a last chunk with the usage
+  int64_t n = 1;                // choices, generated one after another (choice i samples with seed + i)
+  GenerateOptions gen;          // max_tokens, stop, sampling, top_logprobs (chunk from `cache`)
   CacheOptions cache;           // server defaults overridden by the request's `cache`
 };
+
+// The request body as a JSON object (400 otherwise).
+nlohmann::json parse_body(const std::string& body);
+// Typed fields (400 naming the field when absent or of the wrong type).
+std::string get_string(const nlohmann::json& j, const char* key);
+bool get_bool(const nlohmann::json& j, const char* key, bool fallback);
+// An array of token ids, each in [0, vocab_size).
+std::vector<int64_t> get_token_ids(const nlohmann::json& j, const char* key, int64_t vocab_size);
 
 // `body` is the raw request text. `model_dir` finds compressors for budgets
 // other than the default one.

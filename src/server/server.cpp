@@ -41,6 +41,7 @@ using server_detail::SlotTicket;
 using server_detail::choice;
 using server_detail::error_body;
 using server_detail::finish_reason;
+using server_detail::logprobs;
 using server_detail::reply_head;
 
 // Generated text can hold invalid UTF-8 (byte-fallback pieces of a random or
@@ -75,6 +76,7 @@ struct Server::Impl {
   std::atomic<bool> stop_flag{false};
   int port = 0;
   socket_t listen_socket = -1;  // the last socket httplib made for bind()
+  const int64_t started = static_cast<int64_t>(std::time(nullptr));  // /v1/models' "created"
 
   Impl(LoadedModel m, ServerOptions o)
       : model(std::move(m)),
@@ -91,6 +93,8 @@ struct Server::Impl {
     http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     http.set_payload_max_length(options.max_body_bytes);
     http.set_read_timeout(30, 0);
+    if (!options.cors_origin.empty())
+      http.set_default_headers({{"Access-Control-Allow-Origin", options.cors_origin}, {"Vary", "Origin"}});
     http.set_socket_options([this](socket_t sock) {
       httplib::default_socket_options(sock);
       listen_socket = sock;
@@ -108,6 +112,7 @@ struct Server::Impl {
 
   void reply_error(httplib::Response& res, int status, const std::string& message) {
     res.status = status;
+    if (status == 503) res.set_header("Retry-After", "1");
     res.set_content(to_text(error_body(status, message)), "application/json");
   }
 
@@ -143,9 +148,28 @@ struct Server::Impl {
     http.Post("/v1/chat/completions", endpoint("chat", true, [this](auto& q, auto& s) { complete(q, s, true); }));
     http.Get("/v1/models", endpoint("models", true, [this](auto&, auto& res) {
       json j = {{"object", "list"},
-                {"data", {{{"id", options.model_name}, {"object", "model"}, {"owned_by", "lococo"}}}}};
+                {"data", {{{"id", options.model_name}, {"object", "model"}, {"created", started},
+                           {"owned_by", "lococo"}}}}};
       res.set_content(to_text(j), "application/json");
     }));
+    http.Post("/tokenize", endpoint("tokenize", true, [this](auto& q, auto& s) { tokenize(q, s); }));
+    http.Post("/detokenize", endpoint("detokenize", true, [this](auto& q, auto& s) { detokenize(q, s); }));
+    http.Get("/props", endpoint("props", true, [this](auto&, auto& res) {
+      res.set_content(to_text(props()), "application/json");
+    }));
+    http.Get("/slots", endpoint("slots", true, [this](auto&, auto& res) {
+      json slots = json::array();
+      const auto busy = admission.busy_slots();
+      for (size_t i = 0; i < busy.size(); ++i)
+        slots.push_back({{"id", i}, {"is_processing", static_cast<bool>(busy[i])}, {"n_ctx", options.cache.budget}});
+      res.set_content(to_text(slots), "application/json");
+    }));
+    if (!options.cors_origin.empty())  // browsers' preflight before a POST with JSON or a key
+      http.Options(".*", [](const httplib::Request&, httplib::Response& res) {
+        res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+        res.status = 204;
+      });
     http.Get("/health", endpoint("health", false, [this](auto&, auto& res) {
       const auto [busy, waiting] = admission.busy_and_waiting();
       res.set_content(to_text({{"status", "ok"}, {"slots_busy", busy}, {"queued", waiting}}), "application/json");
@@ -163,9 +187,43 @@ struct Server::Impl {
     });
   }
 
+  // llama.cpp's /tokenize: {"content", "add_special" (BOS; default false),
+  // "with_pieces"} -> {"tokens": [id] or [{id, piece}]}.
+  void tokenize(const httplib::Request& req, httplib::Response& res) {
+    const json j = server_detail::parse_body(req.body);
+    const std::string content = server_detail::get_string(j, "content");
+    const bool add_special = server_detail::get_bool(j, "add_special", false);
+    const bool with_pieces = server_detail::get_bool(j, "with_pieces", false);
+    json tokens = json::array();
+    for (const int64_t t : model.tokenizer->encode(content, add_special))
+      tokens.push_back(with_pieces ? json{{"id", t}, {"piece", model.tokenizer->piece_text(t)}} : json(t));
+    res.set_content(to_text({{"tokens", tokens}}), "application/json");
+  }
+
+  // llama.cpp's /detokenize: {"tokens": [id]} -> {"content"}.
+  void detokenize(const httplib::Request& req, httplib::Response& res) {
+    const json j = server_detail::parse_body(req.body);
+    const auto ids = server_detail::get_token_ids(j, "tokens", model.tokenizer->vocab_size());
+    res.set_content(to_text({{"content", model.tokenizer->decode(ids)}}), "application/json");
+  }
+
+  // llama.cpp's /props: the defaults a request gets, the slots, the template.
+  json props() const {
+    const auto& c = options.cache;
+    return {{"default_generation_settings",
+             {{"n_ctx", c.budget}, {"max_tokens", options.default_max_tokens}, {"temperature", 0.0},
+              {"top_k", 0}, {"top_p", 1.0},
+              {"cache", {{"policy", c.policy}, {"budget", c.budget}, {"chunk", c.chunk}}}}},
+            {"total_slots", options.parallel},
+            {"model_path", model.dir.string()},
+            {"model_alias", options.model_name},
+            {"chat_template", chat_tmpl.name}};
+  }
+
   // One generation under a fresh cache of the request's policy. `on_text`
-  // returning false (client gone) cancels; so does the server's timeout.
-  GenerateResult run(const CompletionRequest& r, const std::vector<int64_t>& prompt, const TextCallback& on_text,
+  // returning false (client gone) cancels; so does the request's deadline.
+  GenerateResult run(const CompletionRequest& r, const GenerateOptions& gen, const std::vector<int64_t>& prompt,
+                     std::chrono::steady_clock::time_point deadline, const TextCallback& on_text,
                      std::string* cache_desc, int64_t* cache_bytes) {
     auto cache = make_cache(model.model->config(), r.cache);
     const int64_t bytes = cache->bytes();
@@ -173,7 +231,7 @@ struct Server::Impl {
     const auto t0 = std::chrono::steady_clock::now();
     bool timed_out = false;
     TextCallback guarded = [&](const std::string& piece) {
-      if (seconds_since(t0) > options.timeout_seconds) {
+      if (std::chrono::steady_clock::now() > deadline) {
         timed_out = true;
         return false;
       }
@@ -181,7 +239,7 @@ struct Server::Impl {
     };
     GenerateResult g;
     try {
-      g = generate(*model.model, *model.tokenizer, *cache, prompt, r.gen, guarded);
+      g = generate(*model.model, *model.tokenizer, *cache, prompt, gen, guarded);
     } catch (...) {
       metrics.add_cache_bytes(-bytes);
       throw;
@@ -194,6 +252,24 @@ struct Server::Impl {
     return g;
   }
 
+  // The options of choice i: its own random stream.
+  static GenerateOptions choice_options(const CompletionRequest& r, int64_t i) {
+    GenerateOptions gen = r.gen;
+    gen.sampling.seed += static_cast<uint64_t>(i);
+    return gen;
+  }
+
+  std::chrono::steady_clock::time_point deadline() const {
+    return std::chrono::steady_clock::now() +
+           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+               std::chrono::duration<double>(options.timeout_seconds));
+  }
+
+  static json usage(int64_t prompt_tokens, int64_t completion_tokens) {
+    return {{"prompt_tokens", prompt_tokens}, {"completion_tokens", completion_tokens},
+            {"total_tokens", prompt_tokens + completion_tokens}};
+  }
+
   void complete(const httplib::Request& req, httplib::Response& res, bool chat) {
     auto r = std::make_shared<CompletionRequest>(
         server_detail::parse_completion_request(req.body, chat, options, chat_tmpl, model.dir.string()));
@@ -202,48 +278,84 @@ struct Server::Impl {
       throw RequestError(400, fmt::format("prompt has {} tokens, more than the limit {}", prompt->size(),
                                           options.max_prompt_tokens));
     make_cache(model.model->config(), r->cache);  // invalid cache settings: 400 before queueing
-    if (!admission.enter()) throw RequestError(503, "server busy: all slots and the queue are full, retry later");
-    auto ticket = std::make_shared<SlotTicket>(admission);
+    const int slot = admission.enter();
+    if (slot < 0) throw RequestError(503, "server busy: all slots and the queue are full, retry later");
+    auto ticket = std::make_shared<SlotTicket>(admission, slot);
     const std::string id = fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++);
     if (r->stream) return stream(res, r, prompt, ticket, id);
     std::string desc;
-    int64_t bytes = 0;
-    GenerateResult g = run(*r, *prompt, nullptr, &desc, &bytes);
+    int64_t bytes = 0, prompt_tokens = 0, completion_tokens = 0;
+    const auto until = deadline();
+    json choices = json::array();
+    for (int64_t i = 0; i < r->n; ++i) {
+      GenerateResult g = run(*r, choice_options(*r, i), *prompt, until, nullptr, &desc, &bytes);
+      json c = choice(*r, i, g.text, finish_reason(g.finish_reason), false, true);
+      if (r->gen.top_logprobs >= 0) c["logprobs"] = logprobs(*r, *model.tokenizer, g.logprobs);
+      choices.push_back(std::move(c));
+      prompt_tokens = g.prompt_tokens;
+      completion_tokens += static_cast<int64_t>(g.tokens.size());
+    }
     json j = reply_head(*r, options.model_name, id, false);
-    j["choices"] = json::array({choice(*r, g.text, finish_reason(g.finish_reason), false, true)});
-    j["usage"] = {{"prompt_tokens", g.prompt_tokens},
-                  {"completion_tokens", g.tokens.size()},
-                  {"total_tokens", g.prompt_tokens + static_cast<int64_t>(g.tokens.size())}};
+    j["choices"] = std::move(choices);
+    j["usage"] = usage(prompt_tokens, completion_tokens);
     j["lococo"] = {{"cache", desc}, {"cache_bytes", bytes}};
     res.set_content(to_text(j), "application/json");
   }
 
   // Server-sent events: the generation runs inside the content provider, so a
-  // failed write (client gone) cancels it and frees the slot.
+  // failed write (client gone) cancels it and frees the slot. Choices stream
+  // one after another; with logprobs, each chunk carries those of the tokens
+  // sampled since the last chunk.
   void stream(httplib::Response& res, std::shared_ptr<CompletionRequest> r,
               std::shared_ptr<std::vector<int64_t>> prompt, std::shared_ptr<SlotTicket> ticket, std::string id) {
     res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider("text/event-stream", [this, r, prompt, ticket, id](size_t, httplib::DataSink& sink) {
+    const auto until = deadline();
+    res.set_chunked_content_provider("text/event-stream", [this, r, prompt, ticket, id, until](size_t,
+                                                                                             httplib::DataSink& sink) {
       auto send = [&](const json& j) {
         const std::string event = "data: " + to_text(j) + "\n\n";
         return sink.write(event.data(), event.size());
       };
-      bool first = true;
-      TextCallback on_text = [&](const std::string& piece) {
+      std::vector<TokenLogprob> pending;  // sampled, not yet sent
+      int64_t offset = 0;                 // completions: bytes of this choice's text sent
+      auto chunk = [&](int64_t i, const std::string& text, const json& finish, bool first) {
         json j = reply_head(*r, options.model_name, id, true);
-        j["choices"] = json::array({choice(*r, piece, nullptr, true, first)});
-        first = false;
-        return send(j);
+        json c = choice(*r, i, text, finish, true, first);
+        if (r->gen.top_logprobs >= 0) {
+          c["logprobs"] = logprobs(*r, *model.tokenizer, pending, offset);
+          pending.clear();
+        }
+        offset += static_cast<int64_t>(text.size());
+        j["choices"] = json::array({c});
+        return j;
       };
       std::string desc;
-      int64_t bytes = 0;
+      int64_t bytes = 0, prompt_tokens = 0, completion_tokens = 0;
       try {
-        GenerateResult g = run(*r, *prompt, on_text, &desc, &bytes);
-        if (g.finish_reason == "cancelled") return false;
-        json j = reply_head(*r, options.model_name, id, true);
-        j["choices"] = json::array({choice(*r, "", finish_reason(g.finish_reason), true, first)});
-        j["lococo"] = {{"cache", desc}, {"cache_bytes", bytes}};
-        if (!send(j)) return false;
+        for (int64_t i = 0; i < r->n; ++i) {
+          bool first = true;
+          offset = 0;
+          GenerateOptions gen = choice_options(*r, i);
+          gen.on_logprob = [&](const TokenLogprob& t) { pending.push_back(t); };
+          TextCallback on_text = [&](const std::string& piece) {
+            const bool ok = send(chunk(i, piece, nullptr, first));
+            first = false;
+            return ok;
+          };
+          GenerateResult g = run(*r, gen, *prompt, until, on_text, &desc, &bytes);
+          if (g.finish_reason == "cancelled") return false;
+          json j = chunk(i, "", finish_reason(g.finish_reason), first);
+          j["lococo"] = {{"cache", desc}, {"cache_bytes", bytes}};
+          if (!send(j)) return false;
+          prompt_tokens = g.prompt_tokens;
+          completion_tokens += static_cast<int64_t>(g.tokens.size());
+        }
+        if (r->include_usage) {
+          json j = reply_head(*r, options.model_name, id, true);
+          j["choices"] = json::array();
+          j["usage"] = usage(prompt_tokens, completion_tokens);
+          if (!send(j)) return false;
+        }
       } catch (const std::exception& e) {
         send(error_body(500, internal_error(e)));
       }

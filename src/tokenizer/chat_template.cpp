@@ -13,8 +13,9 @@ void check_roles(const std::vector<ChatMessage>& messages) {
   if (messages.empty()) throw std::invalid_argument("messages: must hold at least one message");
   for (size_t i = 0; i < messages.size(); ++i) {
     const auto& r = messages[i].role;
-    if (r != "system" && r != "user" && r != "assistant")
-      throw std::invalid_argument(fmt::format("messages[{}].role: '{}' is not system, user or assistant", i, r));
+    if (r != "system" && r != "user" && r != "assistant" && r != "tool")
+      throw std::invalid_argument(
+          fmt::format("messages[{}].role: '{}' is not system, user, assistant or tool", i, r));
   }
 }
 
@@ -26,7 +27,7 @@ std::string render_llama2(const std::vector<ChatMessage>& messages) {
   for (const auto& m : messages) {
     if (m.role == "system") {
       system = m.content;
-    } else if (m.role == "user") {
+    } else if (m.role == "user" || m.role == "tool") {  // Llama 2 has no tool turn: a tool's answer is input
       if (!out.empty()) out += "<s>";
       out += "[INST] ";
       if (!system.empty()) out += "<<SYS>>\n" + system + "\n<</SYS>>\n\n";

@@ -23,7 +23,13 @@ RetentionRow read_row(const LlamaModel& model, const torch::Tensor& row, const R
   RetentionRow r = retention_targets(model, row, o.cache.chunk, o.target, o.far, o.horizon, o.share);
   if (o.copy_labels) {
     const auto copied = copied_tokens(row, r.n, o.horizon);  // [n]
-    for (auto& t : r.targets) t = torch::where(copied, t.amax(1, /*keepdim=*/true), t);
+    const auto copy_weights = copied.to(torch::kFloat32) * (o.copy_weight - 1) + 1;  // [n]
+    for (size_t i = 0; i < r.targets.size(); ++i) {
+      const auto& l = o.copy_layers;
+      const bool labelled = l.empty() || std::find(l.begin(), l.end(), static_cast<int64_t>(i)) != l.end();
+      if (labelled) r.targets[i] = torch::where(copied, r.targets[i].amax(1, /*keepdim=*/true), r.targets[i]);
+      r.weights.push_back(labelled ? copy_weights : torch::ones({r.n}));
+    }
   }
   for (auto& t : r.targets) t = (t / t.mean(1, /*keepdim=*/true).clamp_min(1e-30) + o.eps).log();
   return r;
@@ -48,6 +54,14 @@ torch::Tensor ranked_targets(const LococoCompressor& c, const RetentionRow& r, i
   return r.targets[i].narrow(1, sinks, r.n - sinks);
 }
 
+// The mean of layer i's err [Hkv, n - sinks] under the row's token weights.
+torch::Tensor weighted_mean(const LococoCompressor& c, const RetentionRow& r, int i, const torch::Tensor& err) {
+  if (r.weights.empty()) return err.mean();
+  const int64_t sinks = sinks_of(c, r);
+  auto w = r.weights.at(i).narrow(0, sinks, r.n - sinks);  // [n - sinks]
+  return (err * w).sum() / (w.sum() * err.size(0));
+}
+
 // Share of the K highest targets per layer and head that are also among the K
 // highest scores, averaged.
 double top_k_agreement(const LococoCompressor& c, const RetentionRow& r, int64_t K) {
@@ -70,7 +84,8 @@ nlohmann::json run_config(const RetentionTrainOptions& o) {
   return {{"budget", o.cache.budget}, {"keep-rate", o.cache.lococo.keep_rate},
           {"local-window", o.cache.lococo.local_window}, {"retention-hidden", o.compressor.retention_hidden},
           {"length", o.length}, {"target", to_string(o.target)}, {"attention-share", o.share}, {"far", o.far},
-          {"horizon", o.horizon}, {"copy-labels", o.copy_labels}, {"steps", o.steps},
+          {"horizon", o.horizon}, {"copy-labels", o.copy_labels},
+          {"copy-weight", o.copy_weight}, {"copy-layers", o.copy_layers}, {"steps", o.steps},
           {"sequences", o.sequences}, {"recall-rate", o.recall_rate}, {"passkey-rate", o.passkey_rate},
           {"lr", o.optim.lr}, {"seed", o.seed}, {"init", o.init.string()}};
 }
@@ -113,7 +128,7 @@ torch::Tensor retention_regression_loss(const LococoCompressor& c, const Retenti
   torch::Tensor sum;
   for (size_t i = 0; i < r.targets.size(); ++i) {
     auto scores = ranked_scores(c, r, static_cast<int>(i));  // [Hkv, n - sinks]
-    auto err = (centred(scores) - centred(ranked_targets(c, r, static_cast<int>(i)))).pow(2).mean();
+    auto err = weighted_mean(c, r, static_cast<int>(i), (centred(scores) - centred(ranked_targets(c, r, static_cast<int>(i)))).pow(2));
     sum = sum.defined() ? sum + err : err;
   }
   return sum / static_cast<double>(r.targets.size());

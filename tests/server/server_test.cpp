@@ -170,6 +170,10 @@ TEST_F(ServerTest, BadRequestsGet400WithJsonErrors) {
       R"({"prompt": "hi", "seed": 1e19})",                     // beyond int64 as a float
       R"({"prompt": "hi", "seed": 18446744073709551615})",     // beyond int64 as an unsigned integer
       R"({"prompt": "hi", "max_tokens": 2.5})",                // not an integer
+      R"({"prompt": "hi", "n": 0})",                           // below the range as an unsigned integer
+      R"({"prompt": "hi", "n": 1000})",                        // more choices than --max-choices
+      R"({"prompt": "hi", "logprobs": 6})",                    // completions allow 0-5 alternatives
+      R"({"prompt": "hi", "stream_options": {"include_usage": true}})",  // stream_options without stream
   };
   for (const auto& body : bad) {
     auto res = s.client().Post("/v1/completions", body, "application/json");
@@ -180,10 +184,88 @@ TEST_F(ServerTest, BadRequestsGet400WithJsonErrors) {
     EXPECT_EQ(j["error"]["code"], 400);
     EXPECT_FALSE(j["error"]["message"].get<std::string>().empty());
   }
-  auto chat = s.client().Post("/v1/chat/completions", R"({"messages": [{"role": "robot", "content": "x"}]})",
-                              "application/json");
-  EXPECT_EQ(chat->status, 400);
+  for (const std::string body : {
+           R"({"messages": [{"role": "robot", "content": "x"}]})",
+           R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]})",
+           R"({"messages": [{"role": "user", "content": 7}]})",
+           R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})",  // without logprobs: true
+       })
+    EXPECT_EQ(s.client().Post("/v1/chat/completions", body, "application/json")->status, 400) << body;
   EXPECT_EQ(s.client().Get("/nowhere")->status, 404);
+}
+
+TEST_F(ServerTest, ChoicesLogprobsAndUsageFollowTheRequest) {
+  RunningServer s(*model_, options());
+  auto res = s.client().Post("/v1/completions",
+                             R"({"prompt": "The sea was calm", "max_tokens": 6, "n": 3, "logprobs": 2})",
+                             "application/json");
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json j = json::parse(res->body);
+  ASSERT_EQ(j["choices"].size(), 3u);
+  int64_t tokens = 0;
+  for (int i = 0; i < 3; ++i) {
+    const json& c = j["choices"][i];
+    EXPECT_EQ(c["index"], i);
+    EXPECT_EQ(c["text"], direct("The sea was calm", 6));  // greedy: every choice the same
+    const json& lp = c["logprobs"];
+    ASSERT_EQ(lp["tokens"].size(), lp["token_logprobs"].size());
+    for (size_t k = 0; k < lp["tokens"].size(); ++k) {
+      // {piece: logprob}: two alternatives whose pieces read the same share a key
+      EXPECT_GE(lp["top_logprobs"][k].size(), 1u);
+      EXPECT_LE(lp["top_logprobs"][k].size(), 2u);
+      EXPECT_LE(lp["token_logprobs"][k].get<double>(), 0.0);
+    }
+    tokens += static_cast<int64_t>(lp["tokens"].size());
+  }
+  EXPECT_EQ(j["usage"]["completion_tokens"], tokens);
+  // A streamed chat with include_usage ends with a chunk of no choices and the usage.
+  auto chat = s.client().Post("/v1/chat/completions",
+                              R"({"messages": [{"role": "developer", "content": "Be brief."},
+                                               {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+                                  "max_completion_tokens": 3, "stream": true,
+                                  "stream_options": {"include_usage": true}})",
+                              "application/json");
+  ASSERT_EQ(chat->status, 200) << chat->body;
+  const auto events = sse_payloads(chat->body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  const json usage = json::parse(events[events.size() - 2]);
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_LE(usage["usage"]["completion_tokens"].get<int64_t>(), 3);  // max_completion_tokens holds
+  for (size_t i = 0; i + 2 < events.size(); ++i) {
+    const json& reason = json::parse(events[i])["choices"][0]["finish_reason"];
+    EXPECT_TRUE(reason.is_null() || reason == "stop" || reason == "length") << reason;
+  }
+}
+
+TEST_F(ServerTest, TokenizeDetokenizePropsSlotsAndCors) {
+  ServerOptions o = options();
+  o.cors_origin = "https://app.example";
+  RunningServer s(*model_, o);
+  auto tok = s.client().Post("/tokenize", R"({"content": "The whale", "with_pieces": true})", "application/json");
+  ASSERT_EQ(tok->status, 200) << tok->body;
+  EXPECT_EQ(tok->get_header_value("Access-Control-Allow-Origin"), "https://app.example");
+  json ids = json::array();
+  std::string pieces;
+  const json reply = json::parse(tok->body);
+  for (const auto& t : reply["tokens"]) {
+    ids.push_back(t["id"]);
+    pieces += t["piece"].get<std::string>();
+  }
+  EXPECT_EQ(ids.get<std::vector<int64_t>>(), model_->tokenizer->encode("The whale"));
+  auto detok = s.client().Post("/detokenize", json{{"tokens", ids}}.dump(), "application/json");
+  EXPECT_EQ(json::parse(detok->body)["content"], model_->tokenizer->decode(ids.get<std::vector<int64_t>>()));
+  EXPECT_EQ(s.client().Post("/detokenize", R"({"tokens": [-1]})", "application/json")->status, 400);
+  EXPECT_EQ(s.client().Post("/tokenize", R"({"content": 3})", "application/json")->status, 400);
+  EXPECT_EQ(json::parse(s.client().Get("/props")->body)["total_slots"], o.parallel);
+  const json slots = json::parse(s.client().Get("/slots")->body);
+  ASSERT_EQ(slots.size(), static_cast<size_t>(o.parallel));
+  EXPECT_EQ(slots[0]["is_processing"], false);
+  auto preflight = s.client().Options("/v1/completions");
+  EXPECT_EQ(preflight->status, 204);
+  EXPECT_NE(preflight->get_header_value("Access-Control-Allow-Headers").find("Authorization"), std::string::npos);
+  RunningServer plain(*model_, options());  // CORS is opt-in
+  EXPECT_FALSE(plain.client().Get("/health")->has_header("Access-Control-Allow-Origin"));
 }
 
 TEST_F(ServerTest, ApiKeyIsRequiredWhenSet) {
@@ -316,6 +398,7 @@ TEST_F(ServerTest, FullServerAnswers503AndADisconnectFreesTheSlot) {
     ASSERT_TRUE(busy);
     EXPECT_EQ(busy->status, 503);
     EXPECT_EQ(json::parse(busy->body)["error"]["code"], 503);
+    EXPECT_EQ(busy->get_header_value("Retry-After"), "1");
   }  // the holder hangs up here
   int status = 0;
   for (int i = 0; i < 500 && status != 200; ++i) {
@@ -385,6 +468,13 @@ TEST(ChatTemplate, RendersEachTemplate) {
             "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|>"
             "<|start_header_id|>assistant<|end_header_id|>\n\n");
   EXPECT_EQ(render_chat(chat_template("plain"), m), "System: S\nUser: U\nAssistant:");
+  // A tool's answer: its own turn where the template has one, user input in Llama 2.
+  const std::vector<ChatMessage> t = {{"user", "U"}, {"assistant", "A"}, {"tool", "T"}};
+  EXPECT_EQ(render_chat(chat_template("chatml"), t),
+            "<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n<|im_start|>tool\nT<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  EXPECT_EQ(render_chat(chat_template("llama-2"), t), "[INST] U [/INST] A </s><s>[INST] T [/INST]");
+  EXPECT_EQ(render_chat(chat_template("plain"), t), "User: U\nAssistant: A\nTool: T\nAssistant:");
   EXPECT_THROW(chat_template("jinja"), std::invalid_argument);
   EXPECT_THROW(render_chat(chat_template("plain"), {}), std::invalid_argument);
 }

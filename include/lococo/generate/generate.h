@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lococo/kv/cache.h"
@@ -38,6 +39,14 @@ class IncrementalDetokenizer {
   size_t pending_cut_ = 0;        // bytes at the end of text_ that pending_ renders again
 };
 
+// A generated token's log-probability under the model (the logits' softmax,
+// before temperature or top-k/p) and the most likely tokens at its step.
+struct TokenLogprob {
+  int64_t id = 0;
+  double logprob = 0;
+  std::vector<std::pair<int64_t, double>> top;  // (id, logprob), most likely first
+};
+
 struct GenerateOptions {
   int64_t max_tokens = 128;         // tokens to generate at most
   int64_t chunk = 512;              // prompt tokens per forward (prefill chunk)
@@ -45,6 +54,10 @@ struct GenerateOptions {
   bool stop_at_eos = true;          // end at the EOS token
   std::vector<std::string> stop;    // end when the text contains one of these (not emitted)
   SamplingOptions sampling;
+  int64_t top_logprobs = -1;        // -1: no log-probabilities; else each token's and this many alternatives
+  // Called with each generated token's entry as it is sampled (before the
+  // text it adds reaches the text callback); top_logprobs >= 0 only.
+  std::function<void(const TokenLogprob&)> on_logprob;
 };
 
 struct GenerateResult {
@@ -53,6 +66,7 @@ struct GenerateResult {
   int64_t prompt_tokens = 0;
   double prefill_seconds = 0, decode_seconds = 0;
   std::string finish_reason;        // "length" | "eos" | "stop" | "cancelled"
+  std::vector<TokenLogprob> logprobs;  // one per generated token when top_logprobs >= 0
 };
 
 // Called with each new piece of text as soon as it is safe to emit (never part

@@ -3,19 +3,25 @@
 // exhaust memory.
 //
 // Endpoints
-//   POST /v1/completions        {prompt, max_tokens, temperature, top_p, top_k, seed, stop, stream,
-//                                ignore_eos, cache}
-//   POST /v1/chat/completions   {messages: [{role, content}], ...the same fields}
+//   POST /v1/completions        {prompt, max_tokens | max_completion_tokens, temperature, top_p, top_k,
+//                                seed (random if absent), stop, stream, stream_options.include_usage, n,
+//                                logprobs (0-5 alternatives), ignore_eos, cache}
+//   POST /v1/chat/completions   {messages: [{role, content}], ...the same fields; logprobs: true and
+//                                top_logprobs (0-20)}. Roles system, developer (= system), user,
+//                                assistant, tool; content a string or an array of text parts.
 //   GET  /v1/models             the one loaded model
 //   GET  /health                {"status":"ok", "slots_busy", "queued"}
 //   GET  /metrics               Prometheus text (requests, errors, tokens, latency, cache bytes)
+//   POST /tokenize, /detokenize, GET /props, /slots   as llama.cpp's server
+// n choices are generated one after another in the request's slot (streamed
+// in turn); finish_reason is "stop" or "length" (the --timeout too).
 // `cache` is lococo's extension: {"policy", "budget", "chunk"}; omitted fields
 // take the server's defaults (ServerOptions::cache).
 // With "stream": true the reply is server-sent events, one `data: {json}` per
 // piece of text and a final `data: [DONE]`.
 //
 // Admission: `parallel` requests generate at once, each in its own slot; up to
-// `queue` more wait; anything beyond gets 503. Errors are JSON:
+// `queue` more wait; anything beyond gets 503 with Retry-After. Errors are JSON:
 //   {"error": {"message": "...", "type": "invalid_request_error", "code": 400}}
 #pragma once
 
@@ -37,6 +43,8 @@ struct ServerOptions {
   int64_t max_prompt_tokens = 65536;   // longer prompts get 400
   int64_t max_tokens_limit = 4096;     // largest max_tokens a request may ask
   int64_t default_max_tokens = 128;    // max_tokens when a request gives none
+  int64_t max_choices = 8;             // largest n (choices per request) a request may ask
+  std::string cors_origin;             // non-empty: Access-Control-Allow-Origin sent with every reply
   double timeout_seconds = 300;        // a generation running longer ends ("timeout")
   std::string api_key;                 // non-empty: require "Authorization: Bearer <key>"
   bool metrics_open = false;           // /metrics answers without the key (default: it needs it too)

@@ -15,7 +15,7 @@
 namespace lococo {
 
 struct ChatMessage {
-  std::string role;     // "system" | "user" | "assistant"
+  std::string role;     // "system" | "user" | "assistant" | "tool"
   std::string content;
 };
 

@@ -45,6 +45,7 @@ std::string to_string(RetentionTarget t);
 struct RetentionRow {
   std::vector<torch::Tensor> keys, values;  // [layers] x [Hkv, n, d] fp32
   std::vector<torch::Tensor> targets;       // [layers] x [Hkv, n] fp32, >= 0
+  std::vector<torch::Tensor> weights;       // [layers] x [n] fp32 token weights in a loss on targets (empty = 1)
   int64_t n = 0;                            // tokens with a target (a prefix of the row)
 };
 

@@ -14,7 +14,8 @@
 //   loss       mean of (score_t - y_t)^2, score_t = retention_scores(k_raw_t, v_t),
 //              both centred over the row's tokens per layer and head (only the
 //              ranking of scores matters, so their offset is left free); the
-//              first retention_sinks tokens, always kept, are left out
+//              first retention_sinks tokens, always kept, are left out;
+//              with --copy-labels, copied tokens weigh --copy-weight
 // A token's score is only ever compared with other tokens' scores, so the
 // metric that picks the compressor is the ranking's: of the K = M r - w tokens
 // with the highest targets in each layer and head (the heavy hitters a
@@ -55,6 +56,11 @@ struct RetentionTrainOptions {
   // gradient ranks a repeated passage's tokens no higher than text, while
   // keeping them recovers nearly all of the copy (docs/DESIGN.md section 9).
   bool copy_labels = false;
+  // Weight of a copied token in the loss (the others weigh 1): a passage is a
+  // few dozen tokens of a row of thousands, and a layer that copies must rank
+  // all of them above the text's best.
+  double copy_weight = 1;
+  std::vector<int64_t> copy_layers;  // the layers whose targets get copy labels (empty = every layer)
   int64_t steps = 300;            // optimiser steps
   int64_t sequences = 2;          // rows per step
   double recall_rate = 0.3;       // share of recall rows
