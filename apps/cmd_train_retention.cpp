@@ -62,6 +62,9 @@ void add_train_retention_command(CLI::App& root) {
       ->check(CLI::Range(1.0, 1e4))->capture_default_str();
   sub->add_option("--copy-layers", o.copy_layers, "--copy-labels: only these layers' targets (0-based; default every layer)")
       ->delimiter(',')->check(CLI::NonNegativeNumber);
+  sub->add_option("--train-layers", o.train_layers, "Train only these layers' retention (0-based), keeping the others "
+                                                    "as --init has them (default: every layer, fresh)")
+      ->delimiter(',')->check(CLI::NonNegativeNumber);
   sub->add_option("--horizon", o.horizon, "The last tokens of a row are not trained on")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_option("--steps", o.steps, "Optimiser steps")->check(CLI::PositiveNumber)->capture_default_str();

@@ -16,6 +16,11 @@
 namespace lococo {
 namespace {
 
+// Whether a layer list selects layer i (an empty list selects every layer).
+bool contains(const std::vector<int64_t>& layers, int64_t i) {
+  return layers.empty() || std::find(layers.begin(), layers.end(), i) != layers.end();
+}
+
 // A row's keys, values and targets, the targets as log(eps + t / mean t) per
 // layer and head: a loss gradient's scale varies from row to row, and only
 // the ranking matters. [layers] x [Hkv, n]
@@ -25,8 +30,7 @@ RetentionRow read_row(const LlamaModel& model, const torch::Tensor& row, const R
     const auto copied = copied_tokens(row, r.n, o.horizon);  // [n]
     const auto copy_weights = copied.to(torch::kFloat32) * (o.copy_weight - 1) + 1;  // [n]
     for (size_t i = 0; i < r.targets.size(); ++i) {
-      const auto& l = o.copy_layers;
-      const bool labelled = l.empty() || std::find(l.begin(), l.end(), static_cast<int64_t>(i)) != l.end();
+      const bool labelled = contains(o.copy_layers, static_cast<int64_t>(i));
       if (labelled) r.targets[i] = torch::where(copied, r.targets[i].amax(1, /*keepdim=*/true), r.targets[i]);
       r.weights.push_back(labelled ? copy_weights : torch::ones({r.n}));
     }
@@ -85,12 +89,24 @@ nlohmann::json run_config(const RetentionTrainOptions& o) {
           {"local-window", o.cache.lococo.local_window}, {"retention-hidden", o.compressor.retention_hidden},
           {"length", o.length}, {"target", to_string(o.target)}, {"attention-share", o.share}, {"far", o.far},
           {"horizon", o.horizon}, {"copy-labels", o.copy_labels},
-          {"copy-weight", o.copy_weight}, {"copy-layers", o.copy_layers}, {"steps", o.steps},
+          {"copy-weight", o.copy_weight}, {"copy-layers", o.copy_layers},
+          {"train-layers", o.train_layers}, {"steps", o.steps},
           {"sequences", o.sequences}, {"recall-rate", o.recall_rate}, {"passkey-rate", o.passkey_rate},
           {"lr", o.optim.lr}, {"seed", o.seed}, {"init", o.init.string()}};
 }
 
 std::shared_ptr<LococoCompressor> initial_compressor(const LlamaModel& model, const RetentionTrainOptions& o) {
+  if (!o.train_layers.empty()) {
+    if (o.init.empty()) throw std::invalid_argument("--train-layers needs --init: the other layers come from it");
+    auto c = LococoCompressor::load(o.init, model.config(), o.cache);
+    if (!c->options().learned_retention())
+      throw std::invalid_argument(fmt::format("--train-layers: {} has no learned retention to keep", o.init.string()));
+    for (const int64_t l : o.train_layers)
+      if (l >= model.config().num_layers)
+        throw std::invalid_argument(fmt::format("--train-layers: layer {} of a {}-layer model", l,
+                                                model.config().num_layers));
+    return c;
+  }
   if (o.init.empty())
     return std::make_shared<LococoCompressor>(o.compressor.with_shape_of(model.config(), o.cache), o.seed);
   auto from = LococoCompressor::load(o.init, model.config(), o.cache);
@@ -124,14 +140,19 @@ torch::Tensor copied_tokens(const torch::Tensor& row, int64_t n, int64_t horizon
   return copied;
 }
 
-torch::Tensor retention_regression_loss(const LococoCompressor& c, const RetentionRow& r) {
+torch::Tensor retention_regression_loss(const LococoCompressor& c, const RetentionRow& r,
+                                        const std::vector<int64_t>& layers) {
   torch::Tensor sum;
+  int64_t count = 0;
   for (size_t i = 0; i < r.targets.size(); ++i) {
+    if (!contains(layers, static_cast<int64_t>(i))) continue;
+    ++count;
     auto scores = ranked_scores(c, r, static_cast<int>(i));  // [Hkv, n - sinks]
     auto err = weighted_mean(c, r, static_cast<int>(i), (centred(scores) - centred(ranked_targets(c, r, static_cast<int>(i)))).pow(2));
     sum = sum.defined() ? sum + err : err;
   }
-  return sum / static_cast<double>(r.targets.size());
+  if (!sum.defined()) throw std::invalid_argument("retention loss: no layer selected");
+  return sum / static_cast<double>(count);
 }
 
 torch::Tensor retention_row(const TokenData& data, const Tokenizer& tok, const std::vector<int64_t>& corpus,
@@ -183,7 +204,11 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
   const int64_t top_k = compressor->options().kept() - compressor->options().local_window;
   OptimizerOptions opt = o.optim;
   opt.schedule.total = o.steps;
-  Trainer trainer(split_decay("retention", compressor->retention_parameters(), 1.0, 0.0), opt);
+  std::vector<std::pair<std::string, torch::Tensor>> trained;  // the selected layers' retention MLPs
+  for (const auto& [name, t] : compressor->retention_parameters())
+    for (int64_t l = 0; l < model.config().num_layers; ++l)
+      if (contains(o.train_layers, l) && name.rfind(fmt::format("layers.{}.", l), 0) == 0) trained.emplace_back(name, t);
+  Trainer trainer(split_decay("retention", trained, 1.0, 0.0), opt);
 
   const auto& t = train.tokens();
   const std::vector<int64_t> corpus(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.size(0));
@@ -215,7 +240,7 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
     double loss_sum = 0;
     for (int64_t i = 0; i < o.sequences; ++i) {
       const RetentionRow row = read_row(model, retention_row(train, tok, corpus, o, rng), o);
-      auto loss = retention_regression_loss(*compressor, row) / static_cast<double>(o.sequences);
+      auto loss = retention_regression_loss(*compressor, row, o.train_layers) / static_cast<double>(o.sequences);
       if (!std::isfinite(loss.item<double>()))
         throw std::runtime_error(fmt::format("step {}: loss is NaN or Inf", step));
       loss.backward();
@@ -230,7 +255,8 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
       for (const auto& v : val_rows) {
         agree += top_k_agreement(*compressor, v, top_k) / static_cast<double>(val_rows.size());
         torch::NoGradGuard g;
-        vloss += retention_regression_loss(*compressor, v).item<double>() / static_cast<double>(val_rows.size());
+        vloss += retention_regression_loss(*compressor, v, o.train_layers).item<double>() /
+                 static_cast<double>(val_rows.size());
       }
       record["val_loss"] = vloss;
       record["val_top_k"] = agree;

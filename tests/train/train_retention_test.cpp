@@ -189,5 +189,36 @@ TEST(TrainRetention, ResumeContinuesToTheLastStep) {
   EXPECT_THROW(train_retention(*m.model, *m.tokenizer, train, nullptr, o), std::invalid_argument);
 }
 
+// --train-layers trains the named layers' retention and leaves every other
+// parameter exactly as the --init file has it.
+TEST(TrainRetention, TrainLayersKeepsTheOthersFromInit) {
+  testing::TempDir dir;
+  LoadedModel m = testing::tokenized_tiny_model(dir / "model");
+  TokenData train(random_ids(4000, 5));
+  auto o = small_options(dir / "first.safetensors");
+  o.steps = 3;
+  train_retention(*m.model, *m.tokenizer, train, nullptr, o);
+  o.init = o.out;
+  o.out = dir / "second.safetensors";
+  o.train_layers = {1};
+  o.steps = 6;
+  train_retention(*m.model, *m.tokenizer, train, nullptr, o);
+  auto before = LococoCompressor::load(o.init, m.model->config(), o.cache)->named_parameters();
+  auto after = LococoCompressor::load(o.out, m.model->config(), o.cache)->named_parameters();
+  int changed = 0;
+  for (const auto& p : before) {
+    const bool trained = p.key().rfind("layers.1.retention.", 0) == 0;
+    const bool same = torch::equal(p.value(), after[p.key()]);
+    EXPECT_EQ(same, !trained) << p.key();
+    changed += !same;
+  }
+  EXPECT_GT(changed, 0);
+  o.init.clear();  // nothing to keep the other layers from
+  EXPECT_THROW(train_retention(*m.model, *m.tokenizer, train, nullptr, o), std::invalid_argument);
+  o.init = dir / "first.safetensors";
+  o.train_layers = {9};
+  EXPECT_THROW(train_retention(*m.model, *m.tokenizer, train, nullptr, o), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace lococo

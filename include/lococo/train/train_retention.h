@@ -61,6 +61,9 @@ struct RetentionTrainOptions {
   // all of them above the text's best.
   double copy_weight = 1;
   std::vector<int64_t> copy_layers;  // the layers whose targets get copy labels (empty = every layer)
+  // Train only these layers' retention MLPs; the others stay as --init has
+  // them (which must then have learned retention). Empty = every layer.
+  std::vector<int64_t> train_layers;
   int64_t steps = 300;            // optimiser steps
   int64_t sequences = 2;          // rows per step
   double recall_rate = 0.3;       // share of recall rows
@@ -87,9 +90,10 @@ struct RetentionTrainResult {
 torch::Tensor retention_row(const TokenData& data, const Tokenizer& tokenizer, const std::vector<int64_t>& corpus,
                             const RetentionTrainOptions& options, std::mt19937_64& rng);
 
-// The loss above of one row whose targets are already y. [] scalar, differentiable
-// in the compressor's retention parameters.
-torch::Tensor retention_regression_loss(const LococoCompressor& compressor, const RetentionRow& row);
+// The loss above of one row whose targets are already y, over `layers` (empty:
+// every layer). [] scalar, differentiable in the compressor's retention parameters.
+torch::Tensor retention_regression_loss(const LococoCompressor& compressor, const RetentionRow& row,
+                                        const std::vector<int64_t>& layers = {});
 
 // The model is frozen. `val` may be null (validation rows then come from `train`).
 RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& tokenizer, const TokenData& train,
