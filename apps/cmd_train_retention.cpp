@@ -58,10 +58,13 @@ void add_train_retention_command(CLI::App& root) {
       ->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_flag("--copy-labels", o.copy_labels, "Tokens the last --horizon tokens copy (three tokens repeated, "
                                                 "found once before) get the row's top target");
-  sub->add_option("--copy-weight", o.copy_weight, "--copy-labels: a copied token's weight in the loss (others 1)")
+  sub->add_option("--copy-weight", o.copy_weight, "--copy-labels/--copy-head: a copied token's weight in the loss (others 1)")
       ->check(CLI::Range(1.0, 1e4))->capture_default_str();
-  sub->add_option("--copy-layers", o.copy_layers, "--copy-labels: only these layers' targets (0-based; default every layer)")
+  sub->add_option("--copy-layers", o.copy_layers, "--copy-labels/--copy-head: only these layers get copy labels (0-based; default every layer)")
       ->delimiter(',')->check(CLI::NonNegativeNumber);
+  sub->add_flag("--copy-head", o.compressor.retention_copy,
+                "Learn a copy logit per head beside the score (labels as --copy-labels, weight --copy-weight, in "
+                "--copy-layers); the long-term slots go to the tokens it flags, the scores keep ranking text");
   sub->add_option("--train-layers", o.train_layers, "Train only these layers' retention (0-based), keeping the others "
                                                     "as --init has them (default: every layer, fresh)")
       ->delimiter(',')->check(CLI::NonNegativeNumber);

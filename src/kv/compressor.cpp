@@ -40,6 +40,7 @@ void CompressorOptions::validate() const {
   if (retention_sinks < 0 || (learned_retention() && retention_sinks > kept() - local_window))
     fail(fmt::format("--retention-sinks must be in [0, M - m - w] = [0, {}] (got {})", kept() - local_window,
                      retention_sinks));
+  if (retention_copy && !learned_retention()) fail("--copy-head needs learned retention (--retention-hidden > 0)");
   if (lambda_sigmoid && !(lambda_init > 0 && lambda_init < 1))
     fail(fmt::format("--lambda-init must be in (0, 1) with --lambda-sigmoid (got {})", lambda_init));
 }
@@ -119,17 +120,28 @@ CompressorLayerImpl::CompressorLayerImpl(const CompressorOptions& o)
   if (o.learned_retention()) {
     namespace nn = torch::nn;
     retention = register_module("retention", nn::Sequential(nn::Linear(o.retention_inputs(), o.retention_hidden),
-                                                             nn::GELU(), nn::Linear(o.retention_hidden, o.num_kv_heads)));
+                                                             nn::GELU(), nn::Linear(o.retention_hidden, o.retention_outputs())));
   }
 }
 
-torch::Tensor CompressorLayerImpl::retention_scores(const torch::Tensor& keys, const torch::Tensor& values) const {
+CompressorLayerImpl::RetentionOutputs CompressorLayerImpl::retention_outputs(const torch::Tensor& keys,
+                                                                             const torch::Tensor& values) const {
   TORCH_CHECK(!retention.is_empty(), "retention_scores: this compressor has no learned retention");
   const int64_t H = keys.size(0), T = keys.size(1);
   const auto dtype = at::promote_types(keys.scalar_type(), torch::kFloat32);
   auto x = torch::cat({keys, values}, -1).to(dtype).transpose(0, 1).reshape({T, -1});  // [T, Hkv 2d]
   auto mlp = retention;  // a holder copy: forward() is not const
-  return mlp->forward(x).transpose(0, 1).reshape({H, T});                                // [Hkv, T]
+  auto y = mlp->forward(x).transpose(0, 1);                                             // [Hkv or 2 Hkv, T]
+  if (y.size(0) == H) return {y.reshape({H, T}), {}};
+  return {y.narrow(0, 0, H), y.narrow(0, H, H)};
+}
+
+torch::Tensor copy_aware_scores(const torch::Tensor& scores, const torch::Tensor& copy, double protect) {
+  return torch::where(copy > 0, protect + copy, scores.clamp_max(protect - kBelowProtect));
+}
+
+torch::Tensor CompressorLayerImpl::retention_scores(const torch::Tensor& keys, const torch::Tensor& values) const {
+  return retention_outputs(keys, values).scores;
 }
 
 torch::Tensor CompressorLayerImpl::mix() const { return sigmoid_ ? torch::sigmoid(lambda) : lambda; }
@@ -184,6 +196,14 @@ LococoCompressor::LococoCompressor(CompressorOptions options, uint64_t seed) : o
                                                p.value().sizes(), gen));
         else p.value().zero_();
       }
+    if (options_.retention_copy) {
+      // A fresh copy head flags nothing (logit kCopyInitLogit for every token)
+      // until trained: a layer never trained must not claim long-term slots.
+      const int64_t H = options_.num_kv_heads;
+      auto last = layer->retention->named_parameters();
+      last["2.weight"].narrow(0, H, H).zero_();
+      last["2.bias"].narrow(0, H, H).fill_(kCopyInitLogit);
+    }
     list->push_back(layer);
     layers_.push_back(layer);
   }
@@ -273,6 +293,7 @@ std::map<std::string, std::string> to_metadata(const CompressorOptions& o) {
       {"slot_features", o.slot_features ? "1" : "0"},
       {"retention_hidden", std::to_string(o.retention_hidden)},
       {"retention_sinks", std::to_string(o.retention_sinks)},
+      {"retention_copy", o.retention_copy ? "1" : "0"},
       {"fused_slots", std::to_string(o.fused())},
   };
 }
@@ -340,6 +361,7 @@ CompressorOptions from_metadata(const SafetensorsFile& f) {
   o.slot_features = flag("slot_features");
   o.retention_hidden = meta.count("retention_hidden") ? integer("retention_hidden") : 0;
   o.retention_sinks = meta.count("retention_sinks") ? integer("retention_sinks") : 4;
+  o.retention_copy = flag("retention_copy");
   try {
     o.validate();
   } catch (const std::invalid_argument& e) {

@@ -68,7 +68,9 @@ void LococoCache::observe(int i, const AttentionStats& stats) {
     // Each token is scored once, as it arrives; stored slots keep their scores.
     const int64_t n = chunk_tokens(), first = l.len - n;
     auto fresh = l.scores.narrow(1, first, n);
-    fresh.copy_(compressor_->layer(i).retention_scores(l.k.narrow(1, first, n), l.v.narrow(1, first, n)));
+    const auto out = compressor_->layer(i).retention_outputs(l.k.narrow(1, first, n), l.v.narrow(1, first, n));
+    fresh.copy_(out.copy.defined() ? copy_aware_scores(out.scores, out.copy, options_.lococo.retention_protect)
+                                   : out.scores);
     // The stream's first tokens (attention sinks) outrank every learned score.
     const int64_t sinks = compressor_->options().retention_sinks - tokens_seen();
     if (sinks > 0) fresh.narrow(1, 0, std::min(sinks, n)).fill_(kSinkScore);

@@ -26,6 +26,11 @@ bool contains(const std::vector<int64_t>& layers, int64_t i) {
 // the ranking matters. [layers] x [Hkv, n]
 RetentionRow read_row(const LlamaModel& model, const torch::Tensor& row, const RetentionTrainOptions& o) {
   RetentionRow r = retention_targets(model, row, o.cache.chunk, o.target, o.far, o.horizon, o.share);
+  if (o.compressor.retention_copy) {
+    const auto copied = copied_tokens(row, r.n, o.horizon).to(torch::kFloat32);  // [n]
+    for (size_t i = 0; i < r.targets.size(); ++i)
+      r.copied.push_back(contains(o.copy_layers, static_cast<int64_t>(i)) ? copied : torch::zeros_like(copied));
+  }
   if (o.copy_labels) {
     const auto copied = copied_tokens(row, r.n, o.horizon);  // [n]
     const auto copy_weights = copied.to(torch::kFloat32) * (o.copy_weight - 1) + 1;  // [n]
@@ -90,9 +95,21 @@ nlohmann::json run_config(const RetentionTrainOptions& o) {
           {"length", o.length}, {"target", to_string(o.target)}, {"attention-share", o.share}, {"far", o.far},
           {"horizon", o.horizon}, {"copy-labels", o.copy_labels},
           {"copy-weight", o.copy_weight}, {"copy-layers", o.copy_layers},
-          {"train-layers", o.train_layers}, {"steps", o.steps},
+          {"train-layers", o.train_layers}, {"copy-head", o.compressor.retention_copy}, {"steps", o.steps},
           {"sequences", o.sequences}, {"recall-rate", o.recall_rate}, {"passkey-rate", o.passkey_rate},
           {"lr", o.optim.lr}, {"seed", o.seed}, {"init", o.init.string()}};
+}
+
+// `from` with a fresh copy head (flagging nothing): every parameter kept, the
+// last retention layer's score rows included (the copy rows come after them).
+std::shared_ptr<LococoCompressor> with_copy_head(const LococoCompressor& from, uint64_t seed) {
+  CompressorOptions o = from.options();
+  o.retention_copy = true;
+  auto c = std::make_shared<LococoCompressor>(o, seed);
+  torch::NoGradGuard no_grad;
+  auto mine = c->named_parameters();
+  for (const auto& p : from.named_parameters()) mine[p.key()].narrow(0, 0, p.value().size(0)).copy_(p.value());
+  return c;
 }
 
 std::shared_ptr<LococoCompressor> initial_compressor(const LlamaModel& model, const RetentionTrainOptions& o) {
@@ -101,6 +118,7 @@ std::shared_ptr<LococoCompressor> initial_compressor(const LlamaModel& model, co
     auto c = LococoCompressor::load(o.init, model.config(), o.cache);
     if (!c->options().learned_retention())
       throw std::invalid_argument(fmt::format("--train-layers: {} has no learned retention to keep", o.init.string()));
+    if (o.compressor.retention_copy && !c->options().retention_copy) c = with_copy_head(*c, o.seed);
     for (const int64_t l : o.train_layers)
       if (l >= model.config().num_layers)
         throw std::invalid_argument(fmt::format("--train-layers: layer {} of a {}-layer model", l,
@@ -114,6 +132,7 @@ std::shared_ptr<LococoCompressor> initial_compressor(const LlamaModel& model, co
   CompressorOptions with = from->options();
   with.retention_hidden = o.compressor.retention_hidden;
   with.retention_sinks = o.compressor.retention_sinks;
+  with.retention_copy = o.compressor.retention_copy;
   auto c = std::make_shared<LococoCompressor>(with, o.seed);
   torch::NoGradGuard no_grad;
   auto mine = c->named_parameters();
@@ -138,6 +157,25 @@ torch::Tensor copied_tokens(const torch::Tensor& row, int64_t n, int64_t horizon
   auto* c = copied.data_ptr<bool>();
   for (int64_t i = 2; i < std::min(n, from); ++i) c[i] = before.at(at(i)) == 1 && repeated.count(at(i)) > 0;
   return copied;
+}
+
+torch::Tensor copy_head_loss(const LococoCompressor& c, const RetentionRow& r, const std::vector<int64_t>& layers,
+                             double pos_weight) {
+  if (r.copied.size() != r.targets.size()) throw std::invalid_argument("copy head loss: the row has no copy labels");
+  const int64_t sinks = sinks_of(c, r), n = r.n - sinks;
+  torch::Tensor sum;
+  int64_t count = 0;
+  for (size_t i = 0; i < r.targets.size(); ++i) {
+    if (!contains(layers, static_cast<int64_t>(i))) continue;
+    auto logits = c.layer(static_cast<int>(i)).retention_outputs(r.keys[i].narrow(1, sinks, n),
+                                                                 r.values[i].narrow(1, sinks, n)).copy;  // [Hkv, n]
+    auto labels = r.copied[i].narrow(0, sinks, n).expand_as(logits);                                    // [Hkv, n]
+    auto err = torch::binary_cross_entropy_with_logits(logits, labels, {}, torch::full({1}, pos_weight));
+    sum = sum.defined() ? sum + err : err;
+    ++count;
+  }
+  if (!sum.defined()) throw std::invalid_argument("copy head loss: no layer selected");
+  return sum / static_cast<double>(count);
 }
 
 torch::Tensor retention_regression_loss(const LococoCompressor& c, const RetentionRow& r,
@@ -200,6 +238,8 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
                                             "to train on", o.length, o.horizon, o.far));
   if (!(o.recall_rate >= 0 && o.passkey_rate >= 0 && o.recall_rate + o.passkey_rate <= 1))
     throw std::invalid_argument("--recall-rate and --passkey-rate must be >= 0 with a sum of at most 1");
+  if (o.compressor.retention_copy && o.copy_labels)
+    throw std::invalid_argument("--copy-head and --copy-labels: the copy labels go to the head or to the targets");
   auto compressor = initial_compressor(model, o);
   const int64_t top_k = compressor->options().kept() - compressor->options().local_window;
   OptimizerOptions opt = o.optim;
@@ -240,7 +280,9 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
     double loss_sum = 0;
     for (int64_t i = 0; i < o.sequences; ++i) {
       const RetentionRow row = read_row(model, retention_row(train, tok, corpus, o, rng), o);
-      auto loss = retention_regression_loss(*compressor, row, o.train_layers) / static_cast<double>(o.sequences);
+      auto loss = retention_regression_loss(*compressor, row, o.train_layers);
+      if (o.compressor.retention_copy) loss = loss + copy_head_loss(*compressor, row, o.train_layers, o.copy_weight);
+      loss = loss / static_cast<double>(o.sequences);
       if (!std::isfinite(loss.item<double>()))
         throw std::runtime_error(fmt::format("step {}: loss is NaN or Inf", step));
       loss.backward();

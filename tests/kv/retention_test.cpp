@@ -55,6 +55,41 @@ TEST(LearnedRetention, FileRoundTripKeepsTheMlps) {
   EXPECT_EQ(c->retention_parameters().size() + c->fusion_parameters().size(), c->named_parameters().size());
 }
 
+// A copy head: a second output per head, saved and loaded with the file; a
+// fresh one flags nothing; the cache stores protect + logit for the tokens it
+// flags and caps the others' scores just below protect.
+TEST(LearnedRetention, CopyHeadDecidesWhatScoresAboveProtect) {
+  const auto cache_options = retention_cache(1.0);
+  CompressorOptions o = CompressorOptions::from(tiny_config(), cache_options);
+  o.retention_hidden = 6;
+  o.retention_copy = true;
+  auto c = std::make_shared<LococoCompressor>(o, 3);
+  const fs::path file = fs::temp_directory_path() / ("lococo_copy_head_" + std::to_string(::getpid()) + ".safetensors");
+  c->save(file);
+  auto loaded = LococoCompressor::load(file);
+  fs::remove(file);
+  EXPECT_TRUE(loaded->options().retention_copy);
+  auto keys = torch::randn({2, 9, 8}), values = torch::randn({2, 9, 8});
+  torch::NoGradGuard no_grad;
+  const auto out = loaded->layer(0).retention_outputs(keys, values);
+  ASSERT_TRUE(out.copy.defined());
+  EXPECT_EQ(out.copy.sizes(), out.scores.sizes());
+  EXPECT_TRUE(torch::allclose(out.copy, torch::full_like(out.copy, kCopyInitLogit)));  // flags nothing yet
+  EXPECT_TRUE(torch::equal(out.scores, c->layer(0).retention_scores(keys, values)));
+  // Composition, by hand.
+  const auto scores = torch::tensor({{5.0f, 1.0f, 0.5f}}), copy = torch::tensor({{-1.0f, 2.0f, -3.0f}});
+  const auto stored = copy_aware_scores(scores, copy, 2.5);
+  EXPECT_TRUE(torch::allclose(stored, torch::tensor({{2.5f - float(kBelowProtect), 4.5f, 0.5f}})));
+  // In the cache: with a copy logit > 0 for every token of layer 0, every
+  // stored score there is protect + logit.
+  loaded->layer(0).retention->named_parameters()["2.bias"].narrow(0, 2, 2).fill_(50);
+  auto model = tiny_model(3, 4.0);
+  LococoCache cache(tiny_config(), cache_options, loaded);
+  testing::stream(*model, cache, random_tokens(12, 4), 12);
+  EXPECT_GT(cache.stored_scores(0).narrow(1, 4, 8).min().item<float>(), cache_options.lococo.retention_protect);
+  EXPECT_LT(cache.stored_scores(1).narrow(1, 4, 8).max().item<float>(), cache_options.lococo.retention_protect);
+}
+
 TEST(LearnedRetention, ScoresAreEachTokensOwnWhateverTheChunking) {
   auto model = tiny_model(3, 4.0);
   const auto cache_options = retention_cache(1.0);

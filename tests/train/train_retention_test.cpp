@@ -213,6 +213,22 @@ TEST(TrainRetention, TrainLayersKeepsTheOthersFromInit) {
     changed += !same;
   }
   EXPECT_GT(changed, 0);
+  // A copy head added to a file without one: the file's parameters kept, the
+  // untrained layers' heads flag nothing, the trained one learns.
+  o.out = dir / "third.safetensors";
+  o.compressor.retention_copy = true;
+  train_retention(*m.model, *m.tokenizer, train, nullptr, o);
+  auto with_head = LococoCompressor::load(o.out, m.model->config(), o.cache);
+  EXPECT_TRUE(with_head->options().retention_copy);
+  auto head = with_head->named_parameters();
+  EXPECT_TRUE(torch::equal(head["layers.0.retention.0.weight"], before["layers.0.retention.0.weight"]));
+  EXPECT_TRUE(torch::equal(head["layers.0.retention.2.bias"].narrow(0, 2, 2),
+                           torch::full({2}, kCopyInitLogit)));
+  EXPECT_FALSE(torch::equal(head["layers.1.retention.2.bias"].narrow(0, 2, 2), torch::full({2}, kCopyInitLogit)));
+  o.copy_labels = true;  // labels go to the head or the targets, not both
+  EXPECT_THROW(train_retention(*m.model, *m.tokenizer, train, nullptr, o), std::invalid_argument);
+  o.copy_labels = false;
+  o.compressor.retention_copy = false;
   o.init.clear();  // nothing to keep the other layers from
   EXPECT_THROW(train_retention(*m.model, *m.tokenizer, train, nullptr, o), std::invalid_argument);
   o.init = dir / "first.safetensors";

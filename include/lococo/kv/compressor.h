@@ -72,7 +72,9 @@ struct CompressorOptions {
   bool slot_features = false;      // the conv also reads each slot's score and a fused-slot marker
   int64_t retention_hidden = 0;    // learned retention: hidden width of its MLP (0 = none: attention ranks slots)
   int64_t retention_sinks = 4;     // learned retention: the first tokens of a stream are always kept (attention sinks)
+  bool retention_copy = false;     // learned retention: a copy logit per head beside the score (see retention_outputs)
   bool learned_retention() const { return retention_hidden > 0; }
+  int64_t retention_outputs() const { return num_kv_heads * (retention_copy ? 2 : 1); }  // the MLP's last width
   int64_t retention_inputs() const { return num_kv_heads * 2 * head_dim; }  // [k_raw; v] of every KV head
   int64_t input_channels() const { return 2 * head_dim + (slot_features ? 2 : 0); }  // C of X
 
@@ -90,6 +92,14 @@ struct CompressorOptions {
   // otherwise "field: compressor X, model/flag Y" for the first difference.
   std::string mismatch(const ModelConfig& config, const CacheOptions& cache) const;
 };
+
+// The score a cache stores for tokens of a compressor with a copy head:
+// tokens it flags (copy > 0) score protect + copy, above all text, and the
+// long-term slots (CacheOptions' retention_protect) go to them alone; the
+// others keep their score, capped just below protect. All [Hkv, T].
+constexpr double kBelowProtect = 0.01;
+constexpr double kCopyInitLogit = -4;  // a fresh copy head's logit for every token (flags none)
+torch::Tensor copy_aware_scores(const torch::Tensor& scores, const torch::Tensor& copy, double protect);
 
 // How one layer's L stored slots split (per KV head; indices into the slots).
 struct SlotPartition {
@@ -111,7 +121,8 @@ struct CompressedSlots {
 // One layer: the conv stack and lambda. Parameters are named
 // "convs.<j>.weight" [out, in, k], "convs.<j>.bias" [out], "lambda" [1], and with
 // learned retention "retention.0.weight" [hidden, Hkv 2d], "retention.0.bias",
-// "retention.2.weight" [Hkv, hidden], "retention.2.bias".
+// "retention.2.weight" [Hkv, hidden], "retention.2.bias" (2 Hkv rows with
+// retention_copy: the scores', then the copy logits').
 class CompressorLayerImpl : public torch::nn::Module {
  public:
   explicit CompressorLayerImpl(const CompressorOptions& options);
@@ -123,10 +134,16 @@ class CompressorLayerImpl : public torch::nn::Module {
   // Learned retention: keys (before RoPE) and values [Hkv, T, d] of T tokens ->
   // their retention scores [Hkv, T] fp32 (log of predicted far attention).
   torch::Tensor retention_scores(const torch::Tensor& keys, const torch::Tensor& values) const;
+  // The same scores and, with retention_copy, the copy logits [Hkv, T] (> 0:
+  // a later repeat of the text will copy the token; undefined without).
+  struct RetentionOutputs {
+    torch::Tensor scores, copy;
+  };
+  RetentionOutputs retention_outputs(const torch::Tensor& keys, const torch::Tensor& values) const;
 
   std::vector<torch::nn::Conv1d> convs;
   torch::Tensor lambda;  // [1]: the raw parameter (the logit of the weight with lambda_sigmoid)
-  torch::nn::Sequential retention{nullptr};  // Linear(Hkv 2d, hidden), GELU, Linear(hidden, Hkv); or null
+  torch::nn::Sequential retention{nullptr};  // Linear(Hkv 2d, hidden), GELU, Linear(hidden, Hkv [x 2]); or null
 
  private:
   std::string activation_;

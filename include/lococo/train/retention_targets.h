@@ -46,6 +46,7 @@ struct RetentionRow {
   std::vector<torch::Tensor> keys, values;  // [layers] x [Hkv, n, d] fp32
   std::vector<torch::Tensor> targets;       // [layers] x [Hkv, n] fp32, >= 0
   std::vector<torch::Tensor> weights;       // [layers] x [n] fp32 token weights in a loss on targets (empty = 1)
+  std::vector<torch::Tensor> copied;        // [layers] x [n] fp32 copy labels of a copy head, 1 or 0 (empty = none)
   int64_t n = 0;                            // tokens with a target (a prefix of the row)
 };
 

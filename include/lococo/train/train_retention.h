@@ -15,7 +15,9 @@
 //              both centred over the row's tokens per layer and head (only the
 //              ranking of scores matters, so their offset is left free); the
 //              first retention_sinks tokens, always kept, are left out;
-//              with --copy-labels, copied tokens weigh --copy-weight
+//              with --copy-labels, copied tokens weigh --copy-weight;
+//              with --copy-head, the copy labels train the compressor's copy
+//              logits instead (copy_head_loss, added), the targets untouched
 // A token's score is only ever compared with other tokens' scores, so the
 // metric that picks the compressor is the ranking's: of the K = M r - w tokens
 // with the highest targets in each layer and head (the heavy hitters a
@@ -89,6 +91,12 @@ struct RetentionTrainResult {
 // One row of the retention data (see above): tokens [<= length] int64.
 torch::Tensor retention_row(const TokenData& data, const Tokenizer& tokenizer, const std::vector<int64_t>& corpus,
                             const RetentionTrainOptions& options, std::mt19937_64& rng);
+
+// With a copy head (CompressorOptions::retention_copy): the binary cross-entropy
+// of its logits against the row's copy labels, a copied token weighing
+// pos_weight, averaged over `layers` (empty: every layer). [] scalar
+torch::Tensor copy_head_loss(const LococoCompressor& compressor, const RetentionRow& row,
+                             const std::vector<int64_t>& layers, double pos_weight);
 
 // The loss above of one row whose targets are already y, over `layers` (empty:
 // every layer). [] scalar, differentiable in the compressor's retention parameters.
