@@ -238,6 +238,9 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
                                             "to train on", o.length, o.horizon, o.far));
   if (!(o.recall_rate >= 0 && o.passkey_rate >= 0 && o.recall_rate + o.passkey_rate <= 1))
     throw std::invalid_argument("--recall-rate and --passkey-rate must be >= 0 with a sum of at most 1");
+  for (const int64_t l : o.copy_layers)
+    if (l >= model.config().num_layers)
+      throw std::invalid_argument(fmt::format("--copy-layers: layer {} of a {}-layer model", l, model.config().num_layers));
   if (o.compressor.retention_copy && o.copy_labels)
     throw std::invalid_argument("--copy-head and --copy-labels: the copy labels go to the head or to the targets");
   auto compressor = initial_compressor(model, o);

@@ -168,6 +168,7 @@ TEST(TrainRetention, RefusesWhatCannotTrain) {
   expect_refused([](RetentionTrainOptions& o) { o.length = 4096; }, "--length");
   expect_refused([](RetentionTrainOptions& o) { o.horizon = 140; }, "--horizon");
   expect_refused([](RetentionTrainOptions& o) { o.passkey_rate = 0.8; }, "--passkey-rate");
+  expect_refused([](RetentionTrainOptions& o) { o.copy_layers = {2}; }, "--copy-layers");  // a 2-layer model
 }
 
 TEST(TrainRetention, ResumeContinuesToTheLastStep) {
