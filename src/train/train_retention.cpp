@@ -16,6 +16,11 @@
 namespace lococo {
 namespace {
 
+void check_layers(const std::vector<int64_t>& layers, const char* flag, int64_t num_layers) {
+  for (const int64_t l : layers)
+    if (l >= num_layers) throw std::invalid_argument(fmt::format("{}: layer {} of a {}-layer model", flag, l, num_layers));
+}
+
 // Whether a layer list selects layer i (an empty list selects every layer).
 bool contains(const std::vector<int64_t>& layers, int64_t i) {
   return layers.empty() || std::find(layers.begin(), layers.end(), i) != layers.end();
@@ -119,10 +124,6 @@ std::shared_ptr<LococoCompressor> initial_compressor(const LlamaModel& model, co
     if (!c->options().learned_retention())
       throw std::invalid_argument(fmt::format("--train-layers: {} has no learned retention to keep", o.init.string()));
     if (o.compressor.retention_copy && !c->options().retention_copy) c = with_copy_head(*c, o.seed);
-    for (const int64_t l : o.train_layers)
-      if (l >= model.config().num_layers)
-        throw std::invalid_argument(fmt::format("--train-layers: layer {} of a {}-layer model", l,
-                                                model.config().num_layers));
     return c;
   }
   if (o.init.empty())
@@ -238,9 +239,8 @@ RetentionTrainResult train_retention(const LlamaModel& model, const Tokenizer& t
                                             "to train on", o.length, o.horizon, o.far));
   if (!(o.recall_rate >= 0 && o.passkey_rate >= 0 && o.recall_rate + o.passkey_rate <= 1))
     throw std::invalid_argument("--recall-rate and --passkey-rate must be >= 0 with a sum of at most 1");
-  for (const int64_t l : o.copy_layers)
-    if (l >= model.config().num_layers)
-      throw std::invalid_argument(fmt::format("--copy-layers: layer {} of a {}-layer model", l, model.config().num_layers));
+  check_layers(o.copy_layers, "--copy-layers", model.config().num_layers);
+  check_layers(o.train_layers, "--train-layers", model.config().num_layers);
   if (o.compressor.retention_copy && o.copy_labels)
     throw std::invalid_argument("--copy-head and --copy-labels: the copy labels go to the head or to the targets");
   auto compressor = initial_compressor(model, o);
