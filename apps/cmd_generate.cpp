@@ -8,7 +8,9 @@
 
 #include "cli_common.h"
 #include "lococo/core/io_util.h"
+#include "lococo/core/memory_stats.h"
 #include "lococo/core/progress.h"
+#include "lococo/core/text_pieces.h"
 #include "lococo/generate/saved_state.h"
 #include "commands.h"
 
@@ -43,10 +45,14 @@ void add_generate_command(CLI::App& root) {
   add_sampling_flags(sub, f->gen.sampling);
   register_command(sub, [f, sub] {
     LoadedModel m = load_model(f->model);
-    const std::string prompt = f->file.empty() ? f->prompt : read_input_text(f->file);
-    if (prompt.empty() && f->load_state.empty())
+    // A file is read piece by piece (at line ends) and its tokens run chunk by
+    // chunk as they come, so a prompt of any size costs one piece of memory.
+    std::unique_ptr<TextPieces> pieces;
+    if (!f->file.empty()) pieces = std::make_unique<TextPieces>(f->file);
+    if (!pieces && f->prompt.empty() && f->load_state.empty())
       throw std::invalid_argument("empty prompt: give --prompt TEXT or --file PATH");
     const std::string model_fp = model_fingerprint(*m.model, *m.tokenizer);
+    const auto started = std::chrono::steady_clock::now();  // time to first token counts from here
     std::optional<SavedState> state;
     if (!f->load_state.empty()) state = read_state(f->load_state);
     const CacheOptions co = state ? saved_state_cache_options(f->cache, m, state->options, *sub)
@@ -54,34 +60,52 @@ void add_generate_command(CLI::App& root) {
     auto cache = make_cache(m.model->config(), co);
     torch::NoGradGuard no_grad;
     torch::Tensor logits;  // [V]: the next-token logits after what the cache has read
-    std::string text_read;
-    int64_t tokens_read = 0;
+    int64_t tokens_before = 0;
     if (state) {
       logits = restore_state(*state, *cache, co, model_fp, m.model->config().vocab_size);
-      text_read = state->text;
-      tokens_read = state->tokens;
+      tokens_before = state->tokens;
     }
-    // A fresh text starts with BOS; a continuation of a saved state does not.
-    const auto tokens = m.tokenizer->encode(prompt, /*add_bos=*/!state);
+    TextFingerprint text_read(state ? state->text : "");
+    PrefillStream reader(*m.model, *cache, co.chunk);
     const auto t0 = std::chrono::steady_clock::now();
     {
-      // A prompt of more than a few chunks shows its reading: tokens/s and ETA.
-      const auto n = static_cast<int64_t>(tokens.size());
-      Progress bar("reading", n, "tok", !f->json && n > 4 * co.chunk && !f->quiet);
-      if (n > 0) logits = prefill(*m.model, *cache, tokens, co.chunk, [&](int64_t done) { bar.set(done); });
+      // A prompt of more than a few chunks (at ~4 bytes a token) shows its reading: rate and ETA.
+      const int64_t bytes = pieces ? pieces->total_bytes() : static_cast<int64_t>(f->prompt.size());
+      Progress bar("reading", bytes, "B", !f->json && !f->quiet && (bytes == 0 || bytes > 16 * co.chunk));
+      bool first = !state;  // a fresh text starts with BOS; a continuation of a saved state does not
+      int64_t done = 0;
+      auto feed = [&](const std::string& text) {
+        const auto ids = m.tokenizer->encode(text, /*add_bos=*/first);
+        first = false;
+        text_read.add(ids);
+        reader.feed(ids);
+        done += static_cast<int64_t>(text.size());
+        bar.set(done, fmt::format("{} tok", reader.tokens()));
+      };
+      std::string piece;
+      if (pieces)
+        while (pieces->next(piece)) feed(piece);
+      else if (!f->prompt.empty())
+        feed(f->prompt);
+      if (reader.tokens() > 0) logits = reader.finish();
       bar.finish();
     }
+    if (!logits.defined()) throw std::invalid_argument(f->file + ": the prompt file is empty");
     const double prefill_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    text_read = text_fingerprint(tokens, text_read);
-    tokens_read += static_cast<int64_t>(tokens.size());
+    const int64_t tokens_read = tokens_before + reader.tokens();
     if (!f->save_state.empty())
-      save_state(f->save_state, *cache, co, model_fp, text_read, tokens_read, logits);
+      save_state(f->save_state, *cache, co, model_fp, text_read.digest(), tokens_read, logits);
     GenerateOptions g = f->gen;
     g.chunk = co.chunk;
-    TextCallback print = nullptr;
-    if (!f->json) print = [](const std::string& s) { std::cout << s << std::flush; return true; };
+    double first_text_seconds = -1;  // state read + prompt read + the first text out
+    TextCallback print = [&](const std::string& s) {
+      if (first_text_seconds < 0)
+        first_text_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      if (!f->json) std::cout << s << std::flush;
+      return true;
+    };
     GenerateResult r = continue_generation(*m.model, *m.tokenizer, *cache, logits, g, print);
-    r.prompt_tokens = static_cast<int64_t>(tokens.size());
+    r.prompt_tokens = reader.tokens();
     r.prefill_seconds = prefill_seconds;
     const double decode_tps = r.decode_seconds > 0 ? r.tokens.size() / r.decode_seconds : 0;
     const double prefill_tps = r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0;
@@ -92,8 +116,12 @@ void add_generate_command(CLI::App& root) {
                           {"finish_reason", r.finish_reason},
                           {"prefill_tokens_per_second", prefill_tps},
                           {"decode_tokens_per_second", decode_tps},
+                          {"prefill_seconds", r.prefill_seconds},
+                          {"time_to_first_token_seconds", first_text_seconds >= 0 ? nlohmann::json(first_text_seconds)
+                                                                                  : nlohmann::json(nullptr)},
                           {"cache", cache->describe()},
-                          {"cache_bytes", cache->bytes()}};
+                          {"cache_bytes", cache->bytes()},
+                          {"peak_rss_bytes", peak_rss_bytes()}};
       std::cout << to_json_line(j) << "\n";  // generated text need not be valid UTF-8
     } else {
       std::cout << std::endl;  // before the stats on stderr

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <thread>
 
 #include <fmt/format.h>
@@ -51,8 +52,13 @@ void add_serve_command(CLI::App& root) {
       ->check(CLI::Range(0, 4096))->capture_default_str();
   sub->add_option("--max-body", s.max_body_bytes, "Largest request body in bytes")
       ->check(CLI::Range(size_t{1024}, size_t{1} << 30))->capture_default_str();
-  sub->add_option("--max-prompt-tokens", s.max_prompt_tokens, "Longest prompt in tokens")
-      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))->capture_default_str();
+  sub->add_option("--max-prompt-tokens", s.max_prompt_tokens,
+                  "Longest prompt in tokens, also the largest cache.budget (0: none under a bounded policy, "
+                  "65536 under the full cache)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))->capture_default_str();
+  sub->add_option("--slot-save-path", s.slot_save_path,
+                  "Directory of slot files (POST /slots/{id}?action=save|restore) and named states "
+                  "(\"cache\": {\"state\": NAME}); created if missing (default: none)");
   sub->add_option("--max-tokens-limit", s.max_tokens_limit, "Largest max_tokens a request may ask")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
   sub->add_option("--default-max-tokens", s.default_max_tokens, "max_tokens when a request gives none")
@@ -99,6 +105,7 @@ void add_serve_command(CLI::App& root) {
       if (const char* env = std::getenv("LOCOCO_API_KEY")) o.api_key = env;
     if (o.default_max_tokens > o.max_tokens_limit)
       throw std::invalid_argument("--default-max-tokens is larger than --max-tokens-limit");
+    if (!o.slot_save_path.empty()) std::filesystem::create_directories(o.slot_save_path);
     Server server(m, o);
     const int port = server.bind();
     stop_on_signals(server);

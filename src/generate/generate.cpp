@@ -91,7 +91,7 @@ std::string IncrementalDetokenizer::text_with_pending() const {
 }
 
 torch::Tensor prefill(const LlamaModel& model, KvCache& cache, const std::vector<int64_t>& tokens, int64_t chunk,
-                      const std::function<void(int64_t done)>& on_progress) {
+                      const PrefillProgress& on_progress) {
   if (tokens.empty()) throw std::invalid_argument("prompt is empty");
   if (chunk <= 0) throw std::invalid_argument("--chunk must be positive");
   torch::NoGradGuard no_grad;
@@ -100,7 +100,7 @@ torch::Tensor prefill(const LlamaModel& model, KvCache& cache, const std::vector
   for (int64_t s = 0; s < static_cast<int64_t>(tokens.size()); s += chunk) {
     const int64_t n = std::min<int64_t>(chunk, tokens.size() - s);
     last = model.forward(all.narrow(0, s, n), &cache, LogitsFor::Last);  // [1, 1, V]
-    if (on_progress) on_progress(s + n);
+    if (on_progress && !on_progress(s + n)) return {};
   }
   return last.reshape({-1});
 }
@@ -178,6 +178,28 @@ GenerateResult continue_generation(const LlamaModel& model, const Tokenizer& tok
   r.text = text;
   r.decode_seconds = seconds_since(t0);
   return r;
+}
+
+PrefillStream::PrefillStream(const LlamaModel& model, KvCache& cache, int64_t chunk)
+    : model_(model), cache_(cache), chunk_(chunk) {
+  if (chunk <= 0) throw std::invalid_argument("--chunk must be positive");
+}
+
+void PrefillStream::feed(const std::vector<int64_t>& ids) {
+  fed_ += static_cast<int64_t>(ids.size());
+  pending_.insert(pending_.end(), ids.begin(), ids.end());
+  const auto whole = static_cast<int64_t>(pending_.size()) / chunk_ * chunk_;
+  if (whole == 0) return;
+  const std::vector<int64_t> run(pending_.begin(), pending_.begin() + whole);
+  logits_ = prefill(model_, cache_, run, chunk_);
+  pending_.erase(pending_.begin(), pending_.begin() + whole);
+}
+
+torch::Tensor PrefillStream::finish() {
+  if (!pending_.empty()) logits_ = prefill(model_, cache_, pending_, chunk_);
+  pending_.clear();
+  if (!logits_.defined()) throw std::invalid_argument("prompt is empty");
+  return logits_;
 }
 
 }  // namespace lococo

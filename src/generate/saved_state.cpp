@@ -73,6 +73,15 @@ std::string text_fingerprint(const std::vector<int64_t>& ids, const std::string&
   return hex(XXH64(ids.data(), ids.size() * sizeof(int64_t), seed));
 }
 
+TextFingerprint::TextFingerprint(const std::string& before) : state_(XXH64_createState()) {
+  XXH64_reset(static_cast<XXH64_state_t*>(state_), before.empty() ? 0 : std::stoull(before, nullptr, 16));
+}
+TextFingerprint::~TextFingerprint() { XXH64_freeState(static_cast<XXH64_state_t*>(state_)); }
+void TextFingerprint::add(const std::vector<int64_t>& ids) {
+  XXH64_update(static_cast<XXH64_state_t*>(state_), ids.data(), ids.size() * sizeof(int64_t));
+}
+std::string TextFingerprint::digest() const { return hex(XXH64_digest(static_cast<XXH64_state_t*>(state_))); }
+
 std::string compressor_fingerprint(const CacheOptions& o) {
   if (!cache_policy(o.policy).needs_compressor) return "";
   if (o.lococo.compressor.empty()) return o.lococo.allow_untrained ? fmt::format("untrained:{}", o.lococo.seed) : "";
@@ -91,20 +100,42 @@ CacheOptions options_from_state(const nlohmann::json& json, CacheOptions base) {
   return apply_cache_options_json(std::move(base), json);
 }
 
-void save_state(const std::filesystem::path& path, const KvCache& cache, const CacheOptions& options,
-                const std::string& model_fp, const std::string& text, int64_t tokens, const torch::Tensor& last_logits) {
-  CacheSnapshot s = cache.snapshot();
-  NamedTensors tensors = s.tensors;
-  tensors.emplace_back(kLogits, last_logits.detach().to(torch::kCPU, torch::kFloat32).contiguous().flatten());
+SavedState capture_state(const KvCache& cache, const CacheOptions& options, const std::string& model_fp,
+                         const std::string& text, int64_t tokens, const torch::Tensor& last_logits) {
+  SavedState s;
+  s.snapshot = cache.snapshot();
+  s.last_logits = last_logits.detach().to(torch::kCPU, torch::kFloat32).contiguous().flatten().clone();
+  s.model = model_fp;
+  s.options = state_options(options);
+  s.compressor = compressor_fingerprint(options);
+  s.text = text;
+  s.tokens = tokens;
+  return s;
+}
+
+void write_state(const std::filesystem::path& path, const SavedState& s) {
+  NamedTensors tensors = s.snapshot.tensors;
+  tensors.emplace_back(kLogits, s.last_logits);
   save_safetensors(path, tensors,
                    {{"format", kFormat},
                     {"version", kVersion},
-                    {"model", model_fp},
-                    {"options", state_options(options).dump()},
-                    {"compressor", compressor_fingerprint(options)},
-                    {"text", text},
-                    {"tokens", std::to_string(tokens)},
-                    {"counters", s.counters.dump()}});
+                    {"model", s.model},
+                    {"options", s.options.dump()},
+                    {"compressor", s.compressor},
+                    {"text", s.text},
+                    {"tokens", std::to_string(s.tokens)},
+                    {"counters", s.snapshot.counters.dump()}});
+}
+
+void save_state(const std::filesystem::path& path, const KvCache& cache, const CacheOptions& options,
+                const std::string& model_fp, const std::string& text, int64_t tokens, const torch::Tensor& last_logits) {
+  write_state(path, capture_state(cache, options, model_fp, text, tokens, last_logits));
+}
+
+int64_t SavedState::bytes() const {
+  int64_t n = last_logits.defined() ? last_logits.nbytes() : 0;
+  for (const auto& [name, t] : snapshot.tensors) n += static_cast<int64_t>(t.nbytes());
+  return n;
 }
 
 SavedState read_state(const std::filesystem::path& path) {
@@ -157,20 +188,25 @@ SavedState read_state(const std::filesystem::path& path) {
   return s;
 }
 
-torch::Tensor restore_state(const SavedState& s, KvCache& cache, const CacheOptions& options,
-                            const std::string& model_fp, int64_t vocab_size) {
+std::string state_mismatch(const SavedState& s, const CacheOptions& options, const std::string& model_fp,
+                           int64_t vocab_size) {
   if (s.model != model_fp)
-    throw std::invalid_argument(fmt::format("model: the state was made with another model (fingerprint {}, this model {})",
-                                            s.model, model_fp));
-  const std::string why = describe_mismatch(s.options, state_options(options));
-  if (!why.empty()) throw std::invalid_argument(why);
+    return fmt::format("model: the state was made with another model (fingerprint {}, this model {})", s.model, model_fp);
+  std::string why = describe_mismatch(s.options, state_options(options));
+  if (!why.empty()) return why;
   const std::string compressor = compressor_fingerprint(options);
   if (s.compressor != compressor)
-    throw std::invalid_argument(fmt::format("compressor: the state was made with another compressor (fingerprint {}, "
-                                            "this cache {})", s.compressor.empty() ? "-" : s.compressor,
-                                            compressor.empty() ? "-" : compressor));
+    return fmt::format("compressor: the state was made with another compressor (fingerprint {}, this cache {})",
+                       s.compressor.empty() ? "-" : s.compressor, compressor.empty() ? "-" : compressor);
   if (!s.last_logits.defined() || s.last_logits.size(0) != vocab_size)
-    throw std::invalid_argument(fmt::format("tensor '{}' must have {} entries (the vocabulary)", kLogits, vocab_size));
+    return fmt::format("tensor '{}' must have {} entries (the vocabulary)", kLogits, vocab_size);
+  return "";
+}
+
+torch::Tensor restore_state(const SavedState& s, KvCache& cache, const CacheOptions& options,
+                            const std::string& model_fp, int64_t vocab_size) {
+  const std::string why = state_mismatch(s, options, model_fp, vocab_size);
+  if (!why.empty()) throw std::invalid_argument(why);
   cache.restore(s.snapshot);
   return s.last_logits;
 }

@@ -14,17 +14,18 @@ class Admission {
  public:
   Admission(int parallel, int queue) : parallel_(parallel), queue_(queue) {}
 
-  // Waits for a slot and returns its id in [0, parallel); -1 (at once) when
-  // the slots and the queue are full.
-  int enter() {
+  // Waits for a slot and returns its id in [0, parallel): the first free one
+  // of `preferred` (slots whose kept prompt state the request can reuse),
+  // else the lowest free one; -1 (at once) when the slots and the queue are full.
+  int enter(const std::vector<int>& preferred = {}) {
     std::unique_lock<std::mutex> lock(mu_);
     if (busy_count() >= parallel_ && waiting_ >= queue_) return -1;
     ++waiting_;
     cv_.wait(lock, [&] { return busy_count() < parallel_; });
     --waiting_;
-    const int slot = static_cast<int>(std::find(busy_.begin(), busy_.end(), false) - busy_.begin());
-    busy_[slot] = true;
-    return slot;
+    for (const int p : preferred)
+      if (p >= 0 && p < parallel_ && !busy_[p]) return take(p);
+    return take(static_cast<int>(std::find(busy_.begin(), busy_.end(), false) - busy_.begin()));
   }
   void leave(int slot) {
     {
@@ -43,6 +44,10 @@ class Admission {
   }
 
  private:
+  int take(int slot) {  // under mu_
+    busy_[slot] = true;
+    return slot;
+  }
   int busy_count() const { return static_cast<int>(std::count(busy_.begin(), busy_.end(), true)); }
   std::mutex mu_;
   std::condition_variable cv_;

@@ -30,6 +30,12 @@ std::string Metrics::render(int busy, int waiting) {
   for (const auto& [key, n] : requests_) errors += key.second >= 400 ? n : 0;
   out += fmt::format("lococo_errors_total {}\n", errors);
   out += fmt::format("# TYPE lococo_prompt_tokens_total counter\nlococo_prompt_tokens_total {}\n", tokens_in_);
+  out += fmt::format("# HELP lococo_prompt_tokens_read_total Prompt tokens read through the model.\n"
+                     "# TYPE lococo_prompt_tokens_read_total counter\nlococo_prompt_tokens_read_total {}\n",
+                     prompt_read_.load());
+  out += fmt::format("# HELP lococo_prompt_tokens_reused_total Prompt tokens a kept state had read already.\n"
+                     "# TYPE lococo_prompt_tokens_reused_total counter\nlococo_prompt_tokens_reused_total {}\n",
+                     prompt_reused_.load());
   out += fmt::format("# TYPE lococo_generated_tokens_total counter\nlococo_generated_tokens_total {}\n", tokens_out_);
   out += "# HELP lococo_request_seconds Generation latency.\n# TYPE lococo_request_seconds histogram\n";
   for (size_t i = 0; i < kBuckets.size(); ++i)

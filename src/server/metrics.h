@@ -16,6 +16,11 @@ class Metrics {
  public:
   void count_request(const std::string& endpoint, int status);
   void count_generation(int64_t tokens_in, int64_t tokens_out, double seconds);
+  // A prompt: tokens read through the model, and tokens a kept state had read already.
+  void count_prompt(int64_t read, int64_t reused) {
+    prompt_read_ += read;
+    prompt_reused_ += reused;
+  }
   void add_cache_bytes(int64_t delta) { cache_bytes_ += delta; }
   std::string render(int busy, int waiting);
 
@@ -27,6 +32,7 @@ class Metrics {
   double latency_sum_ = 0;
   std::array<uint64_t, kBuckets.size()> latency_buckets_{};
   std::atomic<int64_t> cache_bytes_{0};
+  std::atomic<uint64_t> prompt_read_{0}, prompt_reused_{0};
 };
 
 }  // namespace lococo::server_detail

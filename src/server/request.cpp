@@ -9,6 +9,7 @@
 
 #include "lococo/kv/registry.h"
 #include "lococo/model/model_dir.h"
+#include "server/prompt_cache.h"
 
 namespace lococo::server_detail {
 
@@ -167,16 +168,17 @@ CacheOptions get_cache(const json& j, const ServerOptions& o, const std::string&
   CacheOptions c = o.cache;
   if (!j.contains("cache") || j["cache"].is_null()) return c;
   const json& r = j["cache"];
-  if (!r.is_object()) bad("'cache' must be an object {policy, budget, chunk}");
+  if (!r.is_object()) bad("'cache' must be an object {policy, budget, chunk, state}");
   for (const auto& [key, value] : r.items())
-    if (key != "policy" && key != "budget" && key != "chunk") bad(fmt::format("'cache.{}' is not a known field", key));
+    if (key != "policy" && key != "budget" && key != "chunk" && key != "state")
+      bad(fmt::format("'cache.{}' is not a known field", key));
   if (r.contains("policy")) {
     c.policy = get_string(r, "policy");
     const auto& names = cache_policy_names();
     if (std::find(names.begin(), names.end(), c.policy) == names.end())
       bad(fmt::format("'cache.policy': unknown policy '{}' (choose from: {})", c.policy, fmt::join(names, ", ")));
   }
-  c.budget = get_int(r, "budget", c.budget, 1, std::max<int64_t>(o.max_prompt_tokens, 1));
+  c.budget = get_int(r, "budget", c.budget, 1, o.budget_limit());
   c.chunk = get_int(r, "chunk", c.chunk, 1, 8192);
   if (c.budget != o.cache.budget) c.lococo.compressor.clear();  // the server's file fits its own budget only
   try {
@@ -213,6 +215,13 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat, c
   r.gen.sampling.seed = get_seed(j);
   r.cache = get_cache(j, o, model_dir);
   r.gen.chunk = r.cache.chunk;
+  r.cache_prompt = get_bool(j, "cache_prompt", true);
+  r.return_progress = get_bool(j, "return_progress", false);
+  if (j.contains("cache") && j["cache"].is_object() && j["cache"].contains("state")) {
+    r.state = get_string(j["cache"], "state");
+    check_state_name(r.state, "cache.state");
+    if (o.slot_save_path.empty()) bad("'cache.state' needs the server to run with --slot-save-path DIR");
+  }
   return r;
 }
 

@@ -29,6 +29,9 @@ struct CompletionRequest {
   int64_t n = 1;                // choices, generated one after another (choice i samples with seed + i)
   GenerateOptions gen;          // max_tokens, stop, sampling, top_logprobs (chunk from `cache`)
   CacheOptions cache;           // server defaults overridden by the request's `cache`
+  bool cache_prompt = true;     // continue from the slot's kept state when the prompt begins with its tokens
+  std::string state;            // cache.state: a named state in --slot-save-path ("" = none)
+  bool return_progress = false; // stream prefill progress events (llama.cpp's field)
 };
 
 // The request body as a JSON object (400 otherwise).

@@ -8,6 +8,7 @@
 #include <ctime>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <arpa/inet.h>
@@ -24,9 +25,12 @@
 #include "lococo/core/io_util.h"
 #include "lococo/tokenizer/chat_template.h"
 #include "lococo/generate/generate.h"
+#include "lococo/generate/saved_state.h"
+#include "lococo/kv/registry.h"
 #include "server/admission.h"
 #include "server/metrics.h"
 #include "server/openai_reply.h"
+#include "server/prompt_cache.h"
 #include "server/request.h"
 
 namespace lococo {
@@ -36,6 +40,8 @@ using nlohmann::json;
 using server_detail::Admission;
 using server_detail::CompletionRequest;
 using server_detail::Metrics;
+using server_detail::PromptCache;
+using server_detail::PromptState;
 using server_detail::RequestError;
 using server_detail::SlotTicket;
 using server_detail::choice;
@@ -68,6 +74,8 @@ struct Server::Impl {
   ChatTemplate chat_tmpl;
   httplib::Server http;
   Admission admission;
+  PromptCache prompts;
+  const std::string model_fp;  // model_fingerprint(): states of other models are refused
   Metrics metrics;
   std::atomic<uint64_t> internal_errors_{0};
   std::atomic<uint64_t> next_id{1};
@@ -82,7 +90,9 @@ struct Server::Impl {
       : model(std::move(m)),
         options(std::move(o)),
         chat_tmpl(chat_template(options.chat_template.empty() ? detect_chat_template(model.dir) : options.chat_template)),
-        admission(options.parallel, options.queue) {
+        admission(options.parallel, options.queue),
+        prompts(options.parallel, options.slot_save_path),
+        model_fp(model_fingerprint(*model.model, *model.tokenizer)) {
     // cpp-httplib writes with plain send(): a client that hung up would raise
     // SIGPIPE and kill the process. Ignoring it turns that into a failed write.
     std::signal(SIGPIPE, SIG_IGN);
@@ -160,10 +170,14 @@ struct Server::Impl {
     http.Get("/slots", endpoint("slots", true, [this](auto&, auto& res) {
       json slots = json::array();
       const auto busy = admission.busy_slots();
-      for (size_t i = 0; i < busy.size(); ++i)
-        slots.push_back({{"id", i}, {"is_processing", static_cast<bool>(busy[i])}, {"n_ctx", options.cache.budget}});
+      for (size_t i = 0; i < busy.size(); ++i) {
+        const auto kept = prompts.slot(static_cast<int>(i));
+        slots.push_back({{"id", i}, {"is_processing", static_cast<bool>(busy[i])}, {"n_ctx", options.cache.budget},
+                         {"n_prompt_tokens_cached", kept ? kept->saved.tokens : 0}});
+      }
       res.set_content(to_text(slots), "application/json");
     }));
+    http.Post(R"(/slots/(\d{1,6}))", endpoint("slots", true, [this](auto& q, auto& s) { slot_action(q, s); }));
     if (!options.cors_origin.empty())  // browsers' preflight before a POST with JSON or a key
       http.Options(".*", [](const httplib::Request&, httplib::Response& res) {
         res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
@@ -220,18 +234,106 @@ struct Server::Impl {
             {"chat_template", chat_tmpl.name}};
   }
 
-  // One generation under a fresh cache of the request's policy. `on_text`
-  // returning false (client gone) cancels; so does the request's deadline.
-  GenerateResult run(const CompletionRequest& r, const GenerateOptions& gen, const std::vector<int64_t>& prompt,
-                     std::chrono::steady_clock::time_point deadline, const TextCallback& on_text,
-                     std::string* cache_desc, int64_t* cache_bytes) {
-    auto cache = make_cache(model.model->config(), r.cache);
-    const int64_t bytes = cache->bytes();
+  // The prompt read into a fresh cache of the request's policy, continuing
+  // from a kept state that has read its beginning (server/prompt_cache.h).
+  struct ReadPrompt {
+    std::unique_ptr<KvCache> cache;
+    torch::Tensor logits;                      // [V] after the prompt; undefined when reading stopped
+    int64_t tokens = 0;                        // of the prompt
+    int64_t reused = 0;                        // prompt tokens a kept state had read already
+    double seconds = 0;                        // spent reading
+    std::optional<SavedState> after;           // the cache right after the prompt (n > 1: every choice starts there)
+  };
+
+  // The state a request may continue from: its named state (which must fit
+  // its cache options: 400 naming the field otherwise), else its slot's.
+  std::shared_ptr<const PromptState> reusable_state(const CompletionRequest& r, int slot) {
+    const int64_t vocab = model.model->config().vocab_size;
+    if (r.state.empty()) {
+      auto s = r.cache_prompt ? prompts.slot(slot) : nullptr;
+      return s && state_mismatch(s->saved, r.cache, model_fp, vocab).empty() ? s : nullptr;
+    }
+    auto s = read_named_state(r.state, "cache.state");
+    if (!s) return nullptr;
+    const std::string why = state_mismatch(s->saved, r.cache, model_fp, vocab);
+    if (!why.empty()) throw RequestError(400, fmt::format("'cache.state' {}: {}", r.state, why));
+    return s;
+  }
+
+  // A state file of --slot-save-path; a file that is not a usable state is the
+  // client's 400 (its details, with the server's paths, go to the log only).
+  std::shared_ptr<const PromptState> read_named_state(const std::string& name, const char* field) {
+    try {
+      return prompts.read(name);
+    } catch (const std::runtime_error& e) {
+      spdlog::warn("state file {}: {}", name, e.what());
+      throw RequestError(400, fmt::format("'{}': '{}' is not a readable lococo state (see the server log)", field, name));
+    }
+  }
+
+  // `progress(done)` hears the prompt tokens read so far (reused ones
+  // included); false stops reading. The state kept for later requests ends
+  // at the prompt's last whole chunk, so that a prompt continued from it is
+  // read in the same chunks as a fresh one: reuse changes no result, also
+  // under a bounded policy.
+  ReadPrompt read_prompt(const CompletionRequest& r, const std::vector<int64_t>& prompt, int slot,
+                         const PrefillProgress& progress) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ReadPrompt out;
+    const auto n = static_cast<int64_t>(prompt.size());
+    out.tokens = n;
+    out.cache = make_cache(model.model->config(), r.cache);
+    const auto from = reusable_state(r, slot);
+    if (from) out.reused = reusable_tokens(*from, prompt);
+    torch::Tensor logits;  // [V] after what the cache has read
+    if (out.reused > 0) {
+      out.cache->restore(from->saved.snapshot);
+      logits = from->saved.last_logits.clone();
+    }
+    auto read = [&](int64_t begin, int64_t end) {  // prompt[begin, end) into the cache
+      if (end <= begin) return true;
+      const std::vector<int64_t> ids(prompt.begin() + begin, prompt.begin() + end);
+      logits = prefill(*model.model, *out.cache, ids, r.cache.chunk,
+                       [&](int64_t done) { return !progress || progress(begin + done); });
+      return logits.defined();
+    };
+    const int64_t aligned = n / r.cache.chunk * r.cache.chunk;
+    if (!read(out.reused, aligned)) return out;
+    std::shared_ptr<const PromptState> kept = from && out.reused > 0 ? from : nullptr;
+    const bool new_named_state = !r.state.empty() && !from;
+    if (aligned > out.reused && (r.cache_prompt || new_named_state)) {
+      auto s = std::make_shared<PromptState>();
+      s->ids.assign(prompt.begin(), prompt.begin() + aligned);
+      s->saved = capture_state(*out.cache, r.cache, model_fp, text_fingerprint(s->ids), aligned, logits);
+      kept = s;
+    }
+    if (!read(std::max(out.reused, aligned), n)) return out;
+    out.logits = logits;
+    metrics.count_prompt(n - out.reused, out.reused);
+    if (r.cache_prompt && kept) prompts.set_slot(slot, kept);
+    if (new_named_state && kept) prompts.write(r.state, *kept);
+    if (r.n > 1) out.after = capture_state(*out.cache, r.cache, model_fp, text_fingerprint(prompt), n, logits);
+    out.seconds = seconds_since(t0);
+    return out;
+  }
+
+  // One choice, generated from the prompt's state in `p` (choice 0 continues
+  // the cache as read; later ones restore the kept state). `on_text` returning
+  // false (client gone) cancels; so does the request's deadline.
+  GenerateResult run_choice(const CompletionRequest& r, ReadPrompt& p, int64_t choice, const GenerateOptions& gen,
+                            std::chrono::steady_clock::time_point until, const TextCallback& on_text,
+                            std::string* cache_desc, int64_t* cache_bytes) {
+    torch::Tensor logits = p.logits;
+    if (choice > 0) {
+      p.cache->restore(p.after->snapshot);
+      logits = p.after->last_logits.clone();
+    }
+    const int64_t bytes = p.cache->bytes();
     metrics.add_cache_bytes(bytes);
     const auto t0 = std::chrono::steady_clock::now();
     bool timed_out = false;
     TextCallback guarded = [&](const std::string& piece) {
-      if (std::chrono::steady_clock::now() > deadline) {
+      if (std::chrono::steady_clock::now() > until) {
         timed_out = true;
         return false;
       }
@@ -239,16 +341,18 @@ struct Server::Impl {
     };
     GenerateResult g;
     try {
-      g = generate(*model.model, *model.tokenizer, *cache, prompt, gen, guarded);
+      g = continue_generation(*model.model, *model.tokenizer, *p.cache, logits, gen, guarded);
     } catch (...) {
       metrics.add_cache_bytes(-bytes);
       throw;
     }
     if (timed_out) g.finish_reason = "timeout";
-    *cache_desc = cache->describe();
-    *cache_bytes = std::max(bytes, cache->bytes());
+    *cache_desc = p.cache->describe();
+    *cache_bytes = std::max(bytes, p.cache->bytes());
     metrics.add_cache_bytes(-bytes);
-    metrics.count_generation(g.prompt_tokens, static_cast<int64_t>(g.tokens.size()), seconds_since(t0));
+    g.prompt_tokens = p.tokens;
+    metrics.count_generation(choice == 0 ? p.tokens : 0, static_cast<int64_t>(g.tokens.size()),
+                             seconds_since(t0) + (choice == 0 ? p.seconds : 0));
     return g;
   }
 
@@ -265,57 +369,74 @@ struct Server::Impl {
                std::chrono::duration<double>(options.timeout_seconds));
   }
 
-  static json usage(int64_t prompt_tokens, int64_t completion_tokens) {
-    return {{"prompt_tokens", prompt_tokens}, {"completion_tokens", completion_tokens},
-            {"total_tokens", prompt_tokens + completion_tokens}};
+  static json usage(const ReadPrompt& p, int64_t completion_tokens) {
+    return {{"prompt_tokens", p.tokens}, {"completion_tokens", completion_tokens},
+            {"total_tokens", p.tokens + completion_tokens},
+            {"prompt_tokens_details", {{"cached_tokens", p.reused}}}};
+  }
+
+  static json lococo_info(const ReadPrompt& p, const std::string& desc, int64_t bytes) {
+    return {{"cache", desc}, {"cache_bytes", bytes}, {"prompt_tokens_reused", p.reused}};
+  }
+
+  // The prompt's token ids as the model reads them (BOS first).
+  std::vector<int64_t> prompt_ids(const CompletionRequest& r) const {
+    std::vector<int64_t> ids = model.tokenizer->encode(r.prompt);
+    const int64_t bos = model.tokenizer->bos_id();
+    if (r.gen.add_bos && bos >= 0 && (ids.empty() || ids[0] != bos)) ids.insert(ids.begin(), bos);
+    return ids;
   }
 
   void complete(const httplib::Request& req, httplib::Response& res, bool chat) {
-    auto r = std::make_shared<CompletionRequest>(
-        server_detail::parse_completion_request(req.body, chat, options, chat_tmpl, model.dir.string()));
-    auto prompt = std::make_shared<std::vector<int64_t>>(model.tokenizer->encode(r->prompt));
-    if (static_cast<int64_t>(prompt->size()) > options.max_prompt_tokens)
-      throw RequestError(400, fmt::format("prompt has {} tokens, more than the limit {}", prompt->size(),
-                                          options.max_prompt_tokens));
+    auto r = std::make_shared<CompletionRequest>(server_detail::parse_completion_request(
+        req.body, chat, options, chat_tmpl, model.dir.string()));
+    auto prompt = std::make_shared<std::vector<int64_t>>(prompt_ids(*r));
+    if (static_cast<int64_t>(prompt->size()) > options.prompt_limit(r->cache.policy))
+      throw RequestError(400, fmt::format("prompt has {} tokens, more than the limit {} (--max-prompt-tokens)",
+                                          prompt->size(), options.prompt_limit(r->cache.policy)));
     make_cache(model.model->config(), r->cache);  // invalid cache settings: 400 before queueing
-    const int slot = admission.enter();
+    const int slot = admission.enter(r->cache_prompt ? prompts.slots_by_reuse(*prompt) : std::vector<int>{});
     if (slot < 0) throw RequestError(503, "server busy: all slots and the queue are full, retry later");
     auto ticket = std::make_shared<SlotTicket>(admission, slot);
     const std::string id = fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++);
     if (r->stream) return stream(res, r, prompt, ticket, id);
-    std::string desc;
-    int64_t bytes = 0, prompt_tokens = 0, completion_tokens = 0;
     const auto until = deadline();
+    ReadPrompt p = read_prompt(*r, *prompt, slot, [&](int64_t) { return std::chrono::steady_clock::now() <= until; });
+    std::string desc = p.cache->describe();
+    int64_t bytes = p.cache->bytes(), completion_tokens = 0;
     json choices = json::array();
     for (int64_t i = 0; i < r->n; ++i) {
-      GenerateResult g = run(*r, choice_options(*r, i), *prompt, until, nullptr, &desc, &bytes);
+      GenerateResult g;
+      g.finish_reason = "timeout";  // the prompt was not read in time: no text
+      if (p.logits.defined()) g = run_choice(*r, p, i, choice_options(*r, i), until, nullptr, &desc, &bytes);
       json c = choice(*r, i, g.text, finish_reason(g.finish_reason), false, true);
       if (r->gen.top_logprobs >= 0) c["logprobs"] = logprobs(*r, *model.tokenizer, g.logprobs);
       choices.push_back(std::move(c));
-      prompt_tokens = g.prompt_tokens;
       completion_tokens += static_cast<int64_t>(g.tokens.size());
     }
     json j = reply_head(*r, options.model_name, id, false);
     j["choices"] = std::move(choices);
-    j["usage"] = usage(prompt_tokens, completion_tokens);
-    j["lococo"] = {{"cache", desc}, {"cache_bytes", bytes}};
+    j["usage"] = usage(p, completion_tokens);
+    j["lococo"] = lococo_info(p, desc, bytes);
     res.set_content(to_text(j), "application/json");
   }
 
   // Server-sent events: the generation runs inside the content provider, so a
-  // failed write (client gone) cancels it and frees the slot. Choices stream
-  // one after another; with logprobs, each chunk carries those of the tokens
-  // sampled since the last chunk.
+  // failed write (client gone) cancels it and frees the slot. While the prompt
+  // is read, a progress event (return_progress) or a keep-alive comment goes
+  // out at most every kKeepAliveSeconds, which also notices a client that
+  // left. Choices stream one after another; with logprobs, each chunk carries
+  // those of the tokens sampled since the last chunk.
+  static constexpr double kKeepAliveSeconds = 0.5;
+
   void stream(httplib::Response& res, std::shared_ptr<CompletionRequest> r,
               std::shared_ptr<std::vector<int64_t>> prompt, std::shared_ptr<SlotTicket> ticket, std::string id) {
     res.set_header("Cache-Control", "no-cache");
     const auto until = deadline();
     res.set_chunked_content_provider("text/event-stream", [this, r, prompt, ticket, id, until](size_t,
                                                                                              httplib::DataSink& sink) {
-      auto send = [&](const json& j) {
-        const std::string event = "data: " + to_text(j) + "\n\n";
-        return sink.write(event.data(), event.size());
-      };
+      auto write = [&](const std::string& event) { return sink.write(event.data(), event.size()); };
+      auto send = [&](const json& j) { return write("data: " + to_text(j) + "\n\n"); };
       std::vector<TokenLogprob> pending;  // sampled, not yet sent
       int64_t offset = 0;                 // completions: bytes of this choice's text sent
       auto chunk = [&](int64_t i, const std::string& text, const json& finish, bool first) {
@@ -329,43 +450,112 @@ struct Server::Impl {
         j["choices"] = json::array({c});
         return j;
       };
-      std::string desc;
-      int64_t bytes = 0, prompt_tokens = 0, completion_tokens = 0;
       try {
+        const auto t0 = std::chrono::steady_clock::now();
+        auto last_write = t0;
+        bool client_gone = false;
+        const int64_t total = static_cast<int64_t>(prompt->size());
+        auto progress = [&](int64_t done) {
+          const auto now = std::chrono::steady_clock::now();
+          if (now > until) return false;
+          if (std::chrono::duration<double>(now - last_write).count() < kKeepAliveSeconds && done < total) return true;
+          last_write = now;
+          bool ok;
+          if (r->return_progress) {
+            json j = reply_head(*r, options.model_name, id, true);
+            j["choices"] = json::array();
+            j["prompt_progress"] = {{"total", total}, {"processed", done},
+                                    {"time_ms", std::llround(seconds_since(t0) * 1000)}};
+            ok = send(j);
+          } else {
+            ok = write(": reading the prompt\n\n");
+          }
+          client_gone = !ok;
+          return ok;
+        };
+        ReadPrompt p = read_prompt(*r, *prompt, ticket->slot, progress);
+        if (client_gone) return false;
+        std::string desc = p.cache->describe();
+        int64_t bytes = p.cache->bytes(), completion_tokens = 0;
         for (int64_t i = 0; i < r->n; ++i) {
           bool first = true;
           offset = 0;
-          GenerateOptions gen = choice_options(*r, i);
-          gen.on_logprob = [&](const TokenLogprob& t) { pending.push_back(t); };
-          TextCallback on_text = [&](const std::string& piece) {
-            const bool ok = send(chunk(i, piece, nullptr, first));
-            first = false;
-            return ok;
-          };
-          GenerateResult g = run(*r, gen, *prompt, until, on_text, &desc, &bytes);
+          GenerateResult g;
+          g.finish_reason = "timeout";  // the prompt was not read in time: no text
+          if (p.logits.defined()) {
+            GenerateOptions gen = choice_options(*r, i);
+            gen.on_logprob = [&](const TokenLogprob& t) { pending.push_back(t); };
+            TextCallback on_text = [&](const std::string& piece) {
+              const bool ok = send(chunk(i, piece, nullptr, first));
+              first = false;
+              return ok;
+            };
+            g = run_choice(*r, p, i, gen, until, on_text, &desc, &bytes);
+          }
           if (g.finish_reason == "cancelled") return false;
           json j = chunk(i, "", finish_reason(g.finish_reason), first);
-          j["lococo"] = {{"cache", desc}, {"cache_bytes", bytes}};
+          j["lococo"] = lococo_info(p, desc, bytes);
           if (!send(j)) return false;
-          prompt_tokens = g.prompt_tokens;
           completion_tokens += static_cast<int64_t>(g.tokens.size());
         }
         if (r->include_usage) {
           json j = reply_head(*r, options.model_name, id, true);
           j["choices"] = json::array();
-          j["usage"] = usage(prompt_tokens, completion_tokens);
+          j["usage"] = usage(p, completion_tokens);
           if (!send(j)) return false;
         }
+      } catch (const RequestError& e) {
+        send(error_body(e.status, e.what()));
       } catch (const std::exception& e) {
         send(error_body(500, internal_error(e)));
       }
-      const std::string done = "data: [DONE]\n\n";
-      sink.write(done.data(), done.size());
+      write("data: [DONE]\n\n");
       sink.done();
       return true;
     });
   }
+
+  // POST /slots/{id}?action=save|restore|erase (llama.cpp's): a slot's kept
+  // prompt state to and from a file of --slot-save-path ({"filename": name}).
+  void slot_action(const httplib::Request& req, httplib::Response& res) {
+    const int slot = std::stoi(req.matches[1]);
+    prompts.slot(slot);  // 400 for a slot that does not exist
+    const std::string action = req.get_param_value("action");
+    const auto t0 = std::chrono::steady_clock::now();
+    if (action == "erase") {
+      const auto s = prompts.slot(slot);
+      prompts.set_slot(slot, nullptr);
+      res.set_content(to_text({{"id_slot", slot}, {"n_erased", s ? s->saved.tokens : 0}}), "application/json");
+      return;
+    }
+    if (action != "save" && action != "restore") throw RequestError(400, "'action' must be save, restore or erase");
+    if (!prompts.has_dir()) throw RequestError(400, "slot files need the server to run with --slot-save-path DIR");
+    const json body = server_detail::parse_body(req.body);
+    const std::string file = server_detail::get_string(body, "filename");
+    server_detail::check_state_name(file, "filename");
+    if (action == "save") {
+      const auto s = prompts.slot(slot);
+      if (!s) throw RequestError(400, fmt::format("slot {} keeps no prompt state to save", slot));
+      const int64_t bytes = prompts.write(file, *s);
+      res.set_content(to_text({{"id_slot", slot}, {"filename", file}, {"n_saved", s->saved.tokens},
+                               {"n_written", bytes}, {"timings", {{"save_ms", seconds_since(t0) * 1000}}}}),
+                      "application/json");
+      return;
+    }
+    const auto s = read_named_state(file, "filename");
+    if (!s) throw RequestError(404, fmt::format("no state file '{}' in --slot-save-path", file));
+    if (s->saved.model != model_fp) throw RequestError(400, fmt::format("'{}' was saved with another model", file));
+    prompts.set_slot(slot, s);
+    res.set_content(to_text({{"id_slot", slot}, {"filename", file}, {"n_restored", s->saved.tokens},
+                             {"n_read", s->saved.bytes()}, {"timings", {{"restore_ms", seconds_since(t0) * 1000}}}}),
+                    "application/json");
+  }
 };
+
+int64_t ServerOptions::prompt_limit(const std::string& policy) const {
+  if (max_prompt_tokens > 0) return max_prompt_tokens;
+  return is_bounded(policy) ? INT64_MAX : kFullCachePromptTokens;
+}
 
 Server::Server(LoadedModel model, ServerOptions options)
     : impl_(std::make_unique<Impl>(std::move(model), std::move(options))) {}

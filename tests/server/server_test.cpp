@@ -296,6 +296,139 @@ TEST_F(ServerTest, ApiKeyIsRequiredWhenSet) {
   EXPECT_EQ(open.client().Get("/metrics")->status, 200);
 }
 
+// A counter of /metrics.
+int64_t metric(const RunningServer& s, const std::string& name) {
+  const std::string body = s.client().Get("/metrics")->body;
+  std::smatch m;
+  if (!std::regex_search(body, m, std::regex("\n" + name + " ([0-9]+)"))) return -1;
+  return std::stoll(m[1]);
+}
+
+// A prompt of several chunks (the test cache reads 16 tokens per chunk).
+std::string long_prompt(const std::string& tail = "") {
+  std::string p;
+  for (int i = 0; i < 8; ++i) p += "The whale swam past the ship while the sailors watched the sea. ";
+  return p + tail;
+}
+
+TEST_F(ServerTest, PromptReuseReadsOnlyTheNewTokensAndChangesNoResult) {
+  RunningServer s(*model_, options());
+  const std::string first = long_prompt(), second = long_prompt("Then the captain spoke");
+  auto a = s.client().Post("/v1/completions", json{{"prompt", first}, {"max_tokens", 6}}.dump(), "application/json");
+  ASSERT_EQ(a->status, 200) << a->body;
+  EXPECT_EQ(json::parse(a->body)["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  const int64_t read_before = metric(s, "lococo_prompt_tokens_read_total");
+  auto b = s.client().Post("/v1/completions", json{{"prompt", second}, {"max_tokens", 6}}.dump(), "application/json");
+  ASSERT_EQ(b->status, 200) << b->body;
+  const json jb = json::parse(b->body);
+  // The kept state ends at the first prompt's last whole chunk (BOS counted).
+  const int64_t first_tokens = static_cast<int64_t>(model_->tokenizer->encode(first).size()) + 1;
+  const int64_t chunk = options().cache.chunk;
+  const int64_t reused = jb["usage"]["prompt_tokens_details"]["cached_tokens"];
+  EXPECT_EQ(reused, first_tokens / chunk * chunk);
+  EXPECT_GT(reused, 4 * chunk);
+  EXPECT_EQ(jb["lococo"]["prompt_tokens_reused"], reused);
+  EXPECT_EQ(metric(s, "lococo_prompt_tokens_reused_total"), reused);
+  EXPECT_EQ(metric(s, "lococo_prompt_tokens_read_total") - read_before,
+            jb["usage"]["prompt_tokens"].get<int64_t>() - reused);  // only the new tokens were read
+  // Read in the same chunks as a fresh read: the same text as generate() from scratch.
+  EXPECT_EQ(jb["choices"][0]["text"], direct(second, 6));
+  // The same prompt again reuses all of its whole chunks; cache_prompt: false reuses nothing.
+  auto again = s.client().Post("/v1/completions", json{{"prompt", second}, {"max_tokens", 6}}.dump(), "application/json");
+  EXPECT_EQ(json::parse(again->body)["choices"][0]["text"], direct(second, 6));
+  EXPECT_GE(json::parse(again->body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), reused);
+  auto off = s.client().Post("/v1/completions",
+                             json{{"prompt", second}, {"max_tokens", 6}, {"cache_prompt", false}}.dump(),
+                             "application/json");
+  EXPECT_EQ(json::parse(off->body)["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  EXPECT_GT(json::parse(s.client().Get("/slots")->body)[0]["n_prompt_tokens_cached"].get<int64_t>(), 0);
+  // Another policy's request does not reuse an h2o state.
+  auto other = s.client().Post("/v1/completions",
+                               json{{"prompt", second}, {"max_tokens", 2}, {"cache", {{"policy", "streaming"}}}}.dump(),
+                               "application/json");
+  EXPECT_EQ(json::parse(other->body)["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+}
+
+TEST_F(ServerTest, SlotFilesAndNamedStatesSkipTheDocument) {
+  testing::TempDir states;
+  ServerOptions o = options();
+  o.slot_save_path = states.path().string();
+  RunningServer s(*model_, o);
+  auto post = [&](const std::string& path, const json& body) {
+    return s.client().Post(path, body.dump(), "application/json");
+  };
+  const std::string doc = long_prompt(), question = long_prompt("Who watched the sea?");
+  // A named state: the first request reads the document and keeps it as a file ...
+  auto first = post("/v1/completions", {{"prompt", doc}, {"max_tokens", 1}, {"cache", {{"state", "book"}}}});
+  ASSERT_EQ(first->status, 200) << first->body;
+  EXPECT_TRUE(std::filesystem::exists(states / "book"));
+  // ... and a later one that begins with it, with the slot's own state off, reads only the question.
+  auto ask = post("/v1/completions", {{"prompt", question}, {"max_tokens", 6}, {"cache_prompt", false},
+                                      {"cache", {{"state", "book"}}}});
+  ASSERT_EQ(ask->status, 200) << ask->body;
+  const json ja = json::parse(ask->body);
+  EXPECT_GT(ja["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), 4 * o.cache.chunk);
+  EXPECT_EQ(ja["choices"][0]["text"], direct(question, 6));
+  // A state made under other cache options is refused, naming the field.
+  auto other = post("/v1/completions", {{"prompt", question}, {"cache", {{"state", "book"}, {"budget", 64}}}});
+  EXPECT_EQ(other->status, 400);
+  EXPECT_NE(other->body.find("budget"), std::string::npos) << other->body;
+  // Slot files: save, erase, restore.
+  auto saved = post("/slots/0?action=save", {{"filename", "slot0.state"}});
+  ASSERT_EQ(saved->status, 200) << saved->body;
+  EXPECT_GT(json::parse(saved->body)["n_saved"].get<int64_t>(), 0);
+  EXPECT_TRUE(std::filesystem::exists(states / "slot0.state"));
+  EXPECT_GT(json::parse(post("/slots/0?action=erase", json::object())->body)["n_erased"].get<int64_t>(), 0);
+  EXPECT_EQ(json::parse(s.client().Get("/slots")->body)[0]["n_prompt_tokens_cached"], 0);
+  auto restored = post("/slots/0?action=restore", {{"filename", "slot0.state"}});
+  ASSERT_EQ(restored->status, 200) << restored->body;
+  auto again = post("/v1/completions", {{"prompt", question}, {"max_tokens", 6}});
+  EXPECT_GT(json::parse(again->body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(json::parse(again->body)["choices"][0]["text"], direct(question, 6));
+  // File names cannot leave the directory; missing, corrupt and unknown things are client errors.
+  for (const std::string name : {"../escape", "a/b", ".hidden", "", "x\ny"})
+    EXPECT_EQ(post("/slots/0?action=save", {{"filename", name}})->status, 400) << name;
+  EXPECT_EQ(post("/v1/completions", {{"prompt", "hi"}, {"cache", {{"state", "../../etc/passwd"}}}})->status, 400);
+  EXPECT_EQ(post("/slots/0?action=restore", {{"filename", "missing"}})->status, 404);
+  std::ofstream(states / "garbage") << "not a state";
+  EXPECT_EQ(post("/slots/0?action=restore", {{"filename", "garbage"}})->status, 400);
+  EXPECT_EQ(post("/v1/completions", {{"prompt", "hi"}, {"cache", {{"state", "garbage"}}}})->status, 400);
+  EXPECT_EQ(post("/slots/7?action=save", {{"filename", "x"}})->status, 400);
+  EXPECT_EQ(post("/slots/0?action=fly", {{"filename", "x"}})->status, 400);
+  EXPECT_FALSE(std::filesystem::exists(states.path().parent_path() / "escape"));
+  RunningServer no_dir(*model_, options());  // without --slot-save-path there are no files
+  EXPECT_EQ(no_dir.client().Post("/slots/0?action=save", R"({"filename": "x"})", "application/json")->status, 400);
+  EXPECT_EQ(no_dir.client().Post("/v1/completions", R"({"prompt": "hi", "cache": {"state": "x"}})",
+                                 "application/json")->status, 400);
+}
+
+TEST_F(ServerTest, StreamedPromptReadingReportsProgress) {
+  RunningServer s(*model_, options());
+  const std::string prompt = long_prompt("And then");
+  auto res = s.client().Post("/v1/completions",
+                             json{{"prompt", prompt}, {"max_tokens", 4}, {"stream", true}, {"return_progress", true}}.dump(),
+                             "application/json");
+  ASSERT_EQ(res->status, 200);
+  const auto events = sse_payloads(res->body);
+  ASSERT_GE(events.size(), 3u);
+  // Progress events first (at least the last, with the whole prompt read), growing.
+  const int64_t total = static_cast<int64_t>(model_->tokenizer->encode(prompt).size()) + 1;
+  size_t i = 0;
+  int64_t processed = 0;
+  for (; i < events.size() && json::parse(events[i]).contains("prompt_progress"); ++i) {
+    const json p = json::parse(events[i]);
+    EXPECT_TRUE(p["choices"].empty());
+    EXPECT_EQ(p["prompt_progress"]["total"], total);
+    EXPECT_GT(p["prompt_progress"]["processed"].get<int64_t>(), processed);
+    processed = p["prompt_progress"]["processed"];
+  }
+  ASSERT_GE(i, 1u) << events[0];
+  EXPECT_EQ(processed, total);
+  std::string text;
+  for (; i + 1 < events.size(); ++i) text += json::parse(events[i])["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(text, direct(prompt, 4));
+}
+
 // `lococo serve` as its own process: the real binary, its own RSS.
 class ServeProcess {
  public:

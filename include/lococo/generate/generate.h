@@ -86,8 +86,33 @@ GenerateResult continue_generation(const LlamaModel& model, const Tokenizer& tok
                                    const TextCallback& on_text = nullptr);
 
 // Feeds `tokens` through the model in chunks of `chunk`; returns the logits of
-// the last token [V]. `on_progress` (optional) hears the tokens read after each chunk.
+// the last token [V]. `on_progress` (optional) hears the tokens read after
+// each chunk; when it returns false, reading stops there and the result is an
+// undefined tensor (the cache then holds a partial prompt).
+using PrefillProgress = std::function<bool(int64_t done)>;
 torch::Tensor prefill(const LlamaModel& model, KvCache& cache, const std::vector<int64_t>& tokens, int64_t chunk,
-                      const std::function<void(int64_t done)>& on_progress = nullptr);
+                      const PrefillProgress& on_progress = nullptr);
+
+// A prompt read as it arrives, for texts too large to hold (a log of a
+// gigabyte): token ids are fed piece by piece and run chunk by chunk, in the
+// same chunks as prefill() of the whole prompt, so the result is the same
+// while memory holds less than one chunk of ids.
+class PrefillStream {
+ public:
+  PrefillStream(const LlamaModel& model, KvCache& cache, int64_t chunk);
+  // Appends ids; every complete chunk runs now.
+  void feed(const std::vector<int64_t>& ids);
+  // Runs what is left; the logits after the last token [V]. Throws when nothing was fed.
+  torch::Tensor finish();
+  int64_t tokens() const { return fed_; }  // fed so far
+
+ private:
+  const LlamaModel& model_;
+  KvCache& cache_;
+  int64_t chunk_;
+  std::vector<int64_t> pending_;  // fed, not yet run (< chunk)
+  torch::Tensor logits_;          // [V] after the last chunk run, or undefined
+  int64_t fed_ = 0;
+};
 
 }  // namespace lococo

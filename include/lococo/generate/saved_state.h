@@ -39,6 +39,7 @@ struct SavedState {
   std::string compressor;     // compressor_fingerprint(), "" for other policies
   std::string text;           // text_fingerprint() of the ids read
   int64_t tokens = 0;         // ids read
+  int64_t bytes() const;      // of the tensors held
 };
 
 // Hex fingerprints (XXH64).
@@ -46,6 +47,20 @@ std::string model_fingerprint(const LlamaModel& model, const Tokenizer& tokenize
 // Of token ids read after a text whose fingerprint is `before` ("" = nothing
 // before): a chain, so a state continued and saved again names all it read.
 std::string text_fingerprint(const std::vector<int64_t>& ids, const std::string& before = "");
+// text_fingerprint() of ids that come piece by piece: after every piece is
+// added, digest() equals text_fingerprint(all of them, before).
+class TextFingerprint {
+ public:
+  explicit TextFingerprint(const std::string& before = "");
+  ~TextFingerprint();
+  TextFingerprint(const TextFingerprint&) = delete;
+  TextFingerprint& operator=(const TextFingerprint&) = delete;
+  void add(const std::vector<int64_t>& ids);
+  std::string digest() const;
+
+ private:
+  void* state_;  // XXH64_state_t
+};
 // Of the compressor file `options` names (lococo), "" when it names none.
 std::string compressor_fingerprint(const CacheOptions& options);
 
@@ -55,6 +70,13 @@ nlohmann::json state_options(const CacheOptions& options);
 // std::invalid_argument naming a field that is missing or of the wrong type.
 CacheOptions options_from_state(const nlohmann::json& json, CacheOptions base);
 
+// `cache`'s state now, in memory (copies): `text` is text_fingerprint() of all
+// it read, `tokens` their count; `model_fp` model_fingerprint().
+SavedState capture_state(const KvCache& cache, const CacheOptions& options, const std::string& model_fp,
+                         const std::string& text, int64_t tokens, const torch::Tensor& last_logits);
+// Writes a state file (atomic, durable).
+void write_state(const std::filesystem::path& path, const SavedState& state);
+
 // Writes `cache`'s state (atomic): `text` is text_fingerprint() of all it read,
 // `tokens` their count; `model_fp` model_fingerprint().
 void save_state(const std::filesystem::path& path, const KvCache& cache, const CacheOptions& options,
@@ -63,6 +85,12 @@ void save_state(const std::filesystem::path& path, const KvCache& cache, const C
 // Reads a state file; std::runtime_error naming the file and the field or
 // tensor on a truncated, corrupt or foreign file.
 SavedState read_state(const std::filesystem::path& path);
+
+// "" when `state` was made by this model with these options (it can continue
+// in a cache made with `options`), else the first field that differs, as
+// restore_state() names it.
+std::string state_mismatch(const SavedState& state, const CacheOptions& options, const std::string& model_fp,
+                           int64_t vocab_size);
 
 // Restores `state` into `cache` (made with `options`) after checking that it
 // was made by this model with these options: std::invalid_argument naming the

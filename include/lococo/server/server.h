@@ -39,8 +39,14 @@ struct ServerOptions {
   int port = 8080;                     // 0 = any free port (see Server::port())
   int parallel = 1;                    // requests generating at once (slots)
   int queue = 16;                      // requests waiting for a slot; more get 503
-  size_t max_body_bytes = 1 << 20;     // larger request bodies get 413
-  int64_t max_prompt_tokens = 65536;   // longer prompts get 400
+  size_t max_body_bytes = 16 << 20;    // larger request bodies get 413 (a book fits)
+  // Longer prompts get 400. 0: no limit under a bounded policy (its memory
+  // does not grow with the prompt; reading is bounded by --timeout) and
+  // kFullCachePromptTokens under the full cache. Also the largest cache.budget.
+  int64_t max_prompt_tokens = 0;
+  static constexpr int64_t kFullCachePromptTokens = 65536;
+  int64_t prompt_limit(const std::string& policy) const;  // INT64_MAX for none
+  int64_t budget_limit() const { return max_prompt_tokens > 0 ? max_prompt_tokens : kFullCachePromptTokens; }
   int64_t max_tokens_limit = 4096;     // largest max_tokens a request may ask
   int64_t default_max_tokens = 128;    // max_tokens when a request gives none
   int64_t max_choices = 8;             // largest n (choices per request) a request may ask
@@ -50,6 +56,7 @@ struct ServerOptions {
   bool metrics_open = false;           // /metrics answers without the key (default: it needs it too)
   std::string chat_template;           // empty: detected from the model directory
   std::string model_name = "lococo";   // id reported by /v1/models and in replies
+  std::string slot_save_path;          // directory of slot files and named states ("" = none)
   CacheOptions cache;                  // default policy, budget, chunk, ... per request
 };
 
