@@ -168,9 +168,9 @@ CacheOptions get_cache(const json& j, const ServerOptions& o, const std::string&
   CacheOptions c = o.cache;
   if (!j.contains("cache") || j["cache"].is_null()) return c;
   const json& r = j["cache"];
-  if (!r.is_object()) bad("'cache' must be an object {policy, budget, chunk, state}");
+  if (!r.is_object()) bad("'cache' must be an object {policy, budget, chunk, state, continue}");
   for (const auto& [key, value] : r.items())
-    if (key != "policy" && key != "budget" && key != "chunk" && key != "state")
+    if (key != "policy" && key != "budget" && key != "chunk" && key != "state" && key != "continue")
       bad(fmt::format("'cache.{}' is not a known field", key));
   if (r.contains("policy")) {
     c.policy = get_string(r, "policy");
@@ -221,6 +221,9 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat, c
     r.state = get_string(j["cache"], "state");
     check_state_name(r.state, "cache.state");
     if (o.slot_save_path.empty()) bad("'cache.state' needs the server to run with --slot-save-path DIR");
+    r.state_continue = get_bool(j["cache"], "continue", false);
+  } else if (j.contains("cache") && j["cache"].is_object() && j["cache"].contains("continue")) {
+    bad("'cache.continue' needs 'cache.state'");
   }
   return r;
 }

@@ -31,6 +31,7 @@ struct CompletionRequest {
   CacheOptions cache;           // server defaults overridden by the request's `cache`
   bool cache_prompt = true;     // continue from the slot's kept state when the prompt begins with its tokens
   std::string state;            // cache.state: a named state in --slot-save-path ("" = none)
+  bool state_continue = false;  // cache.continue: the prompt continues the state's text (no BOS; the state must exist)
   bool return_progress = false; // stream prefill progress events (llama.cpp's field)
 };
 

@@ -283,6 +283,7 @@ struct Server::Impl {
     const auto n = static_cast<int64_t>(prompt.size());
     out.tokens = n;
     out.cache = make_cache(model.model->config(), r.cache);
+    if (r.state_continue) return continue_state(r, prompt, progress);
     const auto from = reusable_state(r, slot);
     if (from) out.reused = reusable_tokens(*from, prompt);
     torch::Tensor logits;  // [V] after what the cache has read
@@ -313,6 +314,28 @@ struct Server::Impl {
     if (r.cache_prompt && kept) prompts.set_slot(slot, kept);
     if (new_named_state && kept) prompts.write(r.state, *kept);
     if (r.n > 1) out.after = capture_state(*out.cache, r.cache, model_fp, text_fingerprint(prompt), n, logits);
+    out.seconds = seconds_since(t0);
+    return out;
+  }
+
+  // "cache": {"state": NAME, "continue": true}: the prompt is read after the
+  // text the named state read, as `generate --load-state` does; the slot keeps
+  // nothing (the next question starts from the named state again).
+  ReadPrompt continue_state(const CompletionRequest& r, const std::vector<int64_t>& prompt,
+                            const PrefillProgress& progress) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto from = reusable_state(r, -1);
+    if (!from) throw RequestError(404, fmt::format("'cache.state': no state named '{}' to continue", r.state));
+    ReadPrompt out;
+    out.cache = make_cache(model.model->config(), r.cache);
+    out.cache->restore(from->saved.snapshot);
+    out.tokens = static_cast<int64_t>(prompt.size());
+    out.reused = from->saved.tokens;
+    out.logits = prompt.empty() ? from->saved.last_logits.clone()
+                                : prefill(*model.model, *out.cache, prompt, r.cache.chunk, progress);
+    if (!out.logits.defined()) return out;
+    metrics.count_prompt(out.tokens, out.reused);
+    if (r.n > 1) out.after = capture_state(*out.cache, r.cache, model_fp, "", out.tokens, out.logits);
     out.seconds = seconds_since(t0);
     return out;
   }
@@ -383,7 +406,7 @@ struct Server::Impl {
   std::vector<int64_t> prompt_ids(const CompletionRequest& r) const {
     std::vector<int64_t> ids = model.tokenizer->encode(r.prompt);
     const int64_t bos = model.tokenizer->bos_id();
-    if (r.gen.add_bos && bos >= 0 && (ids.empty() || ids[0] != bos)) ids.insert(ids.begin(), bos);
+    if (r.gen.add_bos && !r.state_continue && bos >= 0 && (ids.empty() || ids[0] != bos)) ids.insert(ids.begin(), bos);
     return ids;
   }
 

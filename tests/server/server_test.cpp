@@ -369,6 +369,26 @@ TEST_F(ServerTest, SlotFilesAndNamedStatesSkipTheDocument) {
   const json ja = json::parse(ask->body);
   EXPECT_GT(ja["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), 4 * o.cache.chunk);
   EXPECT_EQ(ja["choices"][0]["text"], direct(question, 6));
+  // "continue": the prompt is read after the state's text (here: the document's whole chunks).
+  auto cont = post("/v1/completions", {{"prompt", " Who watched the sea?"}, {"max_tokens", 6},
+                                       {"cache", {{"state", "book"}, {"continue", true}}}});
+  ASSERT_EQ(cont->status, 200) << cont->body;
+  {
+    std::vector<int64_t> read = model_->tokenizer->encode(doc, /*add_bos=*/true);
+    read.resize(read.size() / o.cache.chunk * o.cache.chunk);
+    auto cache = make_cache(model_->model->config(), o.cache);
+    prefill(*model_->model, *cache, read, o.cache.chunk);
+    const auto logits = prefill(*model_->model, *cache, model_->tokenizer->encode(" Who watched the sea?"), o.cache.chunk);
+    GenerateOptions g;
+    g.max_tokens = 6;
+    const std::string text = continue_generation(*model_->model, *model_->tokenizer, *cache, logits, g).text;
+    EXPECT_EQ(json::parse(cont->body)["choices"][0]["text"],
+              json::parse(json(text).dump(-1, ' ', false, json::error_handler_t::replace)));
+    EXPECT_EQ(json::parse(cont->body)["usage"]["prompt_tokens_details"]["cached_tokens"],
+              static_cast<int64_t>(read.size()));
+  }
+  EXPECT_EQ(post("/v1/completions", {{"prompt", "x"}, {"cache", {{"state", "nobook"}, {"continue", true}}}})->status, 404);
+  EXPECT_EQ(post("/v1/completions", {{"prompt", "x"}, {"cache", {{"continue", true}}}})->status, 400);
   // A state made under other cache options is refused, naming the field.
   auto other = post("/v1/completions", {{"prompt", question}, {"cache", {{"state", "book"}, {"budget", 64}}}});
   EXPECT_EQ(other->status, 400);
