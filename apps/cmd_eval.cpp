@@ -142,10 +142,7 @@ void add_recall(CLI::App& eval) {
     o.gaps = parse_token_counts(f->gaps, "--gaps");
     LoadedModel m = load_model(f->model);
     apply_common_flags(o, *f, m);
-    std::vector<int64_t> corpus;  // the documents' tokens, BOS left out
-    for (const auto& d : load_documents(f->data, *m.tokenizer))
-      for (int64_t id : d.tokens)
-        if (id != m.tokenizer->bos_id()) corpus.push_back(id);
+    const std::vector<int64_t> corpus = joined_tokens(load_documents(f->data, *m.tokenizer), *m.tokenizer);
     const RecallReport r = eval_recall(m, corpus, o);
     print_summary(to_markdown(r), write_report(r, f->out), f->json, r.to_json());
     return 0;

@@ -15,6 +15,7 @@
 #include "lococo/eval/passkey.h"
 #include "lococo/eval/perplexity.h"
 #include "lococo/core/progress.h"
+#include "lococo/core/text_pieces.h"
 #include "lococo/tokenizer/token_data.h"
 
 namespace lococo {
@@ -53,18 +54,62 @@ CacheOptions run_cache_options(const CacheOptions& base, const CacheRun& run, co
   return resolve_compressor(o, model_dir);
 }
 
+namespace {
+
+// The ids of `file` piece by piece (BOS first), at most `max_tokens` (0 = all)
+// of them; returns how many. `fn` returning false stops early.
+int64_t read_file_pieces(const std::filesystem::path& file, const Tokenizer& tokenizer, int64_t max_tokens,
+                         const std::function<bool(std::vector<int64_t>& ids)>& fn) {
+  TextPieces text(file.string());
+  std::string piece;
+  int64_t n = 0;
+  bool first = true;
+  while ((max_tokens <= 0 || n < max_tokens) && text.next(piece)) {
+    auto ids = tokenizer.encode(piece, /*add_bos=*/first);
+    first = false;
+    if (max_tokens > 0 && n + static_cast<int64_t>(ids.size()) > max_tokens) ids.resize(max_tokens - n);
+    n += static_cast<int64_t>(ids.size());
+    if (!fn(ids)) break;
+  }
+  return n;
+}
+
+}  // namespace
+
 std::vector<Document> load_documents(const std::vector<std::string>& paths, const Tokenizer& tokenizer,
                                      int64_t max_tokens, int64_t min_tokens) {
   std::vector<Document> docs;
   for (const auto& file : list_text_files(paths)) {
-    Document d{file.string(), tokenizer.encode(read_text_file(file), /*add_bos=*/true)};
-    if (max_tokens > 0 && static_cast<int64_t>(d.tokens.size()) > max_tokens) d.tokens.resize(max_tokens);
-    if (static_cast<int64_t>(d.tokens.size()) >= std::max<int64_t>(2, min_tokens)) docs.push_back(std::move(d));
+    Document d;
+    d.name = file.string();
+    d.file = file;
+    d.length = read_file_pieces(file, tokenizer, max_tokens, [](std::vector<int64_t>&) { return true; });
+    if (d.length >= std::max<int64_t>(2, min_tokens)) docs.push_back(std::move(d));
   }
   if (docs.empty())
     throw std::invalid_argument(fmt::format("--data: no document of at least {} tokens in {}", std::max<int64_t>(2, min_tokens),
                                             fmt::join(paths, ", ")));
   return docs;
+}
+
+void for_each_piece(const Document& doc, const Tokenizer* tokenizer,
+                    const std::function<void(const std::vector<int64_t>& ids)>& fn) {
+  if (doc.file.empty()) return fn(doc.tokens);
+  if (!tokenizer) throw std::invalid_argument(doc.name + ": reading a document file needs the model's tokenizer");
+  read_file_pieces(doc.file, *tokenizer, doc.length, [&](std::vector<int64_t>& ids) {
+    fn(ids);
+    return true;
+  });
+}
+
+std::vector<int64_t> joined_tokens(const std::vector<Document>& docs, const Tokenizer& tokenizer) {
+  std::vector<int64_t> out;
+  for (const auto& d : docs)
+    for_each_piece(d, &tokenizer, [&](const std::vector<int64_t>& ids) {
+      for (int64_t id : ids)
+        if (id != tokenizer.bos_id()) out.push_back(id);
+    });
+  return out;
 }
 
 // ---- Streaming perplexity ---------------------------------------------------
@@ -73,10 +118,11 @@ double PplRun::perplexity() const { return std::exp(mean_nll); }
 
 namespace {
 
-// Adds one document's per-token NLLs to a run's totals; nll[i] scores position i + 1.
-void accumulate(PplRun& run, const std::vector<float>& nll, int64_t bucket, double& nll_sum) {
-  for (size_t i = 0; i < nll.size(); ++i) {
-    const auto b = static_cast<size_t>((i + 1) / bucket);
+// Adds NLLs of positions [position, position + n) of a document to a run's
+// buckets and totals (running sums: no per-token array is kept).
+void accumulate(PplRun& run, int64_t position, const float* nll, int64_t n, int64_t bucket, double& nll_sum) {
+  for (int64_t i = 0; i < n; ++i) {
+    const auto b = static_cast<size_t>((position + i) / bucket);
     if (run.buckets.size() <= b) {
       const auto old = run.buckets.size();
       run.buckets.resize(b + 1);
@@ -86,7 +132,7 @@ void accumulate(PplRun& run, const std::vector<float>& nll, int64_t bucket, doub
     run.buckets[b].tokens += 1;
     nll_sum += nll[i];
   }
-  run.tokens += static_cast<int64_t>(nll.size());
+  run.tokens += n;
 }
 
 void finish_means(PplRun& run, double nll_sum) {
@@ -114,8 +160,8 @@ PplReport eval_perplexity(const LoadedModel& m, const std::vector<Document>& doc
   report.documents = static_cast<int64_t>(docs.size());
   int64_t longest = 0;
   for (const auto& d : docs) {
-    report.tokens += static_cast<int64_t>(d.tokens.size());
-    longest = std::max<int64_t>(longest, d.tokens.size());
+    report.tokens += d.size();
+    longest = std::max<int64_t>(longest, d.size());
   }
   auto runs = cache_runs(o.policies, o.budgets);
   check_budgets_below(runs, longest, "longest document");
@@ -137,17 +183,22 @@ PplReport eval_perplexity(const LoadedModel& m, const std::vector<Document>& doc
     const CacheOptions co = run_cache_options(o.cache, run, m.dir);
     PerplexityOptions po;
     po.chunk = co.chunk;
+    po.keep_nll = false;
     reset_peak_rss();
     double nll_sum = 0, seconds = 0;
     for (const auto& d : docs) {
       auto cache = make_cache(m.model->config(), co);
       po.on_progress = [&](int64_t done, int64_t) { bar.set(done_before + done, cache->describe()); };
-      PerplexityResult pr = streaming_perplexity(*m.model, *cache, d.tokens, po);
-      accumulate(r, pr.nll, o.bucket, nll_sum);
+      po.on_nll = [&](int64_t position, const float* nll, int64_t n) {
+        accumulate(r, position, nll, n, o.bucket, nll_sum);
+      };
+      PerplexityStream stream(*m.model, *cache, po);
+      for_each_piece(d, m.tokenizer.get(), [&](const std::vector<int64_t>& ids) { stream.feed(ids); });
+      const PerplexityResult pr = stream.finish();
       seconds += pr.seconds;
       r.cache = cache->describe();
       r.cache_bytes = std::max(r.cache_bytes, cache->bytes());
-      done_before += static_cast<int64_t>(d.tokens.size());
+      done_before += d.size();
     }
     finish_means(r, nll_sum);
     r.tokens_per_second = seconds > 0 ? report.tokens / seconds : 0;
@@ -207,11 +258,8 @@ PasskeyExample example_for(const Tokenizer& tok, const PasskeyEvalOptions& o, si
 
 // The tokens of the filler files, documents joined without BOS (empty: none given).
 std::vector<int64_t> filler_tokens(const PasskeyEvalOptions& o, const Tokenizer& tok) {
-  std::vector<int64_t> out;
-  if (o.filler.empty()) return out;
-  for (const auto& d : load_documents(o.filler, tok))
-    for (int64_t id : d.tokens)
-      if (id != tok.bos_id()) out.push_back(id);
+  if (o.filler.empty()) return {};
+  std::vector<int64_t> out = joined_tokens(load_documents(o.filler, tok), tok);
   if (out.empty()) throw std::invalid_argument("--filler: the files hold no text");
   return out;
 }

@@ -41,6 +41,7 @@ void PerplexityStream::run_chunk(const std::vector<int64_t>& ids) {
     const float* p = nll.data_ptr<float>();
     for (int64_t i = 0; i < nll.size(0); ++i) result_.nll_sum += p[i];
     if (options_.keep_nll) result_.nll.insert(result_.nll.end(), p, p + nll.size(0));
+    if (options_.on_nll) options_.on_nll(result_.scored + 1, p, nll.size(0));
     result_.scored += nll.size(0);
   }
   result_.tokens += n;

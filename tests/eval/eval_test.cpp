@@ -58,6 +58,43 @@ TEST(EvalPpl, FullCacheEqualsExpMeanNllOfTheLogits) {
   EXPECT_EQ(r.runs[0].buckets[2].tokens, 100);
 }
 
+// Documents read from files are scored piece by piece (their ids are not
+// kept) and give the same report as the same ids held in memory.
+TEST(EvalPpl, FileDocumentsStreamAndEqualTheirIdsInMemory) {
+  testing::TempDir dir;
+  const LoadedModel m = testing::tokenized_tiny_model(dir.path() / "model");
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "Line " + std::to_string(i) + ": the whale swam past the ship.\n";
+  std::ofstream(dir / "doc.txt") << text;
+  const auto files = load_documents({(dir / "doc.txt").string()}, *m.tokenizer, /*max_tokens=*/300);
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_TRUE(files[0].tokens.empty());
+  std::vector<int64_t> whole = m.tokenizer->encode(text, /*add_bos=*/true);
+  ASSERT_GT(whole.size(), 300u);
+  whole.resize(300);
+  EXPECT_EQ(files[0].size(), 300);
+  std::vector<int64_t> pieces;
+  for_each_piece(files[0], m.tokenizer.get(), [&](const std::vector<int64_t>& ids) {
+    pieces.insert(pieces.end(), ids.begin(), ids.end());
+  });
+  EXPECT_EQ(pieces, whole);
+  PplEvalOptions o;
+  o.policies = {"full", "h2o"};
+  o.budgets = {64};
+  o.cache.chunk = 32;
+  o.bucket = 100;
+  o.progress = false;
+  const PplReport from_file = eval_perplexity(m, files, o);
+  const PplReport in_memory = eval_perplexity(m, {{"doc", whole}}, o);
+  ASSERT_EQ(from_file.runs.size(), in_memory.runs.size());
+  for (size_t i = 0; i < from_file.runs.size(); ++i) {
+    EXPECT_EQ(from_file.runs[i].tokens, 299);
+    EXPECT_DOUBLE_EQ(from_file.runs[i].mean_nll, in_memory.runs[i].mean_nll);
+    ASSERT_EQ(from_file.runs[i].buckets.size(), 3u);
+    EXPECT_EQ(from_file.runs[i].buckets[2].tokens, 100);
+  }
+}
+
 TEST(EvalPpl, BoundedPoliciesRunAtEveryBudgetAndReportValidJson) {
   testing::TempDir dir;
   const auto m = tiny_loaded(dir.path());

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -48,15 +49,27 @@ std::vector<CacheRun> cache_runs(const std::vector<std::string>& policies, const
 // that budget where the policy needs one (resolve_compressor).
 CacheOptions run_cache_options(const CacheOptions& base, const CacheRun& run, const std::filesystem::path& model_dir);
 
-// A text document as token ids (BOS first), cut to at most `max_tokens`.
+// A text document as token ids (BOS first). Held in memory (`tokens`), or a
+// file whose ids are not kept: they are read again piece by piece each time
+// the document is used (for_each_piece), so memory does not grow with it.
 struct Document {
   std::string name;
-  std::vector<int64_t> tokens;
+  std::vector<int64_t> tokens;  // the ids, when held in memory
+  std::filesystem::path file;   // else: the file, read piece by piece
+  int64_t length = 0;           // the file's tokens (after the cut to max_tokens)
+  int64_t size() const { return file.empty() ? static_cast<int64_t>(tokens.size()) : length; }
 };
-// The .txt files under `paths`, one document each; documents shorter than
-// `min_tokens` are skipped. Throws naming a missing path, or when none is left.
+// The .txt files under `paths`, one document each, cut to at most `max_tokens`
+// (0 = no cut); documents shorter than `min_tokens` are skipped. Throws naming
+// a missing path, or when none is left.
 std::vector<Document> load_documents(const std::vector<std::string>& paths, const Tokenizer& tokenizer,
                                      int64_t max_tokens = 0, int64_t min_tokens = 2);
+// Calls `fn` with the document's ids (BOS first) piece by piece, size() in all
+// (`tokenizer` reads a file; a document in memory needs none).
+void for_each_piece(const Document& doc, const Tokenizer* tokenizer,
+                    const std::function<void(const std::vector<int64_t>& ids)>& fn);
+// All of a document set's ids, BOS left out (corpora of passkey filler and recall).
+std::vector<int64_t> joined_tokens(const std::vector<Document>& docs, const Tokenizer& tokenizer);
 
 // ---- Streaming perplexity -------------------------------------------------
 

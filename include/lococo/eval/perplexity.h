@@ -16,6 +16,9 @@ struct PerplexityOptions {
   int64_t chunk = 512;                                           // tokens per forward
   bool keep_nll = true;                                          // keep every token's NLL in the result
   std::function<void(int64_t done, int64_t total)> on_progress;  // optional; total is 0 when unknown
+  // Optional: the NLLs of each chunk as it is scored; nll[i] scores the
+  // token at `position + i` (positions count from the stream's first token).
+  std::function<void(int64_t position, const float* nll, int64_t n)> on_nll;
 };
 
 struct PerplexityResult {
