@@ -8,6 +8,7 @@ namespace lococo::cli {
 void add_info_command(CLI::App& root);
 void add_init_model_command(CLI::App& root);
 void add_generate_command(CLI::App& root);
+void add_chat_command(CLI::App& root);
 void add_perplexity_command(CLI::App& root);
 void add_train_tokenizer_command(CLI::App& root);
 void add_pretrain_command(CLI::App& root);
@@ -24,6 +25,7 @@ inline void add_all_commands(CLI::App& root) {
   add_info_command(root);
   add_init_model_command(root);
   add_generate_command(root);
+  add_chat_command(root);
   add_perplexity_command(root);
   add_train_tokenizer_command(root);
   add_pretrain_command(root);

@@ -18,6 +18,7 @@ PACKAGES=(
   libpcre2-dev  # Unicode regular expressions of Hugging Face tokenizer.json pre-tokenizers
   libicu-dev  # Unicode normalization (NFC) of tokenizer.json normalizers
   libxxhash-dev  # fingerprints of saved cache states
+  libedit-dev tmux  # line editing of `lococo chat`; tmux drives it in its test as a person would
   # The Python package lococo (python/), built against Debian's torch (the same libtorch),
   # its pytest suite, and the plot of examples/compare_policies.py
   pybind11-dev python3-dev python3-torch python3-pytest python3-matplotlib

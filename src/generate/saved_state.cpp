@@ -1,11 +1,13 @@
 #include "lococo/generate/saved_state.h"
 
 #include <fstream>
+#include <map>
 #include <stdexcept>
 
 #include <fmt/format.h>
 #include <xxhash.h>
 
+#include "lococo/core/io_util.h"
 #include "lococo/io/safetensors.h"
 #include "lococo/kv/registry.h"
 
@@ -116,15 +118,16 @@ SavedState capture_state(const KvCache& cache, const CacheOptions& options, cons
 void write_state(const std::filesystem::path& path, const SavedState& s) {
   NamedTensors tensors = s.snapshot.tensors;
   tensors.emplace_back(kLogits, s.last_logits);
-  save_safetensors(path, tensors,
-                   {{"format", kFormat},
-                    {"version", kVersion},
-                    {"model", s.model},
-                    {"options", s.options.dump()},
-                    {"compressor", s.compressor},
-                    {"text", s.text},
-                    {"tokens", std::to_string(s.tokens)},
-                    {"counters", s.snapshot.counters.dump()}});
+  std::map<std::string, std::string> meta = {{"format", kFormat},
+                                             {"version", kVersion},
+                                             {"model", s.model},
+                                             {"options", s.options.dump()},
+                                             {"compressor", s.compressor},
+                                             {"text", s.text},
+                                             {"tokens", std::to_string(s.tokens)},
+                                             {"counters", s.snapshot.counters.dump()}};
+  if (!s.extra.is_null()) meta["extra"] = to_json_line(s.extra);
+  save_safetensors(path, tensors, meta);
 }
 
 void save_state(const std::filesystem::path& path, const KvCache& cache, const CacheOptions& options,
@@ -165,6 +168,7 @@ SavedState read_state(const std::filesystem::path& path) {
   if (s.text.size() != 16 || s.text.find_first_not_of("0123456789abcdef") != std::string::npos)
     throw std::runtime_error(fmt::format("{}: state metadata 'text' is not a fingerprint ('{}')", file, s.text));
   s.snapshot.counters = json_field("counters", true);
+  if (meta.find("extra") != meta.end()) s.extra = json_field("extra", true);
   const std::string& tokens = field("tokens");
   size_t used = 0;
   try {

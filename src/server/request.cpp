@@ -196,7 +196,12 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat, c
   const json j = parse_body(body);
   CompletionRequest r;
   r.chat = chat;
-  r.prompt = chat ? render_chat(tmpl, get_messages(j)) : get_string(j, "prompt");
+  if (chat) {
+    r.chat_segments = render_chat_segments(tmpl, get_messages(j));
+    for (const auto& seg : r.chat_segments) r.prompt += seg.text;
+  } else {
+    r.prompt = get_string(j, "prompt");
+  }
   if (r.prompt.empty()) bad("'prompt' is empty");
   r.stream = get_bool(j, "stream", false);
   r.gen.stop_at_eos = !get_bool(j, "ignore_eos", false);  // llama.cpp's extension, for load tests

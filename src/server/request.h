@@ -23,7 +23,8 @@ struct RequestError : std::runtime_error {
 
 struct CompletionRequest {
   bool chat = false;            // /v1/chat/completions
-  std::string prompt;           // rendered through the chat template when `chat`
+  std::string prompt;           // the prompt text (`chat`: the template's rendering, for the record)
+  std::vector<ChatSegment> chat_segments;  // `chat`: the rendering the prompt's ids come from (encode_chat)
   bool stream = false;
   bool include_usage = false;   // stream_options.include_usage: a last chunk with the usage
   int64_t n = 1;                // choices, generated one after another (choice i samples with seed + i)

@@ -404,7 +404,9 @@ struct Server::Impl {
 
   // The prompt's token ids as the model reads them (BOS first).
   std::vector<int64_t> prompt_ids(const CompletionRequest& r) const {
-    std::vector<int64_t> ids = model.tokenizer->encode(r.prompt);
+    // Chat: template markers as special tokens, message content as plain text.
+    std::vector<int64_t> ids = r.chat ? encode_chat(*model.tokenizer, r.chat_segments, false)
+                                      : model.tokenizer->encode(r.prompt);
     const int64_t bos = model.tokenizer->bos_id();
     if (r.gen.add_bos && !r.state_continue && bos >= 0 && (ids.empty() || ids[0] != bos)) ids.insert(ids.begin(), bos);
     return ids;

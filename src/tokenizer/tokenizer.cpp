@@ -80,6 +80,14 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_proto, c
   size_ = spm_api().piece_size(sp_);
   bos_ = spm_api().bos_id(sp_);
   eos_ = spm_api().eos_id(sp_);
+  for (int id = 0; id < size_; ++id) {
+    if (spm_api().is_control(sp_, id) == 0) continue;
+    char* raw = nullptr;
+    size_t len = 0;
+    spm_api().id_to_piece(sp_, id, &raw, &len);
+    SpmBuffer owned{raw};
+    controls_.emplace(std::string(raw, len), id);
+  }
 }
 
 SentencePieceTokenizer::~SentencePieceTokenizer() {
@@ -112,6 +120,11 @@ std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) cons
     throw std::runtime_error(source_ + ": decode failed: " + take_error(error));
   SpmBuffer owned{text};
   return std::string(text, len);
+}
+
+int64_t SentencePieceTokenizer::special_token_id(const std::string& text) const {
+  const auto it = controls_.find(text);
+  return it == controls_.end() ? -1 : it->second;
 }
 
 std::string SentencePieceTokenizer::piece_text(int64_t id) const {

@@ -289,6 +289,18 @@ std::vector<int64_t> HfBpeTokenizer::encode(const std::string& text, bool add_bo
   return out;
 }
 
+std::vector<int64_t> HfBpeTokenizer::encode_text(const std::string& text) const {
+  std::vector<int64_t> out;
+  if (!text.empty()) encode_ordinary(text, out);
+  return out;
+}
+
+int64_t HfBpeTokenizer::special_token_id(const std::string& text) const {
+  for (const auto& [content, id] : added_)
+    if (content == text) return id;
+  return -1;
+}
+
 void HfBpeTokenizer::encode_ordinary(const std::string& raw, std::vector<int64_t>& out) const {
   const std::string text = nfc_ ? nfc(raw) : raw;
   if (byte_level_) {

@@ -613,24 +613,5 @@ TEST_F(ServerTest, FiftyConcurrentRequestsCompleteWithFlatMemory) {
   EXPECT_NE(metrics.find("lococo_cache_bytes 0"), std::string::npos);
 }
 
-TEST(ChatTemplate, RendersEachTemplate) {
-  const std::vector<ChatMessage> m = {{"system", "S"}, {"user", "U"}};
-  EXPECT_EQ(render_chat(chat_template("chatml"), m), "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
-  EXPECT_EQ(render_chat(chat_template("llama-2"), m), "[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST]");
-  EXPECT_EQ(render_chat(chat_template("llama-3"), m),
-            "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|>"
-            "<|start_header_id|>assistant<|end_header_id|>\n\n");
-  EXPECT_EQ(render_chat(chat_template("plain"), m), "System: S\nUser: U\nAssistant:");
-  // A tool's answer: its own turn where the template has one, user input in Llama 2.
-  const std::vector<ChatMessage> t = {{"user", "U"}, {"assistant", "A"}, {"tool", "T"}};
-  EXPECT_EQ(render_chat(chat_template("chatml"), t),
-            "<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n<|im_start|>tool\nT<|im_end|>\n"
-            "<|im_start|>assistant\n");
-  EXPECT_EQ(render_chat(chat_template("llama-2"), t), "[INST] U [/INST] A </s><s>[INST] T [/INST]");
-  EXPECT_EQ(render_chat(chat_template("plain"), t), "User: U\nAssistant: A\nTool: T\nAssistant:");
-  EXPECT_THROW(chat_template("jinja"), std::invalid_argument);
-  EXPECT_THROW(render_chat(chat_template("plain"), {}), std::invalid_argument);
-}
-
 }  // namespace
 }  // namespace lococo

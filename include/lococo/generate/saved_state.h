@@ -15,7 +15,8 @@
 //               budget, chunk, buffer, positions, dtype and the policy's knobs);
 //             compressor: fingerprint of the compressor file (lococo), else "";
 //             text: XXH64 of the token ids read, hex; tokens: their count;
-//             counters: JSON of the cache's counters.
+//             counters: JSON of the cache's counters;
+//             extra (optional): JSON object a front end keeps with the state.
 #pragma once
 
 #include <filesystem>
@@ -39,6 +40,7 @@ struct SavedState {
   std::string compressor;     // compressor_fingerprint(), "" for other policies
   std::string text;           // text_fingerprint() of the ids read
   int64_t tokens = 0;         // ids read
+  nlohmann::json extra;       // what a front end keeps with the state (lococo chat: the conversation), or null
   int64_t bytes() const;      // of the tensors held
 };
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace lococo {
@@ -14,6 +15,12 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   // Token ids of `text`, with BOS first when `add_bos`.
   virtual std::vector<int64_t> encode(const std::string& text, bool add_bos = false) const = 0;
+  // Token ids of `text` as plain text: special or added tokens written in it
+  // ("<|im_end|>") are encoded as their characters, never as those tokens, so
+  // text from a user cannot forge a chat turn.
+  virtual std::vector<int64_t> encode_text(const std::string& text) const { return encode(text); }
+  // The id of the special (control or added) token written `text`, or -1.
+  virtual int64_t special_token_id(const std::string& /*text*/) const { return -1; }
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
   // The text of one token as it continues a stream (leading spaces kept).
   virtual std::string piece_text(int64_t id) const = 0;
@@ -31,12 +38,14 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::vector<int64_t> encode(const std::string& text, bool add_bos = false) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
   std::string piece_text(int64_t id) const override;
+  int64_t special_token_id(const std::string& text) const override;
   int64_t vocab_size() const override;
   int64_t bos_id() const override;
   int64_t eos_id() const override;
 
  private:
   void* sp_ = nullptr;  // a sentencepiece::SentencePieceProcessor inside liblococo_spm.so
+  std::unordered_map<std::string, int64_t> controls_;  // control pieces by their text (SentencePiece never encodes them)
   std::string source_;  // the file (or other origin) named in errors
   int64_t size_ = 0, bos_ = -1, eos_ = -1;
 };

@@ -43,8 +43,10 @@ class HfBpeTokenizer final : public Tokenizer {
   ~HfBpeTokenizer() override;
 
   std::vector<int64_t> encode(const std::string& text, bool add_bos = false) const override;
+  std::vector<int64_t> encode_text(const std::string& text) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
   std::string piece_text(int64_t id) const override;
+  int64_t special_token_id(const std::string& text) const override;
   int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
   int64_t bos_id() const override { return bos_; }
   int64_t eos_id() const override { return eos_; }
