@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Writes small valid seed files for the fuzzers: GGUF files (every metadata
 // value kind, F32/F16/Q8_0/Q4_0 tensors) and safetensors files.
-//   node fuzz/make-seeds.js OUT_DIR    -> OUT_DIR/gguf/*.gguf, OUT_DIR/safetensors/*.safetensors
+//   node fuzz/make-seeds.js OUT_DIR    -> OUT_DIR/gguf/*.gguf, OUT_DIR/safetensors/*.safetensors, OUT_DIR/state/*.state
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -57,8 +57,8 @@ function gguf(meta, list) {
 }
 
 // ---- safetensors -------------------------------------------------------------------
-function safetensors(entries) {  // [name, dtype, shape, data]
-  const header = { __metadata__: { format: 'pt' } };
+function safetensors(entries, metadata = { format: 'pt' }) {  // [name, dtype, shape, data]
+  const header = { __metadata__: metadata };
   let offset = 0;
   for (const [name, dtype, shape, bytes] of entries) {
     header[name] = { dtype, shape, data_offsets: [offset, offset + bytes.length] };
@@ -80,4 +80,16 @@ fs.writeFileSync(path.join(out, 'safetensors', 'two.safetensors'), safetensors([
   ['c', 'I64', [1], u64(3)],
 ]));
 fs.writeFileSync(path.join(out, 'safetensors', 'empty.safetensors'), safetensors([]));
+// A saved cache state (lococo/generate/saved_state.h): one layer's slots and the logits.
+fs.mkdirSync(path.join(out, 'state'), { recursive: true });
+fs.writeFileSync(path.join(out, 'state', 'one-layer.state'), safetensors([
+  ['layers.0.keys', 'F32', [1, 2, 2], f32s([1, 2, 3, 4])],
+  ['layers.0.values', 'F32', [1, 2, 2], f32s([5, 6, 7, 8])],
+  ['layers.0.positions', 'I64', [1, 2], Buffer.concat([u64(0), u64(1)])],
+  ['last_logits', 'F32', [4], f32s([0, 1, 2, 3])],
+], {
+  format: 'lococo-state', version: '1', model: '0123456789abcdef', options: '{"policy":"streaming","budget":2}',
+  compressor: '', text: '0123456789abcdef', tokens: '2', counters: '{"tokens_seen":2}',
+  extra: '{"messages":[{"role":"user","content":"hi"}],"read_messages":1,"chat_template":"plain"}',
+}));
 console.log(`seeds written to ${out}`);

@@ -3,13 +3,13 @@
 # runs each for FUZZ_SECONDS (default 60) from seed files (fuzz/make-seeds.js).
 # Exits non-zero when a target crashes, leaks or trips a sanitizer; the input
 # that did it is left in out/fuzz/<target>/ (crash-*, leak-*, ...).
-#   scripts/fuzz.sh [TARGET ...]        (default: fuzz_gguf fuzz_safetensors)
+#   scripts/fuzz.sh [TARGET ...]        (default: fuzz_gguf fuzz_safetensors fuzz_state)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${FUZZ_BUILD_DIR:-build-fuzz}
 TIME=${FUZZ_SECONDS:-60}
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(fuzz_gguf fuzz_safetensors)
+((${#TARGETS[@]})) || TARGETS=(fuzz_gguf fuzz_safetensors fuzz_state)
 
 [[ -f $BUILD/build.ninja ]] ||
   cmake -S fuzz -B "$BUILD" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo

@@ -14,9 +14,6 @@
 namespace lococo {
 namespace {
 
-const char* kFormat = "lococo-state";
-const char* kVersion = "1";
-const char* kLogits = "last_logits";
 
 std::string hex(uint64_t h) { return fmt::format("{:016x}", h); }
 
@@ -115,81 +112,9 @@ SavedState capture_state(const KvCache& cache, const CacheOptions& options, cons
   return s;
 }
 
-void write_state(const std::filesystem::path& path, const SavedState& s) {
-  NamedTensors tensors = s.snapshot.tensors;
-  tensors.emplace_back(kLogits, s.last_logits);
-  std::map<std::string, std::string> meta = {{"format", kFormat},
-                                             {"version", kVersion},
-                                             {"model", s.model},
-                                             {"options", s.options.dump()},
-                                             {"compressor", s.compressor},
-                                             {"text", s.text},
-                                             {"tokens", std::to_string(s.tokens)},
-                                             {"counters", s.snapshot.counters.dump()}};
-  if (!s.extra.is_null()) meta["extra"] = to_json_line(s.extra);
-  save_safetensors(path, tensors, meta);
-}
-
 void save_state(const std::filesystem::path& path, const KvCache& cache, const CacheOptions& options,
                 const std::string& model_fp, const std::string& text, int64_t tokens, const torch::Tensor& last_logits) {
   write_state(path, capture_state(cache, options, model_fp, text, tokens, last_logits));
-}
-
-int64_t SavedState::bytes() const {
-  int64_t n = last_logits.defined() ? last_logits.nbytes() : 0;
-  for (const auto& [name, t] : snapshot.tensors) n += static_cast<int64_t>(t.nbytes());
-  return n;
-}
-
-SavedState read_state(const std::filesystem::path& path) {
-  const std::string file = path.string();
-  SafetensorsFile f(path);  // std::runtime_error naming the file on a bad container
-  const auto& meta = f.metadata();
-  auto field = [&](const std::string& key) -> const std::string& {
-    const auto it = meta.find(key);
-    if (it == meta.end()) throw std::runtime_error(fmt::format("{}: state metadata lacks '{}'", file, key));
-    return it->second;
-  };
-  auto json_field = [&](const std::string& key, bool object) {
-    auto j = nlohmann::json::parse(field(key), nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || (object && !j.is_object()))
-      throw std::runtime_error(fmt::format("{}: state metadata '{}' is not a JSON object", file, key));
-    return j;
-  };
-  if (meta.find("format") == meta.end() || meta.at("format") != kFormat)
-    throw std::runtime_error(fmt::format("{}: not a lococo state (metadata 'format' must be '{}')", file, kFormat));
-  if (field("version") != kVersion)
-    throw std::runtime_error(fmt::format("{}: state version '{}' (this build reads '{}')", file, field("version"), kVersion));
-  SavedState s;
-  s.model = field("model");
-  s.options = json_field("options", true);
-  s.compressor = field("compressor");
-  s.text = field("text");
-  if (s.text.size() != 16 || s.text.find_first_not_of("0123456789abcdef") != std::string::npos)
-    throw std::runtime_error(fmt::format("{}: state metadata 'text' is not a fingerprint ('{}')", file, s.text));
-  s.snapshot.counters = json_field("counters", true);
-  if (meta.find("extra") != meta.end()) s.extra = json_field("extra", true);
-  const std::string& tokens = field("tokens");
-  size_t used = 0;
-  try {
-    s.tokens = std::stoll(tokens, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != tokens.size() || s.tokens < 0)
-    throw std::runtime_error(fmt::format("{}: state metadata 'tokens' is not a count ('{}')", file, tokens));
-  if (!f.contains(kLogits)) throw std::runtime_error(fmt::format("{}: state tensor '{}' is missing", file, kLogits));
-  for (const auto& name : f.names()) {
-    auto t = f.tensor(name).clone();  // own memory: the mapping closes with `f`
-    if (name == kLogits) {
-      if (t.dim() != 1 || !t.is_floating_point())
-        throw std::runtime_error(fmt::format("{}: state tensor '{}' must be a float vector", file, kLogits));
-      s.last_logits = t.to(torch::kFloat32);
-    } else {
-      s.snapshot.tensors.emplace_back(name, t);
-    }
-  }
-  return s;
 }
 
 std::string state_mismatch(const SavedState& s, const CacheOptions& options, const std::string& model_fp,
@@ -203,7 +128,7 @@ std::string state_mismatch(const SavedState& s, const CacheOptions& options, con
     return fmt::format("compressor: the state was made with another compressor (fingerprint {}, this cache {})",
                        s.compressor.empty() ? "-" : s.compressor, compressor.empty() ? "-" : compressor);
   if (!s.last_logits.defined() || s.last_logits.size(0) != vocab_size)
-    return fmt::format("tensor '{}' must have {} entries (the vocabulary)", kLogits, vocab_size);
+    return fmt::format("tensor '{}' must have {} entries (the vocabulary)", kStateLogits, vocab_size);
   return "";
 }
 

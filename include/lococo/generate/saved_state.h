@@ -32,6 +32,8 @@
 
 namespace lococo {
 
+extern const char* const kStateLogits;  // "last_logits": the tensor of the next-token logits
+
 struct SavedState {
   CacheSnapshot snapshot;
   torch::Tensor last_logits;  // [V] fp32
