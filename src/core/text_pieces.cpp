@@ -21,6 +21,8 @@ TextPieces::TextPieces(const std::string& path, int64_t piece_bytes) : piece_byt
   in_ = file_.get();
 }
 
+TextPieces::TextPieces(std::istream& in, int64_t piece_bytes) : in_(&in), piece_bytes_(std::max<int64_t>(piece_bytes, 1)) {}
+
 bool TextPieces::next(std::string& piece) {
   std::string buf = std::move(carry_);
   carry_.clear();

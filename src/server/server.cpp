@@ -30,6 +30,7 @@
 #include "server/admission.h"
 #include "server/metrics.h"
 #include "server/openai_reply.h"
+#include "server/piece_token_cache.h"
 #include "server/prompt_cache.h"
 #include "server/request.h"
 
@@ -40,6 +41,7 @@ using nlohmann::json;
 using server_detail::Admission;
 using server_detail::CompletionRequest;
 using server_detail::Metrics;
+using server_detail::PieceTokenCache;
 using server_detail::PromptCache;
 using server_detail::PromptState;
 using server_detail::RequestError;
@@ -68,6 +70,8 @@ bool same_secret(const std::string& a, const std::string& b) {
 }  // namespace
 
 // ---- The server --------------------------------------------------------------------
+constexpr int64_t kPieceTokenCapacity = 4 << 20;  // ids of recent prompts' pieces (32 MiB): a few books
+
 struct Server::Impl {
   LoadedModel model;
   ServerOptions options;
@@ -75,6 +79,7 @@ struct Server::Impl {
   httplib::Server http;
   Admission admission;
   PromptCache prompts;
+  PieceTokenCache piece_tokens;  // long prompts' ids by piece: a book sent again is not tokenised again
   const std::string model_fp;  // model_fingerprint(): states of other models are refused
   Metrics metrics;
   std::atomic<uint64_t> internal_errors_{0};
@@ -92,6 +97,7 @@ struct Server::Impl {
         chat_tmpl(chat_template(options.chat_template.empty() ? detect_chat_template(model.dir) : options.chat_template)),
         admission(options.parallel, options.queue),
         prompts(options.parallel, options.slot_save_path),
+        piece_tokens(*model.tokenizer, kPieceTokenCapacity),
         model_fp(model_fingerprint(*model.model, *model.tokenizer)) {
     // cpp-httplib writes with plain send(): a client that hung up would raise
     // SIGPIPE and kill the process. Ignoring it turns that into a failed write.
@@ -403,10 +409,10 @@ struct Server::Impl {
   }
 
   // The prompt's token ids as the model reads them (BOS first).
-  std::vector<int64_t> prompt_ids(const CompletionRequest& r) const {
+  std::vector<int64_t> prompt_ids(const CompletionRequest& r) {
     // Chat: template markers as special tokens, message content as plain text.
     std::vector<int64_t> ids = r.chat ? encode_chat(*model.tokenizer, r.chat_segments, false)
-                                      : model.tokenizer->encode(r.prompt);
+                                      : piece_tokens.encode(r.prompt);
     const int64_t bos = model.tokenizer->bos_id();
     if (r.gen.add_bos && !r.state_continue && bos >= 0 && (ids.empty() || ids[0] != bos)) ids.insert(ids.begin(), bos);
     return ids;

@@ -15,6 +15,8 @@ class TextPieces {
  public:
   // "-" reads stdin. Throws std::runtime_error naming the file when it cannot be opened.
   explicit TextPieces(const std::string& path, int64_t piece_bytes = 1 << 16);
+  // Pieces of a stream the caller keeps alive (e.g. an std::istringstream).
+  TextPieces(std::istream& in, int64_t piece_bytes);
   // The next piece (never empty) or false at the end.
   bool next(std::string& piece);
   int64_t bytes_read() const { return bytes_read_; }

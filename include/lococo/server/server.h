@@ -39,7 +39,7 @@ struct ServerOptions {
   int port = 8080;                     // 0 = any free port (see Server::port())
   int parallel = 1;                    // requests generating at once (slots)
   int queue = 16;                      // requests waiting for a slot; more get 503
-  size_t max_body_bytes = 16 << 20;    // larger request bodies get 413 (a book fits)
+  size_t max_body_bytes = 32 << 20;    // larger request bodies get 413 (a book fits)
   // Longer prompts get 400. 0: no limit under a bounded policy (its memory
   // does not grow with the prompt; reading is bounded by --timeout) and
   // kFullCachePromptTokens under the full cache. Also the largest cache.budget.

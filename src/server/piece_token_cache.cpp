@@ -1,0 +1,60 @@
+#include "server/piece_token_cache.h"
+
+#include <sstream>
+
+#include <xxhash.h>
+
+#include "lococo/core/text_pieces.h"
+
+namespace lococo::server_detail {
+namespace {
+
+// Whether tokenising at line ends gives the whole text's ids, on text with the
+// line ends, blank lines, indentation and spaces a prompt has.
+bool cuts_at_line_ends_are_exact(const Tokenizer& tok) {
+  const std::string a = "Call me Ishmael.\n", b = "\n  Some years ago - never mind how long\n", c = "precisely.";
+  std::vector<int64_t> parts;
+  for (const auto* s : {&a, &b, &c}) {
+    const auto ids = tok.encode(*s);
+    parts.insert(parts.end(), ids.begin(), ids.end());
+  }
+  return parts == tok.encode(a + b + c);
+}
+
+}  // namespace
+
+PieceTokenCache::PieceTokenCache(const Tokenizer& tokenizer, int64_t capacity_tokens)
+    : tokenizer_(tokenizer), capacity_(capacity_tokens), piecewise_(cuts_at_line_ends_are_exact(tokenizer)) {}
+
+const std::vector<int64_t>& PieceTokenCache::piece_ids(const std::string& piece) {
+  const uint64_t h = XXH64(piece.data(), piece.size(), piece.size());
+  if (const auto it = by_hash_.find(h); it != by_hash_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second);  // now the most recent
+    return lru_.front().second;
+  }
+  lru_.emplace_front(h, tokenizer_.encode(piece));
+  by_hash_[h] = lru_.begin();
+  held_ += static_cast<int64_t>(lru_.front().second.size());
+  while (held_ > capacity_ && lru_.size() > 1) {
+    held_ -= static_cast<int64_t>(lru_.back().second.size());
+    by_hash_.erase(lru_.back().first);
+    lru_.pop_back();
+  }
+  return lru_.front().second;
+}
+
+std::vector<int64_t> PieceTokenCache::encode(const std::string& text) {
+  if (!piecewise_ || static_cast<int64_t>(text.size()) < 4 * kPieceBytes) return tokenizer_.encode(text);
+  std::istringstream in(text);
+  TextPieces pieces(in, kPieceBytes);
+  std::vector<int64_t> out;
+  std::string piece;
+  std::lock_guard<std::mutex> lock(mu_);
+  while (pieces.next(piece)) {
+    const auto& ids = piece_ids(piece);
+    out.insert(out.end(), ids.begin(), ids.end());
+  }
+  return out;
+}
+
+}  // namespace lococo::server_detail

@@ -1,0 +1,30 @@
+// Long prompts tokenised piece by piece, with pieces remembered, give exactly
+// the ids of tokenising them whole, also when a later prompt extends an
+// earlier one (the book sent again with a question).
+#include <gtest/gtest.h>
+
+#include "server/piece_token_cache.h"
+#include "test_util.h"
+
+namespace lococo {
+namespace {
+
+TEST(PieceTokenCache, LongPromptsEqualWholeTokenisation) {
+  testing::TempDir dir;
+  const LoadedModel m = testing::tokenized_tiny_model(dir.path());
+  server_detail::PieceTokenCache cache(*m.tokenizer, 1 << 20);
+  ASSERT_TRUE(cache.piecewise());  // SentencePiece with whitespace kept: line ends cut exactly
+  std::string book;
+  for (int i = 0; book.size() < 200000; ++i)
+    book += (i % 7 == 0 ? "\n" : "") + std::string(i % 3, ' ') + "Line " + std::to_string(i) +
+            ": the whale swam past the ship.\n";
+  EXPECT_EQ(cache.encode(book), m.tokenizer->encode(book));
+  const std::string asked = book + "\nQuestion: who swam?\nAnswer:";
+  EXPECT_EQ(cache.encode(asked), m.tokenizer->encode(asked));  // the book's pieces from memory
+  EXPECT_EQ(cache.encode("short"), m.tokenizer->encode("short"));
+  server_detail::PieceTokenCache tiny(*m.tokenizer, 10);  // a capacity below one piece still works
+  EXPECT_EQ(tiny.encode(asked), m.tokenizer->encode(asked));
+}
+
+}  // namespace
+}  // namespace lococo
