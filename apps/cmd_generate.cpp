@@ -74,9 +74,11 @@ void add_generate_command(CLI::App& root) {
       Progress bar("reading", bytes, "B", !f->json && !f->quiet && (bytes == 0 || bytes > 16 * co.chunk));
       bool first = !state;  // a fresh text starts with BOS; a continuation of a saved state does not
       int64_t done = 0;
+      bool first_piece = true;  // later pieces of a file follow a line end
       auto feed = [&](const std::string& text) {
-        const auto ids = m.tokenizer->encode(text, /*add_bos=*/first);
-        first = false;
+        const auto ids = first_piece ? m.tokenizer->encode(text, /*add_bos=*/first)
+                                     : m.tokenizer->encode_after_line_end(text);
+        first = first_piece = false;
         text_read.add(ids);
         reader.feed(ids);
         done += static_cast<int64_t>(text.size());

@@ -46,7 +46,7 @@ void add_perplexity_command(CLI::App& root) {
     bool first = true;
     std::string piece;
     while ((f->max_tokens == 0 || fed < f->max_tokens) && text.next(piece)) {
-      auto ids = m.tokenizer->encode(piece, /*add_bos=*/first);
+      auto ids = first ? m.tokenizer->encode(piece, /*add_bos=*/true) : m.tokenizer->encode_after_line_end(piece);
       first = false;
       if (f->max_tokens > 0 && fed + static_cast<int64_t>(ids.size()) > f->max_tokens) ids.resize(f->max_tokens - fed);
       fed += static_cast<int64_t>(ids.size());

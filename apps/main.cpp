@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include "cli_common.h"
+#include "lococo/core/memory_stats.h"
 #include "commands.h"
 
 // libgomp reads OMP_WAIT_POLICY once, when it is loaded, and by default its
@@ -17,6 +18,7 @@
 // for dedicated machines.
 
 int main(int argc, char** argv) {
+  lococo::keep_heap_steady();
   lococo::cli::set_process_args(argv);
   lococo::cli::request_env("OMP_WAIT_POLICY", "PASSIVE");
   CLI::App app{"lococo: long-context language models in fixed memory (LoCoCo KV-cache compression)"};

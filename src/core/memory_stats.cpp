@@ -1,5 +1,7 @@
 #include "lococo/core/memory_stats.h"
 
+#include <malloc.h>
+
 #include <fstream>
 #include <string>
 
@@ -31,6 +33,11 @@ bool reset_peak_rss() {
   out << "5";
   out.flush();
   return static_cast<bool>(out);
+}
+
+void keep_heap_steady() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 128 << 20);
 }
 
 }  // namespace lococo

@@ -65,7 +65,7 @@ int64_t read_file_pieces(const std::filesystem::path& file, const Tokenizer& tok
   int64_t n = 0;
   bool first = true;
   while ((max_tokens <= 0 || n < max_tokens) && text.next(piece)) {
-    auto ids = tokenizer.encode(piece, /*add_bos=*/first);
+    auto ids = first ? tokenizer.encode(piece, /*add_bos=*/true) : tokenizer.encode_after_line_end(piece);
     first = false;
     if (max_tokens > 0 && n + static_cast<int64_t>(ids.size()) > max_tokens) ids.resize(max_tokens - n);
     n += static_cast<int64_t>(ids.size());

@@ -28,14 +28,18 @@ void PerplexityStream::run_chunk(const std::vector<int64_t>& ids) {
   torch::NoGradGuard no_grad;
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t n = static_cast<int64_t>(ids.size());
-  auto chunk = torch::tensor(ids, torch::kInt64);                        // [n]
-  auto logp = torch::log_softmax(model_.forward(chunk, &cache_)[0], -1);  // [n, V]
+  auto chunk = torch::tensor(ids, torch::kInt64);  // [n]
+  auto logits = model_.forward(chunk, &cache_)[0];  // [n, V]
+  // -log p = logsumexp(row) - row[target]: no log-softmax copy of the logits.
+  auto lse = torch::logsumexp(logits, -1);  // [n]
   // Targets: this chunk's tokens 1..n-1 by its own rows 0..n-2, and its token 0
   // by the previous chunk's last row.
   std::vector<torch::Tensor> scores;
   if (last_logp_.defined()) scores.push_back(-last_logp_.index({ids[0]}).reshape({1}));
-  if (n > 1) scores.push_back(-logp.narrow(0, 0, n - 1).gather(1, chunk.narrow(0, 1, n - 1).unsqueeze(1)).squeeze(1));
-  last_logp_ = logp[n - 1].clone();
+  if (n > 1)
+    scores.push_back(lse.narrow(0, 0, n - 1) -
+                     logits.narrow(0, 0, n - 1).gather(1, chunk.narrow(0, 1, n - 1).unsqueeze(1)).squeeze(1));
+  last_logp_ = logits[n - 1] - lse[n - 1];  // [V]
   if (!scores.empty()) {
     auto nll = torch::cat(scores).contiguous();  // [scored here]
     const float* p = nll.data_ptr<float>();

@@ -5,10 +5,10 @@
 // ends (core/text_pieces.h) and each piece's ids are kept under a hash of its
 // bytes, so only pieces not seen lately are tokenised again.
 //
-// Cutting at line ends gives the whole text's tokens only for tokenizers that
-// do not join a line end with what follows or put a space before a piece;
-// the cache checks that on a probe at construction and otherwise tokenises
-// prompts whole.
+// Pieces after the first are tokenised as text after a line end
+// (Tokenizer::encode_after_line_end); that gives the whole text's tokens only
+// where a line end is a token of its own, which the cache checks on a probe at
+// construction (otherwise it tokenises prompts whole).
 #pragma once
 
 #include <cstdint>
@@ -32,7 +32,7 @@ class PieceTokenCache {
 
  private:
   static constexpr int64_t kPieceBytes = 16 << 10;  // prompts shorter than 4 pieces are tokenised whole
-  const std::vector<int64_t>& piece_ids(const std::string& piece);  // under mu_
+  const std::vector<int64_t>& piece_ids(const std::string& piece, bool first);  // under mu_
 
   const Tokenizer& tokenizer_;
   const int64_t capacity_;

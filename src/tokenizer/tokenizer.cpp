@@ -122,6 +122,19 @@ std::string SentencePieceTokenizer::decode(const std::vector<int64_t>& ids) cons
   return std::string(text, len);
 }
 
+std::vector<int64_t> Tokenizer::encode_after_line_end(const std::string& text) const {
+  // The text behind a line end, less the line end's own ids: exact wherever a
+  // line end is a token of its own (SentencePiece's byte pieces, BPE vocabularies
+  // without pieces that run on past "\n").
+  const auto line_end = encode("\n");
+  auto ids = encode("\n" + text);
+  if (ids.size() >= line_end.size() && std::equal(line_end.begin(), line_end.end(), ids.begin()))
+    ids.erase(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(line_end.size()));
+  else
+    ids = encode(text);
+  return ids;
+}
+
 int64_t SentencePieceTokenizer::special_token_id(const std::string& text) const {
   const auto it = controls_.find(text);
   return it == controls_.end() ? -1 : it->second;

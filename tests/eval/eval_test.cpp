@@ -78,6 +78,18 @@ TEST(EvalPpl, FileDocumentsStreamAndEqualTheirIdsInMemory) {
     pieces.insert(pieces.end(), ids.begin(), ids.end());
   });
   EXPECT_EQ(pieces, whole);
+  // A file of several pieces, through the bundled tokenizer (whose texts open with a
+  // word-start marker, which a piece after a line end must not get): its whole ids.
+  const auto bundled = load_tokenizer(std::filesystem::path(LOCOCO_SOURCE_DIR) / "models" / "lococo-tiny");
+  std::string book;
+  for (int i = 0; book.size() < 60000; ++i) book += (i % 5 ? "" : "\n") + std::string("Call me Ishmael, ") + std::to_string(i) + ".\n";
+  std::ofstream(dir / "book.txt") << book;
+  const auto books = load_documents({(dir / "book.txt").string()}, *bundled);
+  std::vector<int64_t> book_pieces;
+  for_each_piece(books[0], bundled.get(), [&](const std::vector<int64_t>& ids) {
+    book_pieces.insert(book_pieces.end(), ids.begin(), ids.end());
+  });
+  EXPECT_EQ(book_pieces, bundled->encode(book, /*add_bos=*/true));
   PplEvalOptions o;
   o.policies = {"full", "h2o"};
   o.budgets = {64};

@@ -3,6 +3,7 @@
 // earlier one (the book sent again with a question).
 #include <gtest/gtest.h>
 
+#include "lococo/tokenizer/tokenizer.h"
 #include "server/piece_token_cache.h"
 #include "test_util.h"
 
@@ -24,6 +25,19 @@ TEST(PieceTokenCache, LongPromptsEqualWholeTokenisation) {
   EXPECT_EQ(cache.encode("short"), m.tokenizer->encode("short"));
   server_detail::PieceTokenCache tiny(*m.tokenizer, 10);  // a capacity below one piece still works
   EXPECT_EQ(tiny.encode(asked), m.tokenizer->encode(asked));
+}
+
+// The bundled model's tokenizer opens a text with a word-start marker (SentencePiece's
+// dummy prefix): pieces after a line end are tokenised as such, and equal the whole text.
+TEST(PieceTokenCache, TheBundledTokenizerCutsExactlyAfterLineEnds) {
+  const auto tok = load_tokenizer(std::filesystem::path(LOCOCO_SOURCE_DIR) / "models" / "lococo-tiny");
+  server_detail::PieceTokenCache cache(*tok, 1 << 20);
+  ASSERT_TRUE(cache.piecewise());
+  std::string book;
+  for (int i = 0; book.size() < 100000; ++i)
+    book += std::string(i % 4 == 0 ? "\n" : "") + "Chapter " + std::to_string(i) + ". Call me Ishmael, said he.\n";
+  EXPECT_EQ(cache.encode(book), tok->encode(book));
+  EXPECT_NE(tok->encode("Call"), tok->encode_after_line_end("Call"));  // the marker a cut would have added
 }
 
 }  // namespace

@@ -13,4 +13,13 @@ int64_t peak_rss_bytes();     // VmHWM: the peak since start or since the last r
 // when the kernel refuses, in which case peaks are since process start.
 bool reset_peak_rss();
 
+// Fixes glibc malloc's thresholds for the whole process (called first in
+// main). By default glibc raises its mmap threshold each time a large block is
+// freed, so the per-chunk buffers of a long stream move from fresh mappings to
+// the heap partway through, and the heap's free space fragments and stays
+// resident: RSS creeps up with the input. With fixed thresholds (blocks up to
+// 32 MiB from the heap, the heap's top kept up to 128 MiB) the working set is
+// reached in the first chunks and stays flat, and no page is faulted in again.
+void keep_heap_steady();
+
 }  // namespace lococo

@@ -1,7 +1,8 @@
 // A text file (or stdin) read in pieces of about `piece_bytes`, each ending at
-// a line end (or, for a very long line, at a space), so that tokenising piece
-// by piece gives the same tokens as tokenising the whole text while memory
-// stays bounded by the piece size.
+// a line end (or, for a line longer than 16 pieces, at a space), so that
+// tokenising the first piece with Tokenizer::encode() and the others with
+// Tokenizer::encode_after_line_end() gives the whole text's tokens while memory
+// stays bounded by the piece size (a cut at a space can differ there).
 #pragma once
 
 #include <cstdint>
@@ -14,7 +15,7 @@ namespace lococo {
 class TextPieces {
  public:
   // "-" reads stdin. Throws std::runtime_error naming the file when it cannot be opened.
-  explicit TextPieces(const std::string& path, int64_t piece_bytes = 1 << 16);
+  explicit TextPieces(const std::string& path, int64_t piece_bytes = 1 << 14);
   // Pieces of a stream the caller keeps alive (e.g. an std::istringstream).
   TextPieces(std::istream& in, int64_t piece_bytes);
   // The next piece (never empty) or false at the end.

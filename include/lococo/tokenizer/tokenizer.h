@@ -19,6 +19,12 @@ class Tokenizer {
   // ("<|im_end|>") are encoded as their characters, never as those tokens, so
   // text from a user cannot forge a chat turn.
   virtual std::vector<int64_t> encode_text(const std::string& text) const { return encode(text); }
+  // Token ids of `text` as it reads right after a line end of a longer text:
+  // what tokenising the whole text gives for that part, where encode() would
+  // open the text with a word-start marker (SentencePiece's dummy prefix).
+  // Text cut into pieces after '\n' (core/text_pieces.h) tokenises as a whole
+  // with encode(first piece) and this for the rest.
+  std::vector<int64_t> encode_after_line_end(const std::string& text) const;
   // The id of the special (control or added) token written `text`, or -1.
   virtual int64_t special_token_id(const std::string& /*text*/) const { return -1; }
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
