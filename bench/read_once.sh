@@ -101,7 +101,7 @@ md += `Moby Dick, ${read.prompt_tokens} tokens: read in ${read.prefill_seconds.t
 md += `state file ${(stateBytes / 2 ** 20).toFixed(2)} MiB; through the server ${server.read.seconds.toFixed(1)} s.\n\n`;
 md += `Time to first token of each question (16 tokens generated, greedy): CLI \`generate --load-state\`; server with `;
 md += `\`"cache": {"state": "moby", "continue": true}\` and the question alone; server with the whole book and the question `;
-md += `(prefix reuse: the book is sent and tokenised again, its ${report.server_prefix[0].cached_tokens} tokens are not re-read).\n\n`;
+md += `(prefix reuse: the book is sent again, its ${report.server_prefix[0].cached_tokens} tokens are neither re-read nor re-tokenised).\n\n`;
 md += `| question | CLI | server, continue | server, prefix |\n|---|---|---|---|\n`;
 server.continue.forEach((q, i) => md += `| ${q.question} | ${ms(qs[i].time_to_first_token_seconds)} | ${ms(q.seconds_to_first_token)} | ${ms(server.prefix[i].seconds_to_first_token)} |\n`);
 md += `\nPeak RSS of \`lococo perplexity --cache lococo --budget 128\`:\n\n| tokens | peak RSS | vs the smallest |\n|---|---|---|\n`;
