@@ -18,19 +18,32 @@ namespace lococo::cli {
 namespace {
 
 // SIGINT/SIGTERM only set a flag (any thread may take the signal); a watcher
-// thread sees it and stops the server, whose in-flight requests finish first.
+// thread sees it and stops the server, whose running requests finish first.
+// The watcher is joined before the server goes, so it never outlives it.
 std::atomic<bool> g_stop_signal{false};
 extern "C" void on_serve_stop_signal(int) { g_stop_signal = true; }
 
-void stop_on_signals(Server& server) {
-  std::signal(SIGINT, on_serve_stop_signal);
-  std::signal(SIGTERM, on_serve_stop_signal);
-  std::thread([&server] {
-    while (!g_stop_signal) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    fmt::print(stderr, "lococo serve: stopping (running requests finish first)\n");
-    server.stop();
-  }).detach();
-}
+class StopOnSignals {
+ public:
+  explicit StopOnSignals(Server& server) {
+    std::signal(SIGINT, on_serve_stop_signal);
+    std::signal(SIGTERM, on_serve_stop_signal);
+    watcher_ = std::thread([this, &server] {
+      while (!g_stop_signal && !done_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (done_) return;
+      fmt::print(stderr, "lococo serve: stopping (running requests finish, queued ones get 503)\n");
+      server.stop();
+    });
+  }
+  ~StopOnSignals() {
+    done_ = true;
+    watcher_.join();
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::thread watcher_;
+};
 
 }  // namespace
 
@@ -52,6 +65,17 @@ void add_serve_command(CLI::App& root) {
       ->check(CLI::Range(0, 4096))->capture_default_str();
   sub->add_option("--max-body", s.max_body_bytes, "Largest request body in bytes")
       ->check(CLI::Range(size_t{1024}, size_t{1} << 30))->capture_default_str();
+  sub->add_option("--max-cache-bytes", s.max_cache_bytes,
+                  "KV-cache bytes of the running requests and the slots' kept prompt states together; a request "
+                  "that could never fit gets 400, one that must wait is queued (0: a quarter of the RAM)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 50))->capture_default_str();
+  sub->add_option("--max-connections", s.max_connections, "Open connections; more are answered 503 and closed")
+      ->check(CLI::Range(1, 900))->capture_default_str();  // httplib 0.11 refuses sockets past FD_SETSIZE (1024)
+  sub->add_option("--header-timeout", s.header_timeout_seconds,
+                  "Seconds a request's line and headers may take to arrive (then the connection closes)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--body-timeout", s.body_timeout_seconds, "Seconds a request body may take to arrive (408 after)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_option("--max-prompt-tokens", s.max_prompt_tokens,
                   "Longest prompt in tokens, also the largest cache.budget (0: none under a bounded policy, "
                   "65536 under the full cache)")
@@ -108,7 +132,7 @@ void add_serve_command(CLI::App& root) {
     if (!o.slot_save_path.empty()) std::filesystem::create_directories(o.slot_save_path);
     Server server(m, o);
     const int port = server.bind();
-    stop_on_signals(server);
+    StopOnSignals stop_on_signals(server);
     fmt::print(stderr, "lococo serve: http://{}:{} (model {}, cache {} M={} B={}, {} slot(s), queue {})\n", o.host, port,
                m.dir.string(), o.cache.policy, o.cache.budget, o.cache.chunk, o.parallel, o.queue);
     server.listen();

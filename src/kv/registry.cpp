@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "kv/policies.h"
+#include "kv/slot_cache.h"
 #include "lococo/kv/compressor.h"
 
 namespace lococo {
@@ -81,6 +82,12 @@ const std::string& baseline_policy() {
 std::unique_ptr<KvCache> make_cache(const ModelConfig& config, const CacheOptions& o) {
   if (o.chunk <= 0) throw std::invalid_argument(fmt::format("--chunk must be positive (got {})", o.chunk));
   return cache_policy(o.policy).make(config, o);
+}
+
+int64_t planned_cache_bytes(const ModelConfig& config, const CacheOptions& o, int64_t tokens) {
+  if (o.chunk <= 0) throw std::invalid_argument(fmt::format("--chunk must be positive (got {})", o.chunk));
+  const int64_t slots = cache_policy(o.policy).bounded ? bounded_capacity(o) : 2 * std::max(tokens, o.chunk);
+  return slots * config.kv_bytes_per_token(c10::elementSize(o.dtype));
 }
 
 namespace {

@@ -324,18 +324,12 @@ void SlotCache::replace_slots(int i, const torch::Tensor& k, const torch::Tensor
 // ---------------------------------------------------------------------------
 // BoundedCache
 
-namespace {
-
-// M + b + B: the most a bounded policy ever stores (M after a compression plus a
-// chunk, or at most M + b plus a chunk when none was due).
 int64_t bounded_capacity(const CacheOptions& o) {
   if (o.budget <= 0) throw std::invalid_argument(fmt::format("--budget must be positive (got {})", o.budget));
   if (o.buffer < 0) throw std::invalid_argument(fmt::format("--buffer must not be negative (got {})", o.buffer));
   if (o.chunk <= 0) throw std::invalid_argument(fmt::format("--chunk must be positive (got {})", o.chunk));
   return o.budget + o.buffer + o.chunk;
 }
-
-}  // namespace
 
 BoundedCache::BoundedCache(const ModelConfig& config, const CacheOptions& options)
     : SlotCache(config, options, bounded_capacity(options)) {}

@@ -122,6 +122,11 @@ class SlotCache : public KvCache {
   int64_t max_position_ = 0;
 };
 
+// M + b + B: the most a bounded policy ever stores (M after a compression plus a
+// chunk, or at most M + b plus a chunk when none was due). std::invalid_argument
+// naming the flag for a budget, buffer or chunk out of range.
+int64_t bounded_capacity(const CacheOptions& o);
+
 // Compression is lazy: at the start of a chunk, on what is stored, only when
 // strictly L > M + b, and it leaves exactly M slots; so the first chunk is never
 // compressed. Buffers hold M + b + B slots up front and never grow while chunks

@@ -44,7 +44,8 @@ const std::vector<int64_t>& PieceTokenCache::piece_ids(const std::string& piece,
   return lru_.front().second;
 }
 
-std::vector<int64_t> PieceTokenCache::encode(const std::string& text) {
+std::optional<std::vector<int64_t>> PieceTokenCache::encode(const std::string& text,
+                                                            const std::function<bool()>& keep_going) {
   if (!piecewise_ || static_cast<int64_t>(text.size()) < 4 * kPieceBytes) return tokenizer_.encode(text);
   std::istringstream in(text);
   TextPieces cut(in, kPieceBytes);
@@ -56,6 +57,7 @@ std::vector<int64_t> PieceTokenCache::encode(const std::string& text) {
   std::vector<int64_t> out;
   std::lock_guard<std::mutex> lock(mu_);
   for (size_t i = 0; i < pieces.size(); ++i) {
+    if (keep_going && !keep_going()) return std::nullopt;
     const auto& ids = piece_ids(pieces[i], i == 0);
     out.insert(out.end(), ids.begin(), ids.end());
   }

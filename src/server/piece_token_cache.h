@@ -12,8 +12,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -26,8 +28,9 @@ class PieceTokenCache {
  public:
   // Keeps up to `capacity_tokens` ids (least recently used pieces go first).
   PieceTokenCache(const Tokenizer& tokenizer, int64_t capacity_tokens);
-  // tokenizer.encode(text) (no BOS), from remembered pieces where it can.
-  std::vector<int64_t> encode(const std::string& text);
+  // tokenizer.encode(text) (no BOS), from remembered pieces where it can;
+  // nullopt when `keep_going()`, asked between pieces, says stop.
+  std::optional<std::vector<int64_t>> encode(const std::string& text, const std::function<bool()>& keep_going = {});
   bool piecewise() const { return piecewise_; }
 
  private:

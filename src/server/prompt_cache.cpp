@@ -37,15 +37,19 @@ int PromptCache::checked_slot(int slot) const {
   return slot;
 }
 
-std::vector<int> PromptCache::slots_by_reuse(const std::vector<int64_t>& prompt) const {
-  std::vector<std::pair<int64_t, int>> reuse;  // (tokens, slot)
+std::vector<int> PromptCache::slots_by_text(const std::string& text) const {
+  std::vector<std::pair<size_t, int>> shared;  // (bytes, slot)
   std::lock_guard<std::mutex> lock(mu_);
-  for (size_t i = 0; i < slots_.size(); ++i)
-    if (slots_[i])
-      if (const int64_t n = reusable_tokens(*slots_[i], prompt); n > 0) reuse.emplace_back(n, static_cast<int>(i));
-  std::stable_sort(reuse.begin(), reuse.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    if (!slots_[i]) continue;
+    const std::string& kept = slots_[i]->text;
+    const size_t n = std::mismatch(kept.begin(), kept.begin() + std::min(kept.size(), text.size()), text.begin()).first -
+                     kept.begin();
+    if (n > 0) shared.emplace_back(n, static_cast<int>(i));
+  }
+  std::stable_sort(shared.begin(), shared.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   std::vector<int> out;
-  for (const auto& [n, slot] : reuse) out.push_back(slot);
+  for (const auto& [n, slot] : shared) out.push_back(slot);
   return out;
 }
 

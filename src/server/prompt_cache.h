@@ -29,6 +29,7 @@ namespace lococo::server_detail {
 struct PromptState {
   SavedState saved;           // the slots, the logits after the prompt, and what made them
   std::vector<int64_t> ids;   // the prompt's token ids; empty for a state read from a file
+  std::string text;           // the request's prompt text (before tokenising); empty for a state read from a file
 };
 
 // Tokens at the start of `prompt` that `state` has already read: its token
@@ -46,8 +47,10 @@ class PromptCache {
   // `dir` empty: no named states and no slot files.
   PromptCache(int slots, std::filesystem::path dir);
 
-  // Slots whose state reuses part of `prompt`, most reused tokens first.
-  std::vector<int> slots_by_reuse(const std::vector<int64_t>& prompt) const;
+  // Slots whose state's prompt text shares a beginning with `text`, the
+  // longest shared first: where a request will likely reuse most (known
+  // before its prompt is tokenised, which happens inside its slot).
+  std::vector<int> slots_by_text(const std::string& text) const;
 
   std::shared_ptr<const PromptState> slot(int slot) const;  // null when it keeps none
   void set_slot(int slot, std::shared_ptr<const PromptState> state);

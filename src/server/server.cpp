@@ -9,6 +9,9 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <limits>
+#include <cerrno>
+#include <cstdlib>
 #include <thread>
 
 #include <arpa/inet.h>
@@ -28,6 +31,7 @@
 #include "lococo/generate/saved_state.h"
 #include "lococo/kv/registry.h"
 #include "server/admission.h"
+#include "server/http_connection.h"
 #include "server/metrics.h"
 #include "server/openai_reply.h"
 #include "server/piece_token_cache.h"
@@ -40,6 +44,7 @@ namespace {
 using nlohmann::json;
 using server_detail::Admission;
 using server_detail::CompletionRequest;
+using server_detail::Connection;
 using server_detail::Metrics;
 using server_detail::PieceTokenCache;
 using server_detail::PromptCache;
@@ -67,6 +72,21 @@ bool same_secret(const std::string& a, const std::string& b) {
   return diff == 0 && !a.empty();
 }
 
+// --max-cache-bytes 0: a quarter of the machine's memory.
+int64_t resolved_max_cache_bytes(const ServerOptions& o) {
+  if (o.max_cache_bytes > 0) return o.max_cache_bytes;
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page / 4 : int64_t{4} << 30;
+}
+
+server_detail::ConnectionLimits connection_limits(const ServerOptions& o) {
+  server_detail::ConnectionLimits l;
+  l.max_connections = o.max_connections;
+  l.header_seconds = o.header_timeout_seconds;
+  l.body_seconds = o.body_timeout_seconds;
+  return l;
+}
+
 }  // namespace
 
 // ---- The server --------------------------------------------------------------------
@@ -76,9 +96,9 @@ struct Server::Impl {
   LoadedModel model;
   ServerOptions options;
   ChatTemplate chat_tmpl;
-  httplib::Server http;
-  Admission admission;
+  server_detail::GuardedHttpServer http;
   PromptCache prompts;
+  Admission admission;
   PieceTokenCache piece_tokens;  // long prompts' ids by piece: a book sent again is not tokenised again
   const std::string model_fp;  // model_fingerprint(): states of other models are refused
   Metrics metrics;
@@ -95,8 +115,10 @@ struct Server::Impl {
       : model(std::move(m)),
         options(std::move(o)),
         chat_tmpl(chat_template(options.chat_template.empty() ? detect_chat_template(model.dir) : options.chat_template)),
-        admission(options.parallel, options.queue),
+        http(connection_limits(options)),
         prompts(options.parallel, options.slot_save_path),
+        admission(options.parallel, options.queue, resolved_max_cache_bytes(options),
+                  [this](int slot) { prompts.set_slot(slot, nullptr); }),
         piece_tokens(*model.tokenizer, kPieceTokenCapacity),
         model_fp(model_fingerprint(*model.model, *model.tokenizer)) {
     // cpp-httplib writes with plain send(): a client that hung up would raise
@@ -104,15 +126,22 @@ struct Server::Impl {
     std::signal(SIGPIPE, SIG_IGN);
     if (options.parallel < 1) throw std::invalid_argument("--parallel must be at least 1");
     if (options.queue < 0) throw std::invalid_argument("--queue must be >= 0");
+    if (options.max_connections < 1) throw std::invalid_argument("--max-connections must be at least 1");
     make_cache(model.model->config(), options.cache);  // the defaults must be valid before serving
-    const int threads = options.parallel + options.queue + 4;  // + health, metrics, refusals
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-    http.set_payload_max_length(options.max_body_bytes);
-    http.set_read_timeout(30, 0);
+    const int64_t one = planned_cache_bytes(model.model->config(), options.cache, options.default_max_tokens);
+    if (one > admission.max_bytes())
+      throw std::invalid_argument(fmt::format("--max-cache-bytes {} is less than one request's cache under the "
+                                              "default cache options ({} bytes)", admission.max_bytes(), one));
+    // Bodies are read by read_body(), which checks the size as it goes; this
+    // only keeps httplib from refusing (and first reading) a large one itself.
+    http.set_payload_max_length(std::numeric_limits<size_t>::max());
     if (!options.cors_origin.empty())
       http.set_default_headers({{"Access-Control-Allow-Origin", options.cors_origin}, {"Vary", "Origin"}});
+    // SO_REUSEADDR only: httplib's defaults add SO_REUSEPORT, with which a
+    // second server binds the same port and the two split the traffic.
     http.set_socket_options([this](socket_t sock) {
-      httplib::default_socket_options(sock);
+      const int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
       listen_socket = sock;
     });
     routes();
@@ -142,38 +171,99 @@ struct Server::Impl {
     return false;
   }
 
-  // Wraps a handler: auth, request/error counting, exceptions to JSON errors.
-  httplib::Server::Handler endpoint(const std::string& name, bool needs_key,
-                                    std::function<void(const httplib::Request&, httplib::Response&)> body) {
-    return [this, name, needs_key, body](const httplib::Request& req, httplib::Response& res) {
-      try {
-        if (!needs_key || authorised(req, res)) body(req, res);
-      } catch (const RequestError& e) {
-        reply_error(res, e.status, e.what());
-      } catch (const std::invalid_argument& e) {
-        reply_error(res, 400, e.what());
-      } catch (const std::exception& e) {
-        reply_error(res, 500, internal_error(e));
+  using Handler = std::function<void(const httplib::Request&, const std::string& body, httplib::Response&)>;
+
+  // One request to endpoint `name`: the key first (needs_key), then the body
+  // (POST: `reader`), then `handler`; errors become JSON replies, and a body
+  // left unread ends the connection after the reply.
+  void serve(const std::string& name, bool needs_key, const httplib::Request& req, httplib::Response& res,
+             const httplib::ContentReader* reader, const Handler& handler) {
+    bool body_read = reader == nullptr;
+    try {
+      if (!needs_key || authorised(req, res)) {
+        const std::string body = reader ? read_body(req, *reader) : std::string();
+        body_read = true;
+        handler(req, body, res);
       }
-      metrics.count_request(name, res.status == -1 ? 200 : res.status);  // -1: httplib's "200 unless set"
-    };
+    } catch (const RequestError& e) {
+      reply_error(res, e.status, e.what());
+    } catch (const std::invalid_argument& e) {
+      reply_error(res, 400, e.what());
+    } catch (const std::exception& e) {
+      reply_error(res, 500, internal_error(e));
+    }
+    if (!body_read)
+      if (Connection* c = Connection::current()) c->close_after_reply();
+    metrics.count_request(name, res.status == -1 ? 200 : res.status);  // -1: httplib's "200 unless set"
+  }
+  void get(const std::string& path, const std::string& name, bool needs_key, Handler handler) {
+    http.Get(path, [this, name, needs_key, handler](const httplib::Request& req, httplib::Response& res) {
+      serve(name, needs_key, req, res, nullptr, handler);
+    });
+  }
+  void post(const std::string& path, const std::string& name, Handler handler) {
+    http.Post(path, [this, name, handler](const httplib::Request& req, httplib::Response& res,
+                                          const httplib::ContentReader& reader) {
+      serve(name, true, req, res, &reader, handler);
+    });
+  }
+
+  // The request body, read only after the key was checked and refused as
+  // soon as it passes --max-body, whatever its framing: the inflated bytes of
+  // a gzip/deflate/br body count. Any Content-Type is read as it is.
+  std::string read_body(const httplib::Request& req, const httplib::ContentReader& reader) {
+    const std::string te = req.get_header_value("Transfer-Encoding");
+    const bool chunked = strcasecmp(te.c_str(), "chunked") == 0;
+    if (!te.empty() && !chunked)
+      throw RequestError(501, fmt::format("Transfer-Encoding '{}' is not supported (only chunked)", te));
+    if (!chunked && !req.has_header("Content-Length"))
+      throw RequestError(411, "a request body needs Content-Length or Transfer-Encoding: chunked");
+    if (req.is_multipart_form_data()) throw RequestError(415, "multipart bodies are not accepted: send JSON");
+    const size_t limit = options.max_body_bytes;
+    if (!chunked) {
+      const std::string length = req.get_header_value("Content-Length");
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long long n = std::strtoull(length.c_str(), &end, 10);
+      if (length.empty() || *end != '\0' || errno != 0 || length[0] == '-')
+        throw RequestError(400, fmt::format("Content-Length '{}' is not a byte count", length));
+      if (n > limit) throw too_large();
+    }
+    Connection* conn = Connection::current();
+    if (conn) conn->start_body();
+    std::string body;
+    bool over = false;
+    const bool ok = reader([&](const char* data, size_t n) {
+      if (body.size() + n > limit) return !(over = true);
+      body.append(data, n);
+      return true;
+    });
+    if (over) throw too_large();
+    if (!ok && conn && conn->past_deadline())
+      throw RequestError(408, fmt::format("the request body did not arrive within {} s (--body-timeout)",
+                                          options.body_timeout_seconds));
+    if (!ok) throw RequestError(400, "the request body could not be read (cut short, or a bad chunk or encoding)");
+    return body;
+  }
+  RequestError too_large() const {
+    return RequestError(413, fmt::format("request body larger than {} bytes (--max-body)", options.max_body_bytes));
   }
 
   void routes() {
-    http.Post("/v1/completions", endpoint("completions", true, [this](auto& q, auto& s) { complete(q, s, false); }));
-    http.Post("/v1/chat/completions", endpoint("chat", true, [this](auto& q, auto& s) { complete(q, s, true); }));
-    http.Get("/v1/models", endpoint("models", true, [this](auto&, auto& res) {
+    post("/v1/completions", "completions", [this](auto& q, auto& b, auto& s) { complete(q, b, s, false); });
+    post("/v1/chat/completions", "chat", [this](auto& q, auto& b, auto& s) { complete(q, b, s, true); });
+    get("/v1/models", "models", true, [this](auto&, auto&, auto& res) {
       json j = {{"object", "list"},
                 {"data", {{{"id", options.model_name}, {"object", "model"}, {"created", started},
                            {"owned_by", "lococo"}}}}};
       res.set_content(to_text(j), "application/json");
-    }));
-    http.Post("/tokenize", endpoint("tokenize", true, [this](auto& q, auto& s) { tokenize(q, s); }));
-    http.Post("/detokenize", endpoint("detokenize", true, [this](auto& q, auto& s) { detokenize(q, s); }));
-    http.Get("/props", endpoint("props", true, [this](auto&, auto& res) {
+    });
+    post("/tokenize", "tokenize", [this](auto&, auto& b, auto& s) { tokenize(b, s); });
+    post("/detokenize", "detokenize", [this](auto&, auto& b, auto& s) { detokenize(b, s); });
+    get("/props", "props", true, [this](auto&, auto&, auto& res) {
       res.set_content(to_text(props()), "application/json");
-    }));
-    http.Get("/slots", endpoint("slots", true, [this](auto&, auto& res) {
+    });
+    get("/slots", "slots", true, [this](auto&, auto&, auto& res) {
       json slots = json::array();
       const auto busy = admission.busy_slots();
       for (size_t i = 0; i < busy.size(); ++i) {
@@ -182,22 +272,22 @@ struct Server::Impl {
                          {"n_prompt_tokens_cached", kept ? kept->saved.tokens : 0}});
       }
       res.set_content(to_text(slots), "application/json");
-    }));
-    http.Post(R"(/slots/(\d{1,6}))", endpoint("slots", true, [this](auto& q, auto& s) { slot_action(q, s); }));
+    });
+    post(R"(/slots/(\d{1,6}))", "slots", [this](auto& q, auto& b, auto& s) { slot_action(q, b, s); });
     if (!options.cors_origin.empty())  // browsers' preflight before a POST with JSON or a key
       http.Options(".*", [](const httplib::Request&, httplib::Response& res) {
         res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
         res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
         res.status = 204;
       });
-    http.Get("/health", endpoint("health", false, [this](auto&, auto& res) {
+    get("/health", "health", false, [this](auto&, auto&, auto& res) {
       const auto [busy, waiting] = admission.busy_and_waiting();
       res.set_content(to_text({{"status", "ok"}, {"slots_busy", busy}, {"queued", waiting}}), "application/json");
-    }));
-    http.Get("/metrics", endpoint("metrics", !options.metrics_open, [this](auto&, auto& res) {
+    });
+    get("/metrics", "metrics", !options.metrics_open, [this](auto&, auto&, auto& res) {
       const auto [busy, waiting] = admission.busy_and_waiting();
       res.set_content(metrics.render(busy, waiting), "text/plain; version=0.0.4");
-    }));
+    });
     http.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
       if (res.body.empty()) {
         const int status = res.status;
@@ -209,8 +299,8 @@ struct Server::Impl {
 
   // llama.cpp's /tokenize: {"content", "add_special" (BOS; default false),
   // "with_pieces"} -> {"tokens": [id] or [{id, piece}]}.
-  void tokenize(const httplib::Request& req, httplib::Response& res) {
-    const json j = server_detail::parse_body(req.body);
+  void tokenize(const std::string& body, httplib::Response& res) {
+    const json j = server_detail::parse_body(body);
     const std::string content = server_detail::get_string(j, "content");
     const bool add_special = server_detail::get_bool(j, "add_special", false);
     const bool with_pieces = server_detail::get_bool(j, "with_pieces", false);
@@ -221,8 +311,8 @@ struct Server::Impl {
   }
 
   // llama.cpp's /detokenize: {"tokens": [id]} -> {"content"}.
-  void detokenize(const httplib::Request& req, httplib::Response& res) {
-    const json j = server_detail::parse_body(req.body);
+  void detokenize(const std::string& body, httplib::Response& res) {
+    const json j = server_detail::parse_body(body);
     const auto ids = server_detail::get_token_ids(j, "tokens", model.tokenizer->vocab_size());
     res.set_content(to_text({{"content", model.tokenizer->decode(ids)}}), "application/json");
   }
@@ -311,6 +401,7 @@ struct Server::Impl {
     if (aligned > out.reused && (r.cache_prompt || new_named_state)) {
       auto s = std::make_shared<PromptState>();
       s->ids.assign(prompt.begin(), prompt.begin() + aligned);
+      s->text = r.prompt;
       s->saved = capture_state(*out.cache, r.cache, model_fp, text_fingerprint(s->ids), aligned, logits);
       kept = s;
     }
@@ -408,38 +499,78 @@ struct Server::Impl {
     return {{"cache", desc}, {"cache_bytes", bytes}, {"prompt_tokens_reused", p.reused}};
   }
 
-  // The prompt's token ids as the model reads them (BOS first).
-  std::vector<int64_t> prompt_ids(const CompletionRequest& r) {
+  // The prompt's token ids as the model reads them (BOS first); nullopt when
+  // `keep_going()` said stop while a long prompt was tokenised.
+  std::optional<std::vector<int64_t>> prompt_ids(const CompletionRequest& r, const std::function<bool()>& keep_going) {
     // Chat: template markers as special tokens, message content as plain text.
-    std::vector<int64_t> ids = r.chat ? encode_chat(*model.tokenizer, r.chat_segments, false)
-                                      : piece_tokens.encode(r.prompt);
+    auto ids = r.chat ? std::optional(encode_chat(*model.tokenizer, r.chat_segments, false))
+                      : piece_tokens.encode(r.prompt, keep_going);
     const int64_t bos = model.tokenizer->bos_id();
-    if (r.gen.add_bos && !r.state_continue && bos >= 0 && (ids.empty() || ids[0] != bos)) ids.insert(ids.begin(), bos);
+    if (ids && r.gen.add_bos && !r.state_continue && bos >= 0 && (ids->empty() || (*ids)[0] != bos))
+      ids->insert(ids->begin(), bos);
     return ids;
   }
 
-  void complete(const httplib::Request& req, httplib::Response& res, bool chat) {
+  // Cache bytes a request may hold at once: its cache, the copy that n > 1
+  // choices restart from, and the prompt state its slot keeps. Before the
+  // prompt is tokenised a token is taken to be at least one byte of it.
+  int64_t request_bytes(const CompletionRequest& r, int64_t prompt_tokens) const {
+    const int64_t copies = 1 + (r.n > 1 ? 1 : 0) + (r.cache_prompt || !r.state.empty() ? 1 : 0);
+    const int64_t tokens = std::min(prompt_tokens, options.prompt_limit(r.cache.policy)) + r.gen.max_tokens;
+    const int64_t bytes = copies * planned_cache_bytes(model.model->config(), r.cache, tokens);
+    if (bytes > admission.max_bytes())
+      throw RequestError(400, fmt::format("the request's cache needs {} bytes, more than the server allows "
+                                          "(--max-cache-bytes {}): ask for a smaller cache.budget or max_tokens",
+                                          bytes, admission.max_bytes()));
+    return bytes;
+  }
+
+  // A slot for `r`, or the status that refuses it.
+  std::shared_ptr<SlotTicket> admit(const CompletionRequest& r, const std::function<bool()>& client_gone) {
+    const int64_t bytes = request_bytes(r, static_cast<int64_t>(r.prompt.size()) + 8);
+    const auto entry = admission.enter(r.cache_prompt ? prompts.slots_by_text(r.prompt) : std::vector<int>{}, bytes,
+                                       client_gone);
+    if (entry.refusal == Admission::kFull) throw RequestError(503, "server busy: all slots and the queue are full, retry later");
+    if (entry.refusal == Admission::kShuttingDown) throw RequestError(503, "server shutting down");
+    if (entry.refusal == Admission::kClientGone) throw RequestError(kClientClosed, "the client closed the request");
+    const int slot = entry.slot;
+    return std::make_shared<SlotTicket>(admission, slot, [this, slot]() -> int64_t {
+      const auto kept = prompts.slot(slot);
+      return kept ? kept->saved.bytes() : 0;
+    });
+  }
+  static constexpr int kClientClosed = 499;  // nginx's status for a request its client left (nobody reads it)
+
+  void complete(const httplib::Request&, const std::string& body, httplib::Response& res, bool chat) {
     auto r = std::make_shared<CompletionRequest>(server_detail::parse_completion_request(
-        req.body, chat, options, chat_tmpl, model.dir.string()));
-    auto prompt = std::make_shared<std::vector<int64_t>>(prompt_ids(*r));
+        body, chat, options, chat_tmpl, model.dir.string()));
+    Connection* conn = Connection::current();
+    const std::function<bool()> client_gone = [conn] { return conn && conn->peer_gone(); };
+    auto ticket = admit(*r, client_gone);
+    // Inside the slot from here: tokenising, the cache, the generation.
+    const auto until = deadline();
+    const auto keep_going = [&] { return std::chrono::steady_clock::now() <= until && !client_gone(); };
+    auto ids = prompt_ids(*r, keep_going);
+    if (!ids && client_gone()) throw RequestError(kClientClosed, "the client closed the request");
+    if (!ids) throw RequestError(503, fmt::format("the prompt was not tokenised within {} s (--timeout)",
+                                                  options.timeout_seconds));
+    auto prompt = std::make_shared<std::vector<int64_t>>(std::move(*ids));
     if (static_cast<int64_t>(prompt->size()) > options.prompt_limit(r->cache.policy))
       throw RequestError(400, fmt::format("prompt has {} tokens, more than the limit {} (--max-prompt-tokens)",
                                           prompt->size(), options.prompt_limit(r->cache.policy)));
-    make_cache(model.model->config(), r->cache);  // invalid cache settings: 400 before queueing
-    const int slot = admission.enter(r->cache_prompt ? prompts.slots_by_reuse(*prompt) : std::vector<int>{});
-    if (slot < 0) throw RequestError(503, "server busy: all slots and the queue are full, retry later");
-    auto ticket = std::make_shared<SlotTicket>(admission, slot);
+    request_bytes(*r, static_cast<int64_t>(prompt->size()));  // tokens it was admitted with were an estimate
     const std::string id = fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++);
-    if (r->stream) return stream(res, r, prompt, ticket, id);
-    const auto until = deadline();
-    ReadPrompt p = read_prompt(*r, *prompt, slot, [&](int64_t) { return std::chrono::steady_clock::now() <= until; });
+    if (r->stream) return stream(res, r, prompt, ticket, id, until);
+    ReadPrompt p = read_prompt(*r, *prompt, ticket->slot, [&](int64_t) { return keep_going(); });
     std::string desc = p.cache->describe();
     int64_t bytes = p.cache->bytes(), completion_tokens = 0;
     json choices = json::array();
+    const TextCallback still_wanted = [&](const std::string&) { return !client_gone(); };
     for (int64_t i = 0; i < r->n; ++i) {
       GenerateResult g;
       g.finish_reason = "timeout";  // the prompt was not read in time: no text
-      if (p.logits.defined()) g = run_choice(*r, p, i, choice_options(*r, i), until, nullptr, &desc, &bytes);
+      if (p.logits.defined()) g = run_choice(*r, p, i, choice_options(*r, i), until, still_wanted, &desc, &bytes);
+      if (client_gone()) throw RequestError(kClientClosed, "the client closed the request");
       json c = choice(*r, i, g.text, finish_reason(g.finish_reason), false, true);
       if (r->gen.top_logprobs >= 0) c["logprobs"] = logprobs(*r, *model.tokenizer, g.logprobs);
       choices.push_back(std::move(c));
@@ -461,9 +592,9 @@ struct Server::Impl {
   static constexpr double kKeepAliveSeconds = 0.5;
 
   void stream(httplib::Response& res, std::shared_ptr<CompletionRequest> r,
-              std::shared_ptr<std::vector<int64_t>> prompt, std::shared_ptr<SlotTicket> ticket, std::string id) {
+              std::shared_ptr<std::vector<int64_t>> prompt, std::shared_ptr<SlotTicket> ticket, std::string id,
+              std::chrono::steady_clock::time_point until) {
     res.set_header("Cache-Control", "no-cache");
-    const auto until = deadline();
     res.set_chunked_content_provider("text/event-stream", [this, r, prompt, ticket, id, until](size_t,
                                                                                              httplib::DataSink& sink) {
       auto write = [&](const std::string& event) { return sink.write(event.data(), event.size()); };
@@ -548,20 +679,21 @@ struct Server::Impl {
 
   // POST /slots/{id}?action=save|restore|erase (llama.cpp's): a slot's kept
   // prompt state to and from a file of --slot-save-path ({"filename": name}).
-  void slot_action(const httplib::Request& req, httplib::Response& res) {
+  void slot_action(const httplib::Request& req, const std::string& request_body, httplib::Response& res) {
     const int slot = std::stoi(req.matches[1]);
     prompts.slot(slot);  // 400 for a slot that does not exist
     const std::string action = req.get_param_value("action");
     const auto t0 = std::chrono::steady_clock::now();
     if (action == "erase") {
       const auto s = prompts.slot(slot);
+      if (!admission.set_kept(slot, 0)) throw RequestError(409, fmt::format("slot {} is processing a request", slot));
       prompts.set_slot(slot, nullptr);
       res.set_content(to_text({{"id_slot", slot}, {"n_erased", s ? s->saved.tokens : 0}}), "application/json");
       return;
     }
     if (action != "save" && action != "restore") throw RequestError(400, "'action' must be save, restore or erase");
     if (!prompts.has_dir()) throw RequestError(400, "slot files need the server to run with --slot-save-path DIR");
-    const json body = server_detail::parse_body(req.body);
+    const json body = server_detail::parse_body(request_body);
     const std::string file = server_detail::get_string(body, "filename");
     server_detail::check_state_name(file, "filename");
     if (action == "save") {
@@ -576,6 +708,9 @@ struct Server::Impl {
     const auto s = read_named_state(file, "filename");
     if (!s) throw RequestError(404, fmt::format("no state file '{}' in --slot-save-path", file));
     if (s->saved.model != model_fp) throw RequestError(400, fmt::format("'{}' was saved with another model", file));
+    if (!admission.set_kept(slot, s->saved.bytes()))
+      throw RequestError(409, fmt::format("slot {} is processing a request, or its state would pass --max-cache-bytes",
+                                          slot));
     prompts.set_slot(slot, s);
     res.set_content(to_text({{"id_slot", slot}, {"filename", file}, {"n_restored", s->saved.tokens},
                              {"n_read", s->saved.bytes()}, {"timings", {{"restore_ms", seconds_since(t0) * 1000}}}}),
@@ -618,6 +753,7 @@ void Server::listen() {
 }
 
 void Server::stop() {
+  impl_->admission.drain();
   impl_->stop_flag = true;
   for (int i = 0; i < 500 && impl_->state == Impl::kServing; ++i) {
     impl_->http.stop();

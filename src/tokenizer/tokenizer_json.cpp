@@ -7,6 +7,8 @@
 #include <climits>
 #include <stdexcept>
 
+#include <queue>
+
 #include <fmt/format.h>
 #include <unicode/normalizer2.h>
 #include <unicode/unistr.h>
@@ -129,15 +131,23 @@ struct HfBpeTokenizer::Regex {
   }
   ~Regex() { pcre2_code_free(code); }
 
-  // Split "Isolated": every match is a piece, and so is every stretch between matches.
+  // Split "Isolated": every match is a piece, and so is every stretch between
+  // matches. The subject's UTF-8 is checked once, on the first match; later
+  // matches skip the check (PCRE2 would otherwise check from the offset to the
+  // end on every call: quadratic in the text).
   std::vector<std::string> split(const std::string& text) const {
     std::vector<std::string> pieces;
-    pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
+    std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(
+        pcre2_match_data_create_from_pattern(code, nullptr), &pcre2_match_data_free);
     size_t gap = 0, from = 0;
+    uint32_t check = 0;
     while (from < text.size()) {
-      const int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), from, 0, md, nullptr);
-      if (rc < 0) break;  // no further match (or invalid UTF-8): the rest is one piece
-      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+      const int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), from, check, md.get(),
+                                 nullptr);
+      check = PCRE2_NO_UTF_CHECK;
+      if (rc == PCRE2_ERROR_NOMATCH) break;  // the rest is the last stretch
+      if (rc < 0) fail(rc, md.get());
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
       if (ov[1] == ov[0]) {  // empty match: look again one character on
         from = ov[0] + utf8_length(static_cast<unsigned char>(text[ov[0]]));
         continue;
@@ -147,8 +157,16 @@ struct HfBpeTokenizer::Regex {
       gap = from = ov[1];
     }
     if (gap < text.size()) pieces.push_back(text.substr(gap));
-    pcre2_match_data_free(md);
     return pieces;
+  }
+
+  [[noreturn]] static void fail(int rc, pcre2_match_data* md) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(rc, message, sizeof(message));
+    const auto* what = reinterpret_cast<const char*>(message);
+    if (rc <= PCRE2_ERROR_UTF8_ERR1 && rc >= PCRE2_ERROR_UTF8_ERR21)
+      throw std::invalid_argument(fmt::format("text is not valid UTF-8 at byte {}: {}", pcre2_get_startchar(md), what));
+    throw std::runtime_error(fmt::format("pre_tokenizer regex failed: {}", what));
   }
 };
 
@@ -324,32 +342,64 @@ void HfBpeTokenizer::encode_ordinary(const std::string& raw, std::vector<int64_t
   if (start < s.size()) encode_word(s.substr(start), out);
 }
 
+// Joins the lowest-ranked adjacent pair of symbols (the leftmost first) until
+// no pair has a rank; returns the symbols as (begin, size) bytes of `word`.
+// A heap of candidate pairs over a linked list of symbols: O(n log n) in the
+// word's length, where rescanning the word after each merge was quadratic (a
+// pre-token can be a whole file without a space). A heap entry is stale when
+// either symbol has grown or gone since it was pushed (sizes only grow).
+std::vector<std::pair<size_t, size_t>> HfBpeTokenizer::bpe_merge(const std::string& word) const {
+  struct Symbol {
+    size_t begin, size;  // bytes of `word`; size 0 once merged into its left neighbour
+    int prev, next;      // neighbours, -1 at the ends
+  };
+  std::vector<Symbol> sym;
+  for (size_t i = 0; i < word.size();) {
+    const size_t n = std::min(utf8_length(static_cast<unsigned char>(word[i])), word.size() - i);
+    const int at = static_cast<int>(sym.size());
+    sym.push_back({i, n, at - 1, at + 1});
+    i += n;
+  }
+  if (sym.empty()) return {};
+  sym.back().next = -1;
+  struct Pair {
+    int64_t rank;
+    int left;
+    size_t left_size, right_size;
+  };
+  const auto later = [](const Pair& a, const Pair& b) { return a.rank != b.rank ? a.rank > b.rank : a.left > b.left; };
+  std::priority_queue<Pair, std::vector<Pair>, decltype(later)> heap(later);
+  std::string key;
+  const auto push = [&](int left) {
+    if (left < 0 || sym[left].next < 0) return;
+    const Symbol &l = sym[left], &r = sym[l.next];
+    key.assign(word, l.begin, l.size).append(" ").append(word, r.begin, r.size);
+    if (const auto it = merge_rank_.find(key); it != merge_rank_.end()) heap.push({it->second, left, l.size, r.size});
+  };
+  for (int i = 0; i + 1 < static_cast<int>(sym.size()); ++i) push(i);
+  while (!heap.empty()) {
+    const Pair p = heap.top();
+    heap.pop();
+    Symbol& l = sym[p.left];
+    if (l.size != p.left_size || l.next < 0 || sym[l.next].size != p.right_size) continue;  // stale
+    Symbol& r = sym[l.next];
+    l.size += r.size;
+    r.size = 0;
+    l.next = r.next;
+    if (l.next >= 0) sym[l.next].prev = p.left;
+    push(l.prev);
+    push(p.left);
+  }
+  std::vector<std::pair<size_t, size_t>> out;
+  for (int i = 0; i >= 0; i = sym[i].next) out.emplace_back(sym[i].begin, sym[i].size);
+  return out;
+}
+
 void HfBpeTokenizer::encode_word(const std::string& word, std::vector<int64_t>& out) const {
   if (ignore_merges_)
     if (auto it = vocab_.find(word); it != vocab_.end()) return out.push_back(it->second);
-  std::vector<std::string> symbols = utf8_chars(word);
-  // Join the lowest-ranked adjacent pair (every occurrence, left to right) until none has a rank.
-  while (symbols.size() > 1) {
-    int64_t best = INT64_MAX;
-    size_t at = 0;
-    for (size_t i = 0; i + 1 < symbols.size(); ++i)
-      if (auto it = merge_rank_.find(symbols[i] + " " + symbols[i + 1]); it != merge_rank_.end() && it->second < best) {
-        best = it->second;
-        at = i;
-      }
-    if (best == INT64_MAX) break;
-    const std::string left = symbols[at], right = symbols[at + 1];
-    std::vector<std::string> merged;
-    for (size_t i = 0; i < symbols.size();) {
-      if (i + 1 < symbols.size() && symbols[i] == left && symbols[i + 1] == right) {
-        merged.push_back(left + right);
-        i += 2;
-      } else {
-        merged.push_back(symbols[i++]);
-      }
-    }
-    symbols.swap(merged);
-  }
+  std::vector<std::string> symbols;
+  for (const auto& [begin, size] : bpe_merge(word)) symbols.push_back(word.substr(begin, size));
   for (const std::string& s : symbols) {
     if (auto it = vocab_.find(s); it != vocab_.end()) {
       out.push_back(it->second);

@@ -20,13 +20,17 @@
 
 #include "lococo/tokenizer/chat_template.h"
 #include "lococo/generate/generate.h"
+#include "lococo/kv/registry.h"
 #include "lococo/server/server.h"
+#include "server/serve_process.h"
 #include "test_util.h"
 
 namespace lococo {
 namespace {
 
 using nlohmann::json;
+using testing::RawConnection;
+using testing::ServeProcess;
 
 // A server on an ephemeral loopback port, serving from a background thread.
 class RunningServer {
@@ -449,91 +453,25 @@ TEST_F(ServerTest, StreamedPromptReadingReportsProgress) {
   EXPECT_EQ(text, direct(prompt, 4));
 }
 
-// `lococo serve` as its own process: the real binary, its own RSS.
-class ServeProcess {
- public:
-  ServeProcess(const std::filesystem::path& model, const std::filesystem::path& log, const std::string& flags) {
-    std::filesystem::remove(log);  // an older run's address must not be read as this one's
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      // Started as a user would, with none of the thread settings lococo chooses.
-      const std::string cmd = std::string("exec env -u OMP_WAIT_POLICY -u OMP_NUM_THREADS -u OPENBLAS_NUM_THREADS "
-                                          "-u LOCOCO_RESTARTED ") + LOCOCO_BINARY + " serve -m " + model.string() +
-                              " --port 0 --cache h2o --budget 32 --chunk 16 " + flags + " > " + log.string() + " 2>&1";
-      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      std::_Exit(127);
-    }
-    const std::regex url(R"(http://127\.0\.0\.1:(\d+))");
-    for (int i = 0; i < 600 && port_ == 0; ++i) {  // it prints its address once listening
-      std::ifstream in(log);
-      const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      std::smatch m;
-      if (std::regex_search(text, m, url)) port_ = std::stoi(m[1]);
-      else std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+// --max-cache-bytes bounds what a request may ask, under every policy: a
+// cache that could never fit is refused by name before anything is allocated.
+TEST_F(ServerTest, RequestsThatCouldNeverFitTheCacheBytesAreRefused) {
+  ServerOptions o = options();
+  o.max_cache_bytes = 4 * planned_cache_bytes(model_->model->config(), o.cache, 0);
+  RunningServer s(*model_, o);
+  auto c = s.client();
+  for (const char* body : {R"({"prompt": "hi", "max_tokens": 1, "cache": {"policy": "streaming", "budget": 65536, "chunk": 8192}})",
+                           R"({"prompt": "hi", "max_tokens": 500, "cache": {"policy": "full"}})"}) {
+    auto res = c.Post("/v1/completions", body, "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << body;
+    EXPECT_NE(res->body.find("--max-cache-bytes"), std::string::npos) << res->body;
   }
-  ~ServeProcess() {  // SIGTERM drains; a server that does not stop in 10 s is killed
-    ::kill(pid_, SIGTERM);
-    for (int i = 0; i < 200 && ::waitpid(pid_, nullptr, WNOHANG) == 0; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  int port() const { return port_; }
-  // The server's environment, NUL-separated as /proc shows it.
-  std::string environment() const {
-    std::ifstream in("/proc/" + std::to_string(pid_) + "/environ", std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  }
-  int64_t rss_bytes() const {
-    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
-    for (std::string line; std::getline(in, line);)
-      if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
-    return 0;
-  }
-
- private:
-  pid_t pid_ = 0;
-  int port_ = 0;
-};
-
-// A raw connection that sends one request and reads until `want` appears
-// (or the peer closes); closing it is a client hanging up mid-stream.
-class RawConnection {
- public:
-  explicit RawConnection(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  }
-  ~RawConnection() { hang_up(); }
-  bool post(const std::string& path, const std::string& body) {
-    const std::string req = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                            "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-    return connected_ && ::send(fd_, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
-  }
-  bool read_until(const std::string& want) {
-    char buf[4096];
-    while (received_.find(want) == std::string::npos) {
-      const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) return false;
-      received_.append(buf, n);
-    }
-    return true;
-  }
-  void hang_up() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-  std::string received_;
-};
+  auto ok = c.Post("/v1/completions", R"({"prompt": "The sea was calm", "max_tokens": 4})", "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  EXPECT_EQ(json::parse(ok->body)["choices"][0]["text"], direct("The sea was calm", 4));
+}
 
 // One slot, no queue: a long streaming request holds the slot, so another
 // gets 503; when its client hangs up, the slot frees long before the

@@ -1,6 +1,8 @@
 // Hugging Face tokenizer.json BPE: small vocabularies written by hand, with the
 // ids each input must give worked out by hand in the comments (pre-tokenizer
 // pieces, byte mapping, merges in rank order), and decoding back to the input.
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -105,6 +107,49 @@ TEST(HfTokenizer, UnsupportedOrBrokenFilesNameTheField) {
   TempDir dir;
   testing::write_bytes(dir / "tokenizer.json", "{\"model\": ");
   expect_error([&] { HfBpeTokenizer::load(dir / "tokenizer.json"); }, {"tokenizer.json", "invalid JSON"});
+}
+
+// Long texts tokenise in time linear in their length: 2 MiB of words through
+// the pre-tokenizer regex (its UTF-8 was re-checked to the end on every match,
+// quadratic: minutes for this); and a 20,000-letter word, merged by the heap
+// of pairs as the rank order asks.
+TEST(HfTokenizer, LongTextsAndLongWordsTokeniseInLinearTime) {
+  HfBpeTokenizer tok(gpt2_style(), "gpt2.json");
+  std::string text = "ca";
+  for (int i = 0; i < (1 << 20) - 1; ++i) text += " ca";
+  const auto ids = tok.encode(text);
+  ASSERT_EQ(ids.size(), size_t{1} << 20);
+  EXPECT_EQ(ids[0], 23);  // "ca"
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 25), (1 << 20) - 1);  // "Ġca"
+
+  // Letters a..z then z..a, repeated: a word of 20,000 letters. The merges
+  // join "a b" -> "ab", then "ab c" -> "abc", ...: every a..z run becomes one
+  // token and every z..a letter stays alone (27 tokens per 52 letters).
+  json j = gpt2_style();
+  std::vector<std::string> vocab, merges;
+  std::string chain;
+  for (char c = 'a'; c <= 'z'; ++c) {
+    vocab.push_back(std::string(1, c));
+    if (!chain.empty()) merges.push_back(chain + " " + std::string(1, c));
+    chain += c;
+    if (chain.size() > 1) vocab.push_back(chain);
+  }
+  j["model"]["vocab"] = testing::vocab_of(vocab);
+  j["model"]["merges"] = merges;
+  j["added_tokens"] = json::array();
+  const HfBpeTokenizer chained(j, "chain.json");
+  std::string word;
+  for (int i = 0; word.size() < 20000; ++i) word += static_cast<char>(i % 52 < 26 ? 'a' + i % 26 : 'z' - i % 26);
+  const auto got = chained.encode(word);
+  ASSERT_EQ(got.size(), 20000 / 52 * 27 + 1 + (20000 % 52 - 26));
+  EXPECT_EQ(chained.decode({got[0]}), chain);
+  EXPECT_TRUE(chained.decode(got) == word);  // (not EXPECT_EQ: 20,000 letters in a failure message)
+}
+
+// Text that is not UTF-8 is an error naming the byte, not one silent piece.
+TEST(HfTokenizer, InvalidUtf8IsAnErrorNamingTheByte) {
+  HfBpeTokenizer tok(gpt2_style(), "gpt2.json");
+  expect_error([&] { tok.encode("ca ca\xff ca"); }, {"not valid UTF-8", "byte 5"});
 }
 
 }  // namespace

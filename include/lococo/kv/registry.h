@@ -29,6 +29,12 @@ const std::vector<CachePolicyTraits>& cache_policies();
 // The row of `name`; std::invalid_argument listing the choices for an unknown one.
 const CachePolicyTraits& cache_policy(const std::string& name);
 bool is_bounded(const std::string& policy);
+// The bytes of K/V storage (KvCache::bytes()) that make_cache(config, options)
+// will hold after reading `tokens` tokens, found without allocating anything;
+// the same std::invalid_argument as make_cache for an unknown policy or a
+// budget, buffer or chunk out of range. A bounded policy's is fixed; the full
+// cache's grows by doubling, so this is at most twice the tokens' bytes.
+int64_t planned_cache_bytes(const ModelConfig& config, const CacheOptions& options, int64_t tokens);
 // The default --policies of comparisons (eval, bench).
 std::vector<std::string> default_compared_policies();
 // The policy that keeps every token: the quality ceiling of comparisons.

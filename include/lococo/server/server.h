@@ -21,8 +21,23 @@
 // piece of text and a final `data: [DONE]`.
 //
 // Admission: `parallel` requests generate at once, each in its own slot; up to
-// `queue` more wait; anything beyond gets 503 with Retry-After. Errors are JSON:
+// `queue` more wait; anything beyond gets 503 with Retry-After. A request's
+// prompt is tokenised and its cache built inside its slot, and the KV-cache
+// bytes of the running requests and of the slots' kept prompt states stay
+// within `max_cache_bytes` (a request that could never fit gets 400 naming it).
+// A queued or running request whose client hangs up stops costing anything.
+// Errors are JSON:
 //   {"error": {"message": "...", "type": "invalid_request_error", "code": 400}}
+//
+// Connections (src/server/http_connection.h): each has its own thread, up to
+// `max_connections` (more get 503 at once); a request's headers must arrive
+// within `header_timeout_seconds` and its body within `body_timeout_seconds`
+// (408 otherwise); a body is read only after the API key is checked, and
+// refused with 413 as soon as it passes `max_body_bytes`, whatever its framing
+// (Content-Length, chunked) or encoding (gzip, deflate, br: inflated bytes
+// count). JSON bodies are accepted under any Content-Type (curl -d sends
+// application/x-www-form-urlencoded). SIGTERM (stop()) finishes the running
+// requests, answers the queued ones 503 and exits.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +55,10 @@ struct ServerOptions {
   int parallel = 1;                    // requests generating at once (slots)
   int queue = 16;                      // requests waiting for a slot; more get 503
   size_t max_body_bytes = 32 << 20;    // larger request bodies get 413 (a book fits)
+  int64_t max_cache_bytes = 0;         // cache bytes of running requests + kept states (0: a quarter of the RAM)
+  int max_connections = 512;           // open connections; more are answered 503 and closed
+  double header_timeout_seconds = 10;  // a request line and headers must arrive within this
+  double body_timeout_seconds = 60;    // a body must arrive within this
   // Longer prompts get 400. 0: no limit under a bounded policy (its memory
   // does not grow with the prompt; reading is bounded by --timeout) and
   // kFullCachePromptTokens under the full cache. Also the largest cache.budget.
@@ -67,11 +86,13 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Binds (throws std::runtime_error naming host:port when it cannot); returns the port.
+  // Binds (throws std::runtime_error naming host:port when it cannot, also
+  // when another server holds the port); returns the port.
   int bind();
   // Serves until stop(); in-flight requests finish before it returns.
   void listen();
-  // Stops accepting; safe from any thread.
+  // Stops accepting and refuses queued requests (503); running ones finish.
+  // Safe from any thread.
   void stop();
   int port() const;
 

@@ -55,6 +55,7 @@ class HfBpeTokenizer final : public Tokenizer {
  private:
   void encode_ordinary(const std::string& text, std::vector<int64_t>& out) const;  // no added tokens inside
   void encode_word(const std::string& word, std::vector<int64_t>& out) const;      // one pre-tokenized piece
+  std::vector<std::pair<size_t, size_t>> bpe_merge(const std::string& word) const;  // its symbols (begin, size)
   std::string token_bytes(int64_t id) const;  // the text an id stands for (before any leading-space strip)
 
   std::string source_;
