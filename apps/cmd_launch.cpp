@@ -4,6 +4,7 @@
 // rank fails the others are stopped; Ctrl-C reaches every rank, which then
 // checkpoint together.
 #include <csignal>
+#include <filesystem>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -53,6 +54,17 @@ pid_t spawn_rank(const std::vector<std::string>& args) {
 volatile std::sig_atomic_t g_signal = 0;
 void remember_signal(int sig) { g_signal = sig; }
 
+// Installed without SA_RESTART, so that a signal interrupts waitpid() and is
+// passed on to the ranks (std::signal restarts it, and the signal was lost).
+void catch_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = remember_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
 // Waits for every rank; the first failure stops the rest. Returns the exit code.
 int wait_for_ranks(std::vector<pid_t> pids) {
   int result = 0;
@@ -63,7 +75,12 @@ int wait_for_ranks(std::vector<pid_t> pids) {
     const pid_t pid = ::waitpid(-1, &status, 0);
     if (pid < 0) {
       if (errno != EINTR) break;
-      for (pid_t p : pids) if (p > 0) ::kill(p, g_signal ? g_signal : SIGTERM);  // pass Ctrl-C / SIGTERM on
+      if (g_signal) {
+        for (pid_t p : pids) if (p > 0) ::kill(p, g_signal);  // pass Ctrl-C / SIGTERM on; the ranks checkpoint
+        if (!stopping) fmt::print(stderr, "lococo launch: passing signal {} to the ranks\n", static_cast<int>(g_signal));
+        stopping = true;
+        g_signal = 0;
+      }
       continue;
     }
     for (size_t r = 0; r < pids.size(); ++r) {
@@ -102,23 +119,31 @@ void add_launch_command(CLI::App& root) {
     if (cmd != "pretrain" && cmd != "train-compressor" && cmd != "tune")
       throw std::invalid_argument(fmt::format("launch: '{}' is not a training command (pretrain, train-compressor, tune)", cmd));
     const std::string master = f->master.empty() ? fmt::format("127.0.0.1:{}", free_loopback_port()) : f->master;
+    // The ranks meet through a file store in a private directory: no port is
+    // opened for the rendezvous (a TCP store would listen on every interface).
+    char dir_template[] = "/tmp/lococo-launch-XXXXXX";
+    if (!::mkdtemp(dir_template)) throw std::runtime_error("launch: cannot create a directory in /tmp");
+    const std::string store_dir = dir_template;
     if (std::getenv("OMP_NUM_THREADS") == nullptr) {  // share the cores instead of oversubscribing them
       const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
       ::setenv("OMP_NUM_THREADS", std::to_string(std::max(1u, cores / f->ranks)).c_str(), 1);
     }
-    std::signal(SIGINT, remember_signal);
-    std::signal(SIGTERM, remember_signal);
+    catch_stop_signals();
     std::vector<pid_t> pids;
     for (int r = 0; r < f->ranks; ++r) {
       std::vector<std::string> args = {"lococo"};
       args.insert(args.end(), f->command.begin(), f->command.end());
       for (const std::string& a : {std::string("--world-size"), std::to_string(f->ranks), std::string("--rank"),
-                                   std::to_string(r), std::string("--master"), master})
+                                   std::to_string(r), std::string("--master"), master,
+                                   std::string("--dist-store-dir"), store_dir})
         args.push_back(a);
       pids.push_back(spawn_rank(args));
     }
     fmt::print(stderr, "lococo launch: {} ranks of '{}' (rendezvous {})\n", f->ranks, cmd, master);
-    return wait_for_ranks(pids);
+    const int code = wait_for_ranks(pids);
+    std::error_code ignored;
+    std::filesystem::remove_all(store_dir, ignored);
+    return code;
   });
 }
 

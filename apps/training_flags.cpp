@@ -72,6 +72,14 @@ void add_dist_flags(CLI::App* sub, DistOptions& d) {
   sub->add_option("--master", d.master, "HOST:PORT of rank 0's rendezvous")->capture_default_str();
   sub->add_option("--dist-timeout", d.timeout_seconds, "Seconds before a silent peer fails the run")
       ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--dist-main-timeout", d.main_timeout_seconds,
+                  "Seconds the other ranks wait for rank 0's validation and checkpoints")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--dist-host", d.host,
+                  "This rank's address for the collectives (default: this machine's address on the route to --master)");
+  sub->add_option("--dist-store-dir", d.store_dir,
+                  "Meet through a file store in this directory instead of rank 0's TCP store (one machine; "
+                  "lococo launch sets it)");
 }
 
 TrainingData load_training_data(const ChunkTrainingFlags& f, const Tokenizer& tokenizer,

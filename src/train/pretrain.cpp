@@ -222,6 +222,7 @@ PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
       throw std::invalid_argument(fmt::format("{}: written by {} ranks, resumed with {}", ckpt.string(),
                                               state.value("world_size", 1), dist.world_size()));
   }
+  dist.expect_same(start, "the step to resume from");
   dist.broadcast(trainer.parameters());
   r.steps_done = start;  // a resumed run that is done already saves what it has, not step 0
   MetricsLog log;
@@ -266,12 +267,16 @@ PretrainResult pretrain(const ModelConfig& config, const PretrainOptions& o) {
                                   last_passkey >= 0 ? fmt::format(" passkey {:.0f}%", 100 * last_passkey) : "",
                                   r.tokens_per_second));
     r.steps_done = step + 1;
+    dist.wait_for_main("waiting for rank 0's validation");
     if (dist.any(stop_requested()) || (o.stop_after > 0 && step + 1 - start >= o.stop_after && step + 1 < o.steps)) {
       save(step + 1);
       r.interrupted = true;
       break;
     }
-    if (o.save_every > 0 && (step + 1) % o.save_every == 0) save(step + 1);
+    if (o.save_every > 0 && (step + 1) % o.save_every == 0) {
+      save(step + 1);
+      dist.wait_for_main("waiting for rank 0's checkpoint");
+    }
   }
   bar.finish();
   if (!r.interrupted && dist.is_main()) {

@@ -207,6 +207,7 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
       throw std::invalid_argument(fmt::format("{}: written by {} ranks, resumed with {}", ckpt.string(),
                                               state.value("world_size", 1), dist.world_size()));
   }
+  dist.expect_same(step, "the step to resume from");
   dist.broadcast(trainer.parameters());
   MetricsLog log;
   if (dist.is_main()) log = MetricsLog(state_file(o, ".metrics.jsonl"), /*append=*/step > 0);
@@ -307,6 +308,7 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
         compressor->save(o.out);
       }
     }
+    dist.wait_for_main("waiting for rank 0's validation");
     if (dist.any(stop_requested() || caller_stop) ||
         (o.stop_after > 0 && step - start >= o.stop_after && step < o.steps)) {
       save();
