@@ -92,4 +92,40 @@ fs.writeFileSync(path.join(out, 'state', 'one-layer.state'), safetensors([
   compressor: '', text: '0123456789abcdef', tokens: '2', counters: '{"tokens_seen":2}',
   extra: '{"messages":[{"role":"user","content":"hi"}],"read_messages":1,"chat_template":"plain"}',
 }));
+// A config.json as Hugging Face writes it, with rope scaling.
+fs.mkdirSync(path.join(out, 'config'), { recursive: true });
+fs.writeFileSync(path.join(out, 'config', 'llama.json'), JSON.stringify({
+  architectures: ['LlamaForCausalLM'], vocab_size: 512, hidden_size: 64, intermediate_size: 128,
+  num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, rms_norm_eps: 1e-5, rope_theta: 10000,
+  max_position_embeddings: 2048, tie_word_embeddings: false, bos_token_id: 1, eos_token_id: [2, 3],
+  rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4,
+    original_max_position_embeddings: 1024 },
+}));
+// tokenizer.json files: byte-level BPE with a split regex, and SentencePiece style with byte fallback.
+fs.mkdirSync(path.join(out, 'tokenizer_json'), { recursive: true });
+const letters = 'abcdefghijklmnopqrstuvwxyz'.split('');
+const vocab = {};
+[...letters, '\u0120', 'ab', 'abc', '\u0120a', '<0x0A>', '\u2581', '\u2581a'].forEach((t, i) => { vocab[t] = i; });
+fs.writeFileSync(path.join(out, 'tokenizer_json', 'byte-level.json'), JSON.stringify({
+  model: { type: 'BPE', vocab, merges: ['a b', 'ab c', '\u0120 a'], ignore_merges: false },
+  added_tokens: [{ id: 40, content: '<|endoftext|>', special: true }],
+  normalizer: { type: 'NFC' },
+  pre_tokenizer: { type: 'Sequence', pretokenizers: [
+    { type: 'Split', pattern: { Regex: "(?i:'s|'t)|\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+|\\s+" },
+      behavior: 'Isolated', invert: false },
+    { type: 'ByteLevel', add_prefix_space: false, use_regex: false }] },
+}));
+fs.writeFileSync(path.join(out, 'tokenizer_json', 'sentencepiece.json'), JSON.stringify({
+  model: { type: 'BPE', vocab, merges: [['a', 'b'], ['\u2581', 'a']], byte_fallback: true, unk_token: null },
+  added_tokens: [{ id: 41, content: '<s>', special: true }, { id: 42, content: '</s>', special: true }],
+  normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' },
+    { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' }] },
+  pre_tokenizer: null,
+}));
+// A token cache file whose key is the one the fuzz target asks for.
+fs.mkdirSync(path.join(out, 'token_cache'), { recursive: true });
+const key = Buffer.from(JSON.stringify({ sources: [], tokenizer: 'fuzz' }));
+const ids = Buffer.alloc(16); [1, 5, 9, 511].forEach((v, i) => ids.writeInt32LE(v, 4 * i));
+fs.writeFileSync(path.join(out, 'token_cache', 'four.tokens'),
+  Buffer.concat([Buffer.from('LCTOKS01'), u64(4), u64(key.length), key, ids]));
 console.log(`seeds written to ${out}`);

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in fuzz/ (clang, AddressSanitizer + UBSan) and
-# runs each for FUZZ_SECONDS (default 60) from seed files (fuzz/make-seeds.js).
+# runs each for FUZZ_SECONDS (default 30) from seed files (fuzz/make-seeds.js).
 # Exits non-zero when a target crashes, leaks or trips a sanitizer; the input
 # that did it is left in out/fuzz/<target>/ (crash-*, leak-*, ...).
-#   scripts/fuzz.sh [TARGET ...]        (default: fuzz_gguf fuzz_safetensors fuzz_state)
+#   scripts/fuzz.sh [TARGET ...]        (default: every target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${FUZZ_BUILD_DIR:-build-fuzz}
-TIME=${FUZZ_SECONDS:-60}
+TIME=${FUZZ_SECONDS:-30}
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(fuzz_gguf fuzz_safetensors fuzz_state)
+((${#TARGETS[@]})) || TARGETS=(fuzz_gguf fuzz_safetensors fuzz_state fuzz_config fuzz_tokenizer_json fuzz_token_cache)
 
 [[ -f $BUILD/build.ninja ]] ||
   cmake -S fuzz -B "$BUILD" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo

@@ -16,4 +16,4 @@ if ! cmp -s tests/server/clients/package-lock.json "$clients/package-lock.json" 
   npm ci --prefix "$clients" --cache "$clients/npm-cache" --no-fund --no-audit --no-update-notifier --loglevel=error
 fi
 (cd "$BUILD_DIR" && ctest --output-on-failure -j "${JOBS:-$(nproc)}" "$@")
-if [[ ${FUZZ_SECONDS:-60} != 0 ]]; then bash scripts/fuzz.sh; fi
+if [[ ${FUZZ_SECONDS:-30} != 0 ]]; then bash scripts/fuzz.sh; fi

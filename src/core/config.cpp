@@ -80,7 +80,9 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& source) {
 
   if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) throw std::runtime_error(source + ": field 'rope_scaling' must be an object");
-    std::string type = it->value("rope_type", it->value("type", std::string("none")));
+    std::string type = "none";
+    read_field(*it, "type", type, source + " rope_scaling");
+    read_field(*it, "rope_type", type, source + " rope_scaling");
     if (type != "linear" && type != "llama3" && type != "none" && type != "default")
       throw std::runtime_error(fmt::format(
           "{}: rope_scaling type '{}' is not supported (supported: linear, llama3)", source, type));

@@ -33,23 +33,6 @@ nlohmann::json source_key(const std::vector<std::filesystem::path>& files, const
   return {{"sources", sources}, {"tokenizer", tokenizer_fingerprint(t)}};
 }
 
-// Reads a token file if its key matches; returns an undefined tensor otherwise.
-torch::Tensor read_token_file(const std::filesystem::path& p, const nlohmann::json& key) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return {};
-  char magic[8];
-  uint64_t n = 0, k = 0;
-  in.read(magic, 8).read(reinterpret_cast<char*>(&n), 8).read(reinterpret_cast<char*>(&k), 8);
-  if (!in || std::memcmp(magic, kMagic, 8) != 0 || k > (1u << 30)) return {};
-  std::string stored(k, '\0');
-  in.read(stored.data(), static_cast<std::streamsize>(k));
-  if (!in || nlohmann::json::parse(stored, nullptr, false) != key) return {};
-  auto ids = torch::empty({static_cast<int64_t>(n)}, torch::kInt32);
-  in.read(static_cast<char*>(ids.data_ptr()), static_cast<std::streamsize>(n * 4));
-  if (!in) return {};
-  return ids.to(torch::kInt64);
-}
-
 void write_token_file(const std::filesystem::path& p, const nlohmann::json& key, const std::vector<int32_t>& ids) {
   const std::string k = key.dump();
   const uint64_t n = ids.size(), klen = k.size();
@@ -63,6 +46,28 @@ void write_token_file(const std::filesystem::path& p, const nlohmann::json& key,
 }
 
 }  // namespace
+
+torch::Tensor read_token_file(const std::filesystem::path& p, const nlohmann::json& key, int64_t vocab_size) {
+  std::error_code error;
+  const uint64_t file_bytes = std::filesystem::file_size(p, error);
+  std::ifstream in(p, std::ios::binary);
+  if (error || !in) return {};
+  char magic[8];
+  uint64_t n = 0, k = 0;
+  in.read(magic, 8).read(reinterpret_cast<char*>(&n), 8).read(reinterpret_cast<char*>(&k), 8);
+  // The sizes must add up to the file's: a corrupt count never becomes an allocation.
+  if (!in || std::memcmp(magic, kMagic, 8) != 0 || k > file_bytes - 24 || n != (file_bytes - 24 - k) / 4 ||
+      (file_bytes - 24 - k) % 4 != 0)
+    return {};
+  std::string stored(k, '\0');
+  in.read(stored.data(), static_cast<std::streamsize>(k));
+  if (!in || nlohmann::json::parse(stored, nullptr, false) != key) return {};
+  auto ids = torch::empty({static_cast<int64_t>(n)}, torch::kInt32);
+  in.read(static_cast<char*>(ids.data_ptr()), static_cast<std::streamsize>(n * 4));
+  if (!in) return {};
+  if (n > 0 && (ids.min().item<int32_t>() < 0 || ids.max().item<int32_t>() >= vocab_size)) return {};
+  return ids.to(torch::kInt64);
+}
 
 std::vector<std::filesystem::path> list_text_files(const std::vector<std::string>& paths) {
   namespace fs = std::filesystem;
@@ -88,7 +93,7 @@ TokenData::TokenData(const std::vector<std::string>& paths, const Tokenizer& tok
   const nlohmann::json key = source_key(files, tokenizer);
   const std::string name = fmt::format("{:016x}", std::hash<std::string>{}(key.dump()));
   file_ = cache_dir / (name + ".tokens");
-  tokens_ = read_token_file(file_, key);
+  tokens_ = read_token_file(file_, key, tokenizer.vocab_size());
   if (tokens_.defined()) return;
   std::vector<int32_t> ids;
   for (const auto& f : files) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "lococo/tokenizer/tokenizer.h"
@@ -26,6 +27,11 @@ namespace lococo {
 // The .txt files named by `paths` (files, or directories searched recursively),
 // sorted; throws std::runtime_error naming a path that does not exist.
 std::vector<std::filesystem::path> list_text_files(const std::vector<std::string>& paths);
+
+// The ids of a token file whose key equals `key`, as int64 [N]; undefined
+// when the file is missing, stale (another key), cut short, longer than it
+// says, or holds an id outside [0, vocab_size): the caller tokenises again.
+torch::Tensor read_token_file(const std::filesystem::path& file, const nlohmann::json& key, int64_t vocab_size);
 
 class TokenData {
  public:
