@@ -128,4 +128,28 @@ const key = Buffer.from(JSON.stringify({ sources: [], tokenizer: 'fuzz' }));
 const ids = Buffer.alloc(16); [1, 5, 9, 511].forEach((v, i) => ids.writeInt32LE(v, 4 * i));
 fs.writeFileSync(path.join(out, 'token_cache', 'four.tokens'),
   Buffer.concat([Buffer.from('LCTOKS01'), u64(4), u64(key.length), key, ids]));
+// GGUF tokenizer metadata as llama.cpp writes it: a byte-level BPE ("gpt2") and a SentencePiece ("llama") vocabulary.
+function strs(list) { return Buffer.concat([u32(8), u64(list.length), ...list.map(str)]); }
+function i32s(list) { const b = Buffer.alloc(4 * list.length); list.forEach((v, i) => b.writeInt32LE(v, 4 * i)); return Buffer.concat([u32(5), u64(list.length), b]); }
+function f32a(list) { return Buffer.concat([u32(6), u64(list.length), f32s(list)]); }
+fs.mkdirSync(path.join(out, 'gguf_tokenizer'), { recursive: true });
+const bpeTokens = [...letters, '\u0120', 'ab', 'abc', '\u0120a', '<|endoftext|>'];
+fs.writeFileSync(path.join(out, 'gguf_tokenizer', 'gpt2.gguf'), gguf([
+  ['tokenizer.ggml.model', 8, str('gpt2')],
+  ['tokenizer.ggml.pre', 8, str('llama-bpe')],
+  ['tokenizer.ggml.tokens', 9, strs(bpeTokens)],
+  ['tokenizer.ggml.token_type', 9, i32s(bpeTokens.map((t) => (t.startsWith('<|') ? 3 : 1)))],
+  ['tokenizer.ggml.merges', 9, strs(['a b', 'ab c', '\u0120 a'])],
+  ['tokenizer.ggml.bos_token_id', 4, u32(30)],
+  ['tokenizer.ggml.eos_token_id', 4, u32(30)],
+], []));
+const spmTokens = ['<unk>', '<s>', '</s>', '<0x0A>', '\u2581', '\u2581a', ...letters];
+fs.writeFileSync(path.join(out, 'gguf_tokenizer', 'llama.gguf'), gguf([
+  ['tokenizer.ggml.model', 8, str('llama')],
+  ['tokenizer.ggml.tokens', 9, strs(spmTokens)],
+  ['tokenizer.ggml.scores', 9, f32a(spmTokens.map((_, i) => -i))],
+  ['tokenizer.ggml.token_type', 9, i32s(spmTokens.map((t, i) => (i === 0 ? 2 : i < 3 ? 3 : t.startsWith('<0x') ? 6 : 1)))],
+  ['tokenizer.ggml.bos_token_id', 4, u32(1)],
+  ['tokenizer.ggml.eos_token_id', 4, u32(2)],
+], []));
 console.log(`seeds written to ${out}`);

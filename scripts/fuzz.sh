@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 BUILD=${FUZZ_BUILD_DIR:-build-fuzz}
 TIME=${FUZZ_SECONDS:-30}
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(fuzz_gguf fuzz_safetensors fuzz_state fuzz_config fuzz_tokenizer_json fuzz_token_cache)
+((${#TARGETS[@]})) || TARGETS=(fuzz_gguf fuzz_safetensors fuzz_state fuzz_config fuzz_tokenizer_json fuzz_token_cache
+  fuzz_gguf_tokenizer)
 
 [[ -f $BUILD/build.ninja ]] ||
   cmake -S fuzz -B "$BUILD" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo
