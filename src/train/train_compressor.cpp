@@ -241,7 +241,7 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
     for (auto& c : caches) c->reset();
     for (auto& c : teachers) c->reset();
     bool sequence_trained = false;
-    for (int64_t s = 0; s < o.segments && step < o.steps && !caller_stop; ++s) {
+    for (int64_t s = 0; s < o.segments && step < o.steps && !(caller_stop && accumulated == 0); ++s) {
       bool trained = false;
       double chunk_loss = 0;
       for (int64_t i = 0; i < local; ++i) {
@@ -309,8 +309,10 @@ CompressorTrainResult train_compressor(LlamaModel& model, const TokenData& train
       }
     }
     dist.wait_for_main("waiting for rank 0's validation");
-    if (dist.any(stop_requested() || caller_stop) ||
-        (o.stop_after > 0 && step - start >= o.stop_after && step < o.steps)) {
+    // A stop waits for a step boundary: a checkpoint holds no partly accumulated gradient.
+    const bool stop = dist.any(stop_requested() || caller_stop) ||
+                      (o.stop_after > 0 && step - start >= o.stop_after && step < o.steps);
+    if (stop && accumulated == 0) {
       save();
       r.interrupted = true;
       break;

@@ -190,6 +190,9 @@ TEST(TrainCompressor, TrainingLowersValidationPerplexityOfLococo) {
   EXPECT_LT(streaming_ppl(model, cache, val_tokens, o.cache.chunk), before);
 }
 
+// Stopped after 4 steps and resumed, a run's losses are the uninterrupted
+// run's, also when a step accumulates gradients over several chunks (a stop
+// between them must not lose the part accumulated).
 TEST(TrainCompressor, ResumeEqualsUninterruptedRun) {
   torch::set_num_threads(1);
   testing::TempDir dir;
@@ -201,24 +204,29 @@ TEST(TrainCompressor, ResumeEqualsUninterruptedRun) {
     for (std::string line; std::getline(in, line);) l.push_back(nlohmann::json::parse(line).at("loss"));
     return l;
   };
-  auto full = small_options(dir / "full.safetensors");
-  full.steps = 12;
-  train_compressor(model, train, nullptr, full);
-  auto split = small_options(dir / "split.safetensors");
-  split.steps = 12;
-  split.stop_after = 4;
-  EXPECT_TRUE(train_compressor(model, train, nullptr, split).interrupted);
-  split.stop_after = 0;
-  split.resume = true;
-  auto changed = split;  // a resumed run keeps its configuration: a changed one is refused by flag
-  changed.grad_accum = 2;
-  testing::expect_error([&] { train_compressor(model, train, nullptr, changed); }, {"--grad-accum", "split"});
-  EXPECT_FALSE(train_compressor(model, train, nullptr, split).interrupted);
-  auto a = read_losses(dir / "full.safetensors.metrics.jsonl");
-  auto b = read_losses(dir / "split.safetensors.metrics.jsonl");
-  ASSERT_EQ(a.size(), 12u);
-  ASSERT_EQ(b.size(), a.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5) << "step " << i + 1;
+  for (const int64_t accum : {1, 2, 3, 4}) {
+    const std::string tag = "accum" + std::to_string(accum);
+    auto full = small_options(dir / (tag + "-full.safetensors"));
+    full.steps = 12;
+    full.grad_accum = accum;
+    train_compressor(model, train, nullptr, full);
+    auto split = small_options(dir / (tag + "-split.safetensors"));
+    split.steps = 12;
+    split.grad_accum = accum;
+    split.stop_after = 4;
+    EXPECT_TRUE(train_compressor(model, train, nullptr, split).interrupted);
+    split.stop_after = 0;
+    split.resume = true;
+    auto changed = split;  // a resumed run keeps its configuration: a changed one is refused by flag
+    changed.grad_accum = accum + 1;
+    testing::expect_error([&] { train_compressor(model, train, nullptr, changed); }, {"--grad-accum", "split"});
+    EXPECT_FALSE(train_compressor(model, train, nullptr, split).interrupted);
+    auto a = read_losses(dir / (tag + "-full.safetensors.metrics.jsonl"));
+    auto b = read_losses(dir / (tag + "-split.safetensors.metrics.jsonl"));
+    ASSERT_EQ(a.size(), 12u) << tag;
+    ASSERT_EQ(b.size(), a.size()) << tag;
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5) << tag << " step " << i + 1;
+  }
 }
 
 }  // namespace
